@@ -1,0 +1,1 @@
+"""The engine: steps, tasks, execution modes and the DotFlow workflow."""

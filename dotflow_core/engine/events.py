@@ -1,0 +1,88 @@
+"""Where the engine's events go: the hooks of a provider manager, or a worker's pipe.
+
+Building a record costs a snapshot (contexts are copied), so no record is
+built for a hook that no active provider implements.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from dotflow_core.hooks.records import TaskRecord, WorkflowRecord
+from dotflow_core.serialize import capped_repr
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from dotflow_core.engine.task import Task
+    from dotflow_core.manager import ProviderManager
+
+
+class Events:
+    """Reports engine events to the providers of a manager (``None``: to nobody)."""
+
+    def __init__(self, manager: ProviderManager | None) -> None:
+        self.manager = manager
+
+    @classmethod
+    def silent(cls) -> Events:
+        return cls(None)
+
+    def listens(self, hook_name: str) -> bool:
+        """True when some active provider implements ``hook_name``."""
+        return self.manager is not None and hook_name in self.manager.listening
+
+    def _caller(self, hook_name: str) -> Any:
+        if self.manager is None or hook_name not in self.manager.listening:
+            return None
+        return getattr(self.manager.hook, hook_name)
+
+    def workflow_created(self, record: WorkflowRecord) -> None:
+        if caller := self._caller("create_workflow"):
+            caller(workflow=record)
+
+    def workflow_changed(self, record: WorkflowRecord) -> None:
+        if caller := self._caller("update_workflow"):
+            caller(workflow=record)
+
+    def task_created(self, task: Task) -> None:
+        if caller := self._caller("create_task"):
+            caller(task=task.snapshot())
+
+    def task_changed(self, task: Task) -> None:
+        if caller := self._caller("update_task"):
+            caller(task=task.snapshot())
+
+    def task_record(self, record: TaskRecord) -> None:
+        """Report a snapshot that was taken elsewhere (by a worker process)."""
+        if caller := self._caller("update_task"):
+            caller(task=record)
+
+
+class PipeEvents(Events):
+    """A worker process's events: every task change goes to the parent through a pipe."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(None)
+        self._connection = connection
+
+    def task_changed(self, task: Task) -> None:
+        self._connection.send_bytes(pickled(task.snapshot()))
+
+
+def pickled(record: TaskRecord) -> bytes:
+    """The pickled record; contexts that do not pickle travel as their ``repr``."""
+    try:
+        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        changes = {}
+        for field in ("initial_context", "previous_context", "current_context"):
+            value = getattr(record, field)
+            try:
+                pickle.dumps(value)
+            except Exception:
+                changes[field] = capped_repr(value)
+        return pickle.dumps(attrs.evolve(record, **changes), protocol=pickle.HIGHEST_PROTOCOL)

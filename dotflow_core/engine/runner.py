@@ -1,0 +1,180 @@
+"""Running tasks: attempts, retries with delay and backoff, timeouts, and groups in order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dotflow_core.engine.context import Context, utc_now
+from dotflow_core.engine.events import Events
+from dotflow_core.engine.task import Task
+from dotflow_core.errors import StepTimeoutError
+from dotflow_core.hooks.records import TaskError, TaskRecord, TaskStatus
+
+logger = logging.getLogger("dotflow.engine")
+
+INTERRUPTED_MESSAGE = "the workflow was interrupted before this task ended"
+
+
+class RunControl:
+    """Shared by everything running one workflow: the stop signal and final-event bookkeeping.
+
+    Once a task is given up on (:meth:`abandon`, e.g. on Ctrl-C while it
+    runs in another thread), whatever its runner reports afterwards is
+    dropped, so ``Failed`` stays its last event.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned: set[int] = set()
+
+    def report(self, task: Task, events: Events, record: TaskRecord | None = None) -> bool:
+        """Emit ``update_task`` (with ``record`` when a worker took the snapshot).
+
+        :returns: False when the task was abandoned and nothing was emitted.
+        """
+        if not self._abandoned and not events.listens("update_task"):
+            return True
+        with self._lock:
+            if task.task_id in self._abandoned:
+                return False
+            if record is None:
+                events.task_changed(task)
+            else:
+                events.task_record(record)
+            return True
+
+    def abandon(self, tasks: Sequence[Task], events: Events, reason: BaseException) -> None:
+        """Mark running tasks ``Failed`` because the workflow stops without them."""
+        with self._lock:
+            for task in tasks:
+                if task.status.is_final or task.status is TaskStatus.NOT_STARTED:
+                    continue
+                self._abandoned.add(task.task_id)
+                task.errors.append(
+                    TaskError(
+                        attempt=task.retry_count + 1,
+                        type=type(reason).__name__,
+                        message=str(reason) or INTERRUPTED_MESSAGE,
+                        traceback="",
+                    )
+                )
+                task.status = TaskStatus.FAILED
+                task.finished_at = utc_now()
+                if task.started_at is not None:
+                    task.duration = (task.finished_at - task.started_at).total_seconds()
+                events.task_changed(task)
+
+
+def run_group(
+    tasks: Sequence[Task], events: Events, control: RunControl, *, keep_going: bool
+) -> None:
+    """Run tasks one after another, each receiving the previous one's context.
+
+    Without ``keep_going`` the group stops at the first failed task; the rest
+    stay ``Not started``.
+    """
+    previous = Context(workflow_id=tasks[0].workflow_id) if tasks else Context()
+    for task in tasks:
+        if control.stop.is_set():
+            return
+        run_task(task, previous, events, control)
+        previous = task.current_context
+        if task.status is TaskStatus.FAILED and not keep_going:
+            return
+
+
+def run_task(task: Task, previous: Context, events: Events, control: RunControl) -> None:
+    """Run one task to its end (``Completed`` or ``Failed``), retrying as its action says."""
+    action = task.step
+    task.previous_context = previous
+    task.started_at = utc_now()
+    clock = time.perf_counter()
+    delay = action.retry_delay
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            task.status = TaskStatus.IN_PROGRESS
+            control.report(task, events)
+            try:
+                value = _attempt(task)
+            except Exception as error:
+                task.errors.append(TaskError.from_exception(error, attempt))
+                if attempt >= action.retry or control.stop.is_set():
+                    task.status = TaskStatus.FAILED
+                    break
+                task.retry_count += 1
+                task.status = TaskStatus.RETRY
+                logger.info(
+                    "task %s (%s) attempt %d failed (%s: %s); retrying in %.3g s",
+                    task.task_id, task.name, attempt, type(error).__name__, error, delay,
+                )  # fmt: skip
+                control.report(task, events)
+                if control.stop.wait(delay):
+                    task.status = TaskStatus.FAILED
+                    break
+                if action.backoff:
+                    delay *= 2
+            else:
+                task.current_context = Context(value, task.task_id, task.workflow_id)
+                task.status = TaskStatus.COMPLETED
+                break
+    except BaseException as error:  # KeyboardInterrupt, SystemExit: record, report, re-raise
+        task.errors.append(TaskError.from_exception(error, attempt))
+        task.status = TaskStatus.FAILED
+        _finish(task, clock, events, control)
+        raise
+    _finish(task, clock, events, control)
+
+
+def _attempt(task: Task) -> Any:
+    action = task.step
+    arguments = (task.initial_context, task.previous_context, task.task_id, task.workflow_id)
+    if not action.timeout:
+        return action.run(*arguments)
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def attempt_in_thread() -> None:
+        try:
+            outcome["value"] = action.run(*arguments)
+        except BaseException as error:
+            outcome["error"] = error
+        finally:
+            finished.set()
+
+    # A thread cannot be killed: an attempt that times out is left to end on its own.
+    threading.Thread(
+        target=attempt_in_thread, name=f"dotflow-task-{task.task_id}", daemon=True
+    ).start()
+    if not finished.wait(action.timeout):
+        raise StepTimeoutError(
+            f"step {action.name!r} did not finish within its timeout of {action.timeout:g} s"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _finish(task: Task, clock: float, events: Events, control: RunControl) -> None:
+    task.finished_at = utc_now()
+    task.duration = time.perf_counter() - clock
+    if not control.report(task, events):
+        return
+    if task.status is TaskStatus.FAILED:
+        last = task.errors[-1] if task.errors else None
+        logger.warning(
+            "task %s (%s) failed after %d attempt(s): %s",
+            task.task_id, task.name, len(task.errors),
+            f"{last.type}: {last.message}" if last else "no error recorded",
+        )  # fmt: skip
+    if task.callback is not None:
+        try:
+            task.callback(task=task)
+        except Exception:
+            logger.exception("callback of task %s (%s) raised", task.task_id, task.name)

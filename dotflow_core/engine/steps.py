@@ -1,0 +1,69 @@
+"""Turning what ``task.add(step=...)`` receives into an :class:`Action`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from dotflow_core.engine.action import Action
+from dotflow_core.errors import InvalidStepError
+
+
+def import_object(dotted: str, what: str) -> Any:
+    """Import ``package.module.attribute`` (the attribute may be nested: ``mod.Class.method``).
+
+    :raises InvalidStepError: the path is malformed or nothing importable is at it.
+    """
+    parts = dotted.strip().split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise InvalidStepError(
+            f"{what} {dotted!r} is not a dotted path; expected 'module.function', e.g. 'flow.extract'"
+        )
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and (module_name == error.name or module_name.startswith(f"{error.name}.")):
+                continue  # this prefix is not a module; try a shorter one
+            raise InvalidStepError(f"{what} {dotted!r}: importing {module_name!r} failed: {error}") from error
+        except Exception as error:
+            raise InvalidStepError(
+                f"{what} {dotted!r}: importing {module_name!r} failed: {type(error).__name__}: {error}"
+            ) from error
+        try:
+            for attribute in parts[split:]:
+                obj = getattr(obj, attribute)
+        except AttributeError:
+            raise InvalidStepError(
+                f"{what} {dotted!r}: module {module_name!r} has no attribute "
+                f"{'.'.join(parts[split:])!r}"
+            ) from None
+        return obj
+    raise InvalidStepError(f"{what} {dotted!r}: no module named {parts[0]!r}")
+
+
+def resolve_step(step: Action | Callable[..., Any] | str) -> Action:
+    """The action behind a step given as an action or a ``"module.func"`` path.
+
+    :raises InvalidStepError: the step cannot be imported or lacks ``@action``.
+    """
+    obj = import_object(step, "step") if isinstance(step, str) else step
+    if isinstance(obj, Action):
+        return obj
+    label = step if isinstance(step, str) else getattr(obj, "__qualname__", repr(obj))
+    raise InvalidStepError(
+        f"step {label!r} is not marked with @action; decorate it: "
+        f"'from dotflow_core import action' then '@action' above its definition"
+    )
+
+
+def resolve_callback(callback: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
+    """The callable behind a callback given as a callable, a ``"module.func"`` path or None."""
+    if callback is None:
+        return None
+    obj = import_object(callback, "callback") if isinstance(callback, str) else callback
+    if not callable(obj):
+        raise InvalidStepError(f"callback {callback!r} is not callable")
+    return obj

@@ -1,0 +1,186 @@
+"""Tasks: a step bound to a workflow, its number and its state as it runs."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from dotflow_core.engine.action import Action
+from dotflow_core.engine.context import Context, utc_now
+from dotflow_core.engine.events import Events
+from dotflow_core.engine.steps import resolve_callback, resolve_step
+from dotflow_core.errors import ConfigurationError
+from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskError, TaskRecord, TaskStatus
+from dotflow_core.serialize import record_to_dict
+
+DEFAULT_GROUP = "default"
+_ATOMIC_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def copy_of_now(value: Any) -> Any:
+    """A deep copy of ``value`` as it is now (the value itself when it is immutable or uncopyable)."""
+    if type(value) in _ATOMIC_TYPES:
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
+@attrs.define(eq=False)
+class Task:
+    """One step of a workflow and everything that happened to it.
+
+    The engine changes a task as it runs; hooks receive frozen snapshots of it
+    (:meth:`snapshot`), never the task itself.
+    """
+
+    task_id: int
+    workflow_id: str
+    step: Action = attrs.field(repr=False)
+    callback: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    group_name: str = DEFAULT_GROUP
+    initial_context: Context = attrs.field(factory=Context, repr=False)
+    _previous: Context | None = attrs.field(default=None, repr=False, alias="previous_context")
+    _current: Context | None = attrs.field(default=None, repr=False, alias="current_context")
+    status: TaskStatus = TaskStatus.NOT_STARTED
+    retry_count: int = 0
+    duration: float | None = None
+    errors: list[TaskError] = attrs.field(factory=list, repr=False)
+    created_at: datetime = attrs.field(factory=utc_now, repr=False)
+    started_at: datetime | None = attrs.field(default=None, repr=False)
+    finished_at: datetime | None = attrs.field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The step's qualified name."""
+        return self.step.name
+
+    @property
+    def previous_context(self) -> Context:
+        """What the previous task of the group returned (empty before the task starts)."""
+        return self._previous or Context(None, None, self.workflow_id)
+
+    @previous_context.setter
+    def previous_context(self, value: Context) -> None:
+        self._previous = value
+
+    @property
+    def current_context(self) -> Context:
+        """What this task returned (empty until it completes)."""
+        return self._current or Context(None, self.task_id, self.workflow_id)
+
+    @current_context.setter
+    def current_context(self, value: Context) -> None:
+        self._current = value
+
+    def snapshot(self) -> TaskRecord:
+        """A frozen record of the task as it is now (contexts copied)."""
+        return TaskRecord(
+            workflow_id=self.workflow_id,
+            task_id=self.task_id,
+            name=self.step.name,
+            status=self.status,
+            group_name=self.group_name,
+            retry_count=self.retry_count,
+            duration=self.duration,
+            errors=tuple(self.errors),
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            initial_context=copy_of_now(self.initial_context.storage),
+            previous_context=copy_of_now(self._previous.storage if self._previous else None),
+            current_context=copy_of_now(self._current.storage if self._current else None),
+        )
+
+    def apply(self, record: TaskRecord) -> None:
+        """Take over the state a worker process reported for this task."""
+        self.status = record.status
+        self.retry_count = record.retry_count
+        self.duration = record.duration
+        self.errors = list(record.errors)
+        self.started_at = record.started_at
+        self.finished_at = record.finished_at
+        self.previous_context = Context(record.previous_context, self.task_id, self.workflow_id)
+        self.current_context = Context(record.current_context, self.task_id, self.workflow_id)
+
+    def result(self) -> dict[str, Any]:
+        """The task as a JSON-safe dict (the fields of :class:`TaskRecord`)."""
+        return record_to_dict(self.snapshot())
+
+
+class TaskBuilder:
+    """The tasks of one workflow, numbered in the order they are added.
+
+    :param workflow_id: the workflow the tasks belong to (generated when omitted).
+    :param initial_task_id: the id of the first task added (``INITIAL_TASK_ID`` by default).
+    :param events: where ``create_task`` events go; ``None`` reports nothing.
+    """
+
+    def __init__(
+        self,
+        workflow_id: str | None = None,
+        initial_task_id: int = INITIAL_TASK_ID,
+        events: Events | None = None,
+    ) -> None:
+        if isinstance(initial_task_id, bool) or not isinstance(initial_task_id, int) or (
+            initial_task_id < INITIAL_TASK_ID
+        ):
+            raise ConfigurationError(
+                f"initial_task_id={initial_task_id!r}: must be an int >= {INITIAL_TASK_ID}"
+            )
+        self.workflow_id = workflow_id or str(uuid.uuid4())
+        self.initial_task_id = initial_task_id
+        self.queue: list[Task] = []
+        self._events = events or Events.silent()
+
+    def add(
+        self,
+        step: Action | Callable[..., Any] | str | list[Any],
+        callback: Callable[..., Any] | str | None = None,
+        initial_context: Any = None,
+        group_name: str = DEFAULT_GROUP,
+    ) -> TaskBuilder:
+        """Add a step (or a list of steps, in order) as new tasks; fires ``create_task`` for each.
+
+        :param step: an ``@action`` function or class, a ``"module.func"`` path, or a list of them.
+        :param callback: called as ``callback(task=task)`` after the task ends.
+        :param initial_context: the value the step receives as ``initial_context.storage``.
+        :param group_name: tasks of different groups run concurrently; in order within a group.
+        :raises InvalidStepError: a step cannot be imported or lacks ``@action``.
+        """
+        if not isinstance(group_name, str) or not group_name.strip():
+            raise ConfigurationError(f"group_name={group_name!r}: must be a non-empty string")
+        if isinstance(step, Action):
+            actions = [step]
+        else:  # validate every step before adding any
+            steps = step if isinstance(step, (list, tuple)) else [step]
+            actions = [resolve_step(item) for item in steps]
+        resolved_callback = None if callback is None else resolve_callback(callback)
+        for item in actions:
+            task_id = self.initial_task_id + len(self.queue)
+            task = Task(
+                task_id=task_id,
+                workflow_id=self.workflow_id,
+                step=item,
+                callback=resolved_callback,
+                group_name=group_name,
+                initial_context=Context(initial_context, task_id, self.workflow_id),
+            )
+            self.queue.append(task)
+            self._events.task_created(task)
+        return self
+
+    def count(self) -> int:
+        return len(self.queue)
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.queue)

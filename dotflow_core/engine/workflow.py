@@ -1,0 +1,209 @@
+"""DotFlow: a workflow, its tasks, its providers and its run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from dotflow_core.engine.context import Context, utc_now
+from dotflow_core.engine.events import Events
+from dotflow_core.engine.execution import BACKGROUND, SEQUENTIAL, check_mode, execute
+from dotflow_core.engine.runner import RunControl
+from dotflow_core.engine.task import Task, TaskBuilder
+from dotflow_core.errors import ConfigurationError, WorkflowStateError
+from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskStatus, WorkflowRecord, WorkflowStatus
+from dotflow_core.manager import ProviderManager, installed_providers
+from dotflow_core.selection import select_providers
+from dotflow_core.serialize import record_to_dict
+from dotflow_core.settings import Settings
+
+logger = logging.getLogger("dotflow.engine")
+
+#: The environment variable that supplies an external workflow id (managed mode).
+WORKFLOW_ID_ENV = "WORKFLOW_ID"
+
+
+def providers_manager(
+    providers: ProviderManager | Sequence[str | object] | None,
+) -> ProviderManager:
+    """The manager for ``DotFlow(providers=...)``.
+
+    ``None``: the providers the environment and config file select;
+    a list: those names (installed providers) and/or plugin objects; ``[]``: none;
+    a :class:`ProviderManager`: used as it is.
+    """
+    if isinstance(providers, ProviderManager):
+        return providers
+    settings = Settings.load()
+    if providers is None:
+        providers = select_providers(settings, installed_providers()).names
+    elif isinstance(providers, (str, bytes)):
+        raise ConfigurationError(
+            f"providers={providers!r}: pass a list, e.g. providers=[{providers!r}]"
+        )
+    return ProviderManager.from_providers(providers, settings)
+
+
+class DotFlow:
+    """A workflow: add tasks with ``workflow.task.add(step=...)``, run them with ``start()``.
+
+    :param workflow_id: an id supplied by the caller (managed mode): no
+        ``create_workflow`` fires and numbering continues from the providers'
+        ``get_next_task_id``. Defaults to ``$WORKFLOW_ID``; when that is unset
+        too, a UUID is generated and ``create_workflow`` fires.
+    :param providers: see :func:`providers_manager`.
+    :param name: a label for people, passed to providers.
+    :raises ConfigurationError: bad id, unknown or failing provider, rejected settings.
+    """
+
+    def __init__(
+        self,
+        workflow_id: str | None = None,
+        providers: ProviderManager | Sequence[str | object] | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        supplied = workflow_id if workflow_id is not None else os.environ.get(WORKFLOW_ID_ENV) or None
+        if supplied is not None and (not isinstance(supplied, str) or not supplied.strip()):
+            raise ConfigurationError(f"workflow_id={supplied!r}: must be a non-empty string")
+        self.providers = providers_manager(providers)
+        self._events = Events(self.providers)
+        #: True when the caller supplied the id (managed mode).
+        self.managed = supplied is not None
+        self.workflow_id: str = supplied.strip() if supplied else str(uuid.uuid4())
+        self.name = name
+        self.mode: str | None = None
+        self.status: WorkflowStatus | None = None
+        self.created_at: datetime = utc_now()
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.duration: float | None = None
+        self._done = threading.Event()
+        self._started = False
+        first_task_id = (
+            self.providers.next_task_id(self.workflow_id) if self.managed else INITIAL_TASK_ID
+        )
+        self.task = TaskBuilder(self.workflow_id, first_task_id, self._events)
+        if not self.managed:
+            self.status = WorkflowStatus.IN_PROGRESS
+            self._events.workflow_created(self.snapshot())
+
+    def start(
+        self, mode: str = SEQUENTIAL, keep_going: bool = False, *, max_workers: int | None = None
+    ) -> DotFlow:
+        """Run the tasks; returns when they have ended, or at once in ``background`` mode.
+
+        :param mode: ``sequential``, ``background`` or ``parallel`` (see :mod:`.execution`).
+        :param keep_going: go on with a group's next tasks after one fails.
+        :param max_workers: most worker processes at a time in ``parallel`` mode.
+        :raises WorkflowStateError: the workflow was started before.
+        """
+        mode = check_mode(mode)
+        if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1):
+            raise ConfigurationError(f"max_workers={max_workers!r}: must be an int >= 1")
+        if self._started:
+            raise WorkflowStateError(
+                f"workflow {self.workflow_id} was already started; create a new DotFlow to run again"
+            )
+        self._started = True
+        self.mode = mode
+        if mode == BACKGROUND:
+            threading.Thread(
+                target=self._run_in_background,
+                args=(keep_going, max_workers),
+                name=f"dotflow-workflow-{self.workflow_id}",
+            ).start()
+        else:
+            self._run(keep_going, max_workers)
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run has ended (providers flushed); False if ``timeout`` ran out first."""
+        if not self._started:
+            raise WorkflowStateError(f"workflow {self.workflow_id} was not started")
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _run_in_background(self, keep_going: bool, max_workers: int | None) -> None:
+        try:
+            self._run(keep_going, max_workers)
+        except BaseException:
+            logger.exception("background workflow %s stopped", self.workflow_id)
+
+    def _run(self, keep_going: bool, max_workers: int | None) -> None:
+        self.status = WorkflowStatus.IN_PROGRESS
+        self.started_at = utc_now()
+        clock = time.perf_counter()
+        self._events.workflow_changed(self.snapshot())
+        try:
+            execute(
+                self.mode or SEQUENTIAL,
+                self.task.queue,
+                self._events,
+                RunControl(),
+                keep_going=keep_going,
+                max_workers=max_workers,
+            )
+        except BaseException:
+            self._finish(clock, interrupted=True)
+            raise
+        self._finish(clock, interrupted=False)
+
+    def _finish(self, clock: float, *, interrupted: bool) -> None:
+        try:
+            failed = interrupted or any(t.status is TaskStatus.FAILED for t in self.task.queue)
+            self.status = WorkflowStatus.FAILED if failed else WorkflowStatus.COMPLETED
+            self.finished_at = utc_now()
+            self.duration = time.perf_counter() - clock
+            self._events.workflow_changed(self.snapshot())
+            self.providers.flush(self.workflow_id, timeout=None)
+        finally:
+            self._done.set()
+
+    def snapshot(self) -> WorkflowRecord:
+        """A frozen record of the workflow as it is now."""
+        statuses = [task.status for task in self.task.queue]
+        return WorkflowRecord(
+            workflow_id=self.workflow_id,
+            status=self.status or WorkflowStatus.IN_PROGRESS,
+            name=self.name,
+            mode=self.mode,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration=self.duration,
+            task_count=len(statuses),
+            completed_count=statuses.count(TaskStatus.COMPLETED),
+            failed_count=statuses.count(TaskStatus.FAILED),
+        )
+
+    def result_task(self) -> list[Task]:
+        """The tasks, in id order."""
+        return list(self.task.queue)
+
+    def result_context(self) -> list[Context]:
+        """Each task's ``current_context``."""
+        return [task.current_context for task in self.task.queue]
+
+    def result_storage(self) -> list[Any]:
+        """Each task's returned value."""
+        return [task.current_context.storage for task in self.task.queue]
+
+    def result(self) -> dict[str, Any]:
+        """The workflow and its tasks as a JSON-safe dict."""
+        summary = record_to_dict(self.snapshot())
+        summary["tasks"] = [task.result() for task in self.task.queue]
+        return summary
+
+    def __repr__(self) -> str:
+        status = self.status.value if self.status else "not started"
+        return f"<DotFlow {self.workflow_id} {status} tasks={len(self.task.queue)}>"

@@ -1,0 +1,28 @@
+"""The hook contract: markers, specifications and the records passed to hooks.
+
+Everything a provider author needs is importable from :mod:`dotflow_core`;
+this package is where it is defined.
+"""
+
+from dotflow_core.hooks.markers import ENTRY_POINT_GROUP, PROJECT_NAME, hookimpl, hookspec
+from dotflow_core.hooks.records import (
+    INITIAL_TASK_ID,
+    TaskError,
+    TaskRecord,
+    TaskStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "INITIAL_TASK_ID",
+    "PROJECT_NAME",
+    "TaskError",
+    "TaskRecord",
+    "TaskStatus",
+    "WorkflowRecord",
+    "WorkflowStatus",
+    "hookimpl",
+    "hookspec",
+]

@@ -1,0 +1,125 @@
+"""The records passed to hooks: frozen snapshots of a workflow or a task.
+
+A record is taken at the moment of the event it reports and never changes
+afterwards, so a provider that queues it and sends it later still sends the
+state of that moment. Contexts inside a task record are deep copies made at
+that moment (values that cannot be copied are passed as they are).
+"""
+
+from __future__ import annotations
+
+import enum
+import traceback as traceback_module
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+#: The id of the first task of a workflow that has no earlier tasks.
+INITIAL_TASK_ID: Final = 1
+
+
+class TaskStatus(str, enum.Enum):
+    """The status of a task; the values are the strings dotflow uses."""
+
+    NOT_STARTED = "Not started"
+    IN_PROGRESS = "In progress"
+    COMPLETED = "Completed"
+    RETRY = "Retry"
+    FAILED = "Failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        """True for the statuses a task ends in (``Completed``, ``Failed``)."""
+        return self in _FINAL_TASK_STATUSES
+
+
+_FINAL_TASK_STATUSES: Final = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+
+class WorkflowStatus(str, enum.Enum):
+    """The status of a workflow as a whole."""
+
+    IN_PROGRESS = "In progress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen(kw_only=True)
+class TaskError:
+    """One failed attempt of a task."""
+
+    #: The attempt that failed, counting from 1.
+    attempt: int
+    #: The exception's class name, e.g. ``"ValueError"``.
+    type: str
+    #: ``str()`` of the exception.
+    message: str
+    #: The formatted traceback of the exception.
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, error: BaseException, attempt: int) -> TaskError:
+        return cls(
+            attempt=attempt,
+            type=type(error).__name__,
+            message=str(error),
+            traceback="".join(traceback_module.format_exception(error)),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowRecord:
+    """A workflow at the moment of a ``create_workflow`` or ``update_workflow`` event."""
+
+    #: The workflow id: generated (a UUID string) or supplied by the caller.
+    workflow_id: str
+    status: WorkflowStatus
+    #: A label for people, e.g. the host name; ``None`` when not given.
+    name: str | None = None
+    #: The execution mode once the workflow starts: sequential, background or parallel.
+    mode: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: Seconds from start to finish, once finished.
+    duration: float | None = None
+    #: Tasks added so far.
+    task_count: int = 0
+    #: Tasks that ended ``Completed`` / ``Failed`` (final counts once finished).
+    completed_count: int = 0
+    failed_count: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class TaskRecord:
+    """A task at the moment of a ``create_task`` or ``update_task`` event."""
+
+    workflow_id: str
+    #: The task's number inside its workflow, from ``INITIAL_TASK_ID`` or the provider's next id.
+    task_id: int
+    #: The step's qualified name, e.g. ``"flow.extract"``.
+    name: str
+    status: TaskStatus
+    group_name: str = "default"
+    #: Attempts that failed and were retried so far.
+    retry_count: int = 0
+    #: Seconds the task ran, once finished.
+    duration: float | None = None
+    #: One entry per failed attempt, oldest first.
+    errors: tuple[TaskError, ...] = ()
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: The value given to ``task.add(initial_context=...)``.
+    initial_context: Any = None
+    #: The value the previous task of the group returned.
+    previous_context: Any = None
+    #: The value this task returned (``None`` until it completes).
+    current_context: Any = None

@@ -1,0 +1,334 @@
+"""The provider manager: discovery, selection, registration and error isolation.
+
+Installed providers are found through the ``dotflow.server`` entry-point
+group (entry-point name = provider name). Only the selected ones are imported,
+so start-up stays fast however many are installed. A provider that raises
+inside a hook never breaks the workflow: the error is logged once per provider
+and hook, and the hook call goes on with the next provider.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+import attrs
+import pluggy
+
+from dotflow_core.errors import (
+    ConfigurationError,
+    ProviderLoadError,
+    UnknownProviderError,
+)
+from dotflow_core.hooks import specs
+from dotflow_core.hooks.markers import ENTRY_POINT_GROUP, PROJECT_NAME
+from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskRecord, WorkflowRecord
+from dotflow_core.settings import Settings
+
+logger = logging.getLogger("dotflow.providers")
+
+#: Set to 1 to print every hook call to stderr (hook, providers, arguments, result, time).
+TRACE_ENV = "DOTFLOW_TRACE_HOOKS"
+#: Hooks whose ConfigurationError stops the run instead of being isolated.
+_CONFIGURATION_HOOKS = frozenset({"configure", "get_next_task_id"})
+#: A next task id above this is treated as a provider bug, not a number to use.
+MAX_TASK_ID = 2**53
+
+
+@attrs.frozen
+class HookFailure:
+    """One exception a provider raised inside a hook (kept for tests and diagnostics)."""
+
+    provider: str
+    hook: str
+    error: BaseException
+
+
+@attrs.frozen
+class InstalledProvider:
+    """A provider an installed distribution offers, read from metadata without importing it."""
+
+    name: str
+    entry_point: metadata.EntryPoint
+    distribution: str | None
+    version: str | None
+
+
+def installed_providers() -> dict[str, InstalledProvider]:
+    """Every provider in the ``dotflow.server`` entry-point group, by name.
+
+    Reads package metadata only; no provider is imported.
+
+    :raises ConfigurationError: two distributions offer the same provider name.
+    """
+    found: dict[str, InstalledProvider] = {}
+    for entry_point in _entry_points():
+        dist = getattr(entry_point, "dist", None)
+        provider = InstalledProvider(
+            name=entry_point.name,
+            entry_point=entry_point,
+            distribution=dist.metadata["Name"] if dist else None,
+            version=dist.version if dist else None,
+        )
+        earlier = found.get(entry_point.name)
+        if earlier is not None and earlier.entry_point.value != entry_point.value:
+            raise ConfigurationError(
+                f"provider name {entry_point.name!r} is offered by two distributions "
+                f"({earlier.distribution} and {provider.distribution}); uninstall one"
+            )
+        found[entry_point.name] = provider
+    return found
+
+
+@functools.cache
+def _entry_points() -> tuple[metadata.EntryPoint, ...]:
+    return tuple(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_provider(name: str) -> Any:
+    """Import the provider registered under ``name`` and return its plugin object.
+
+    :raises UnknownProviderError: no installed distribution offers ``name``.
+    :raises ProviderLoadError: importing it failed.
+    """
+    installed = installed_providers()
+    if name not in installed:
+        raise UnknownProviderError(name, list(installed))
+    try:
+        return installed[name].entry_point.load()
+    except Exception as error:
+        raise ProviderLoadError(name, f"{type(error).__name__}: {error}") from error
+
+
+class ProviderManager:
+    """The active providers of a workflow, and the one way the engine calls them.
+
+    ``manager.hook.<name>(...)`` calls a hook on every active provider.
+    Providers are added by name (an installed entry point) or as objects
+    carrying ``@hookimpl`` functions (a module, a class instance).
+    """
+
+    def __init__(self) -> None:
+        self._plugins = pluggy.PluginManager(PROJECT_NAME)
+        self._plugins.add_hookspecs(specs)
+        self.hook = self._plugins.hook
+        self._lock = threading.Lock()
+        self._logged: set[tuple[str, str]] = set()
+        #: Names of the hooks at least one active provider implements.
+        self.listening: frozenset[str] = frozenset()
+        #: Every exception a provider raised inside a hook, in order.
+        self.failures: list[HookFailure] = []
+        if os.environ.get(TRACE_ENV, "").strip() not in ("", "0", "false", "no"):
+            self._plugins.add_hookcall_monitoring(*_stderr_tracer())
+
+    @classmethod
+    def from_providers(
+        cls, providers: Iterable[str | object], settings: Settings | None = None
+    ) -> ProviderManager:
+        """A manager with the given providers (names and/or plugin objects), configured.
+
+        :raises ConfigurationError: a name is unknown, a provider fails to load,
+            or a provider rejects its settings.
+        """
+        manager = cls()
+        for provider in providers:
+            if isinstance(provider, str):
+                manager.add_installed(provider)
+            else:
+                manager.add(provider)
+        manager.configure(settings if settings is not None else Settings.load())
+        return manager
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the active providers, in registration order."""
+        return tuple(
+            name for name, plugin in self._plugins.list_name_plugin() if plugin is not None
+        )
+
+    def implements(self, hook_name: str) -> bool:
+        """True when at least one active provider implements ``hook_name``."""
+        return hook_name in self.listening
+
+    def add_installed(self, name: str) -> str:
+        """Import the installed provider ``name`` and activate it under that name."""
+        return self.add(load_provider(name), name=name)
+
+    def add(self, plugin: object, name: str | None = None) -> str:
+        """Activate a plugin object carrying ``@hookimpl`` functions.
+
+        :returns: the name it was registered under.
+        :raises ProviderLoadError: a hook signature does not match its spec, or
+            the plugin implements a hook that does not exist.
+        """
+        name = name or self._name_for(plugin)
+        try:
+            self._plugins.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as error:
+            raise ProviderLoadError(name, _one_line(error)) from error
+        try:
+            self._plugins.check_pending()
+        except pluggy.PluginValidationError as error:
+            self._plugins.unregister(plugin)
+            raise ProviderLoadError(name, _one_line(error)) from error
+        self._isolate(plugin, name)
+        self.listening = frozenset(
+            caller.name
+            for caller in vars(self.hook).values()
+            if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls()
+        )
+        _EXIT_PLUGINS.setdefault(id(plugin), (plugin, name))
+        return name
+
+    def configure(self, settings: Settings) -> None:
+        """Give every active provider its settings (the ``configure`` hook)."""
+        self.hook.configure(settings=settings)
+
+    def next_task_id(self, workflow_id: str) -> int:
+        """The id of the first new task of an externally identified workflow.
+
+        Asks the providers (``get_next_task_id``); falls back to
+        ``INITIAL_TASK_ID`` when none answers or the answer is unusable.
+        """
+        answer = self.hook.get_next_task_id(workflow_id=workflow_id)
+        if answer is None:
+            return INITIAL_TASK_ID
+        if isinstance(answer, bool) or not isinstance(answer, int) or not (
+            INITIAL_TASK_ID <= answer <= MAX_TASK_ID
+        ):
+            logger.warning(
+                "get_next_task_id answered %.80r for workflow %s; expected an int from %d to %d; "
+                "numbering starts at %d and may collide with earlier task ids",
+                answer,
+                workflow_id,
+                INITIAL_TASK_ID,
+                MAX_TASK_ID,
+                INITIAL_TASK_ID,
+            )
+            return INITIAL_TASK_ID
+        return answer
+
+    def flush(self, workflow_id: str, timeout: float | None = None) -> None:
+        """Ask every provider to deliver what it holds for ``workflow_id``."""
+        self.hook.flush(workflow_id=workflow_id, timeout=timeout)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Ask every provider to deliver or persist everything and release resources."""
+        self.hook.shutdown(timeout=timeout)
+
+    def _name_for(self, plugin: object) -> str:
+        base = getattr(plugin, "__name__", None) or type(plugin).__name__
+        name, suffix = base, 2
+        while self._plugins.has_plugin(name):
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        return name
+
+    def _isolate(self, plugin: object, provider: str) -> None:
+        """Wrap the plugin's hook functions so that their exceptions are logged, not raised."""
+        for caller in self._plugins.get_hookcallers(plugin) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    # HookImpl.function is Final for type checkers only; swapping it
+                    # keeps pluggy's own call loop, ordering and monitoring intact.
+                    impl.function = self._guarded(impl.function, provider, caller.name)  # type: ignore[misc]
+
+    def _guarded(self, function: Callable[..., Any], provider: str, hook: str) -> Callable[..., Any]:
+        passthrough: tuple[type[BaseException], ...] = (
+            (ConfigurationError,) if hook in _CONFIGURATION_HOOKS else ()
+        )
+
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except passthrough:
+                raise
+            except Exception as error:
+                self._record_failure(provider, hook, error)
+                return None
+
+        return guarded
+
+    def _record_failure(self, provider: str, hook: str, error: Exception) -> None:
+        with self._lock:
+            self.failures.append(HookFailure(provider, hook, error))
+            first = (provider, hook) not in self._logged
+            self._logged.add((provider, hook))
+        if first:
+            logger.error(
+                "provider %r raised in hook %r: %s: %s (the workflow goes on; further "
+                "errors of this provider in this hook are counted, not logged)",
+                provider,
+                hook,
+                type(error).__name__,
+                _one_line(error),
+                exc_info=error,
+            )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+#: Every plugin any manager activated in this process, so that each gets one
+#: ``shutdown`` call at interpreter exit, even after its workflow was collected.
+_EXIT_PLUGINS: dict[int, tuple[object, str]] = {}
+
+
+@atexit.register
+def _shutdown_at_exit() -> None:
+    if not _EXIT_PLUGINS:
+        return
+    manager = ProviderManager()
+    for plugin, name in list(_EXIT_PLUGINS.values()):
+        manager.add(plugin, name=None if manager._plugins.has_plugin(name) else name)
+    _EXIT_PLUGINS.clear()
+    manager.shutdown(timeout=None)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, TaskRecord):
+        return f"task({value.workflow_id}#{value.task_id} {value.status.value})"
+    if isinstance(value, WorkflowRecord):
+        return f"workflow({value.workflow_id} {value.status.value})"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _stderr_tracer() -> tuple[Callable[..., None], Callable[..., None]]:
+    """Before/after callbacks for pluggy's hook-call monitoring that print to stderr."""
+    started = threading.local()
+
+    def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+        stack = getattr(started, "stack", None)
+        if stack is None:
+            stack = started.stack = []
+        stack.append(time.perf_counter())
+
+    def after(
+        outcome: pluggy.Result[Any],
+        hook_name: str,
+        impls: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - started.stack.pop()) * 1000
+        providers = ",".join(impl.plugin_name for impl in impls) or "-"
+        arguments = ", ".join(f"{key}={_short(value)}" for key, value in kwargs.items())
+        if outcome.exception is not None:
+            result = f"raised {type(outcome.exception).__name__}"
+        else:
+            result = _short(outcome.get_result())
+        sys.stderr.write(
+            f"dotflow-trace {hook_name}({arguments}) providers=[{providers}] "
+            f"-> {result} ({elapsed_ms:.3f} ms)\n"
+        )
+
+    return before, after
