@@ -30,7 +30,7 @@ from dotflow_core.hooks import (
     hookimpl,
 )
 from dotflow_core.manager import ProviderManager, installed_providers
-from dotflow_core.settings import Secret, Settings
+from dotflow_core.settings import Secret, Settings, read_secret_file, user_dir
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -53,9 +53,12 @@ __all__ = [
     "TaskStatus",
     "UnknownProviderError",
     "WorkflowRecord",
-    "WorkflowStatus",
     "WorkflowStateError",
+    "WorkflowStatus",
     "__version__",
     "action",
     "hookimpl",
+    "installed_providers",
+    "read_secret_file",
+    "user_dir",
 ]

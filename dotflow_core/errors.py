@@ -24,8 +24,7 @@ class UnknownProviderError(ConfigurationError):
     def __init__(self, name: str, installed: list[str]) -> None:
         choices = ", ".join(sorted(installed)) or "none installed"
         super().__init__(
-            f"unknown provider {name!r}; installed providers: {choices} "
-            f"(or 'none' for no provider)"
+            f"unknown provider {name!r}; installed providers: {choices} (or 'none' for no provider)"
         )
         self.name = name
         self.installed = sorted(installed)

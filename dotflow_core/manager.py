@@ -201,8 +201,10 @@ class ProviderManager:
         answer = self.hook.get_next_task_id(workflow_id=workflow_id)
         if answer is None:
             return INITIAL_TASK_ID
-        if isinstance(answer, bool) or not isinstance(answer, int) or not (
-            INITIAL_TASK_ID <= answer <= MAX_TASK_ID
+        if (
+            isinstance(answer, bool)
+            or not isinstance(answer, int)
+            or not (INITIAL_TASK_ID <= answer <= MAX_TASK_ID)
         ):
             logger.warning(
                 "get_next_task_id answered %.80r for workflow %s; expected an int from %d to %d; "
@@ -240,7 +242,9 @@ class ProviderManager:
                     # keeps pluggy's own call loop, ordering and monitoring intact.
                     impl.function = self._guarded(impl.function, provider, caller.name)  # type: ignore[misc]
 
-    def _guarded(self, function: Callable[..., Any], provider: str, hook: str) -> Callable[..., Any]:
+    def _guarded(
+        self, function: Callable[..., Any], provider: str, hook: str
+    ) -> Callable[..., Any]:
         passthrough: tuple[type[BaseException], ...] = (
             (ConfigurationError,) if hook in _CONFIGURATION_HOOKS else ()
         )

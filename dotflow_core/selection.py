@@ -77,7 +77,7 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
 def select_providers(
     settings: Settings, installed: Collection[str], flag: str | None = None
 ) -> Selection:
-    """Apply the selection rules (module docstring) to a flag, the settings and what is installed."""
+    """Apply the selection rules (module docstring) to a flag, settings and what is installed."""
     if flag is not None:
         return Selection(parse_names(flag, "--provider"), "flag")
     from_env = settings.environ.get(PROVIDER_ENV, "").strip()

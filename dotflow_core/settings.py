@@ -30,6 +30,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 #: Points at a config file explicitly, instead of searching from the working directory.
 CONFIG_FILE_ENV = "DOTFLOW_CONFIG"
+#: Overrides the user's dotflow directory (default ``~/.dotflow``).
+HOME_ENV = "DOTFLOW_HOME"
 #: Name of the standalone config file; its top level is the ``[tool.dotflow]`` table.
 STANDALONE_CONFIG_NAME = "dotflow.toml"
 PYPROJECT_NAME = "pyproject.toml"
@@ -69,6 +71,12 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("a Secret cannot be pickled; pass it through settings instead")
+
+
+def user_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's dotflow directory (``$DOTFLOW_HOME``, else ``~/.dotflow``); not created here."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(HOME_ENV) or Path.home() / ".dotflow").expanduser()
 
 
 def read_secret_file(path: str | os.PathLike[str], *, setting: str) -> Secret:
@@ -174,9 +182,7 @@ class Settings:
     )
 
     @classmethod
-    def load(
-        cls, start: Path | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
+    def load(cls, start: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the environment and the nearest config file (see :func:`find_config`)."""
         environ = dict(os.environ if environ is None else environ)
         path, table = find_config(start, environ)
@@ -205,7 +211,9 @@ class Settings:
         table = self.section(section) if section else self.config
         return table.get(key, default)
 
-    def secret(self, key: str, *, env: str | None = None, section: str | None = None) -> Secret | None:
+    def secret(
+        self, key: str, *, env: str | None = None, section: str | None = None
+    ) -> Secret | None:
         """A secret from ``environ[env]``, or from the file named by the ``<key>_file`` setting.
 
         A secret written into the config file itself is refused: project files

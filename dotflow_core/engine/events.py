@@ -69,6 +69,9 @@ class PipeEvents(Events):
         super().__init__(None)
         self._connection = connection
 
+    def listens(self, hook_name: str) -> bool:
+        return hook_name == "update_task"
+
     def task_changed(self, task: Task) -> None:
         self._connection.send_bytes(pickled(task.snapshot()))
 

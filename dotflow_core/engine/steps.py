@@ -18,19 +18,25 @@ def import_object(dotted: str, what: str) -> Any:
     parts = dotted.strip().split(".")
     if len(parts) < 2 or not all(part.isidentifier() for part in parts):
         raise InvalidStepError(
-            f"{what} {dotted!r} is not a dotted path; expected 'module.function', e.g. 'flow.extract'"
+            f"{what} {dotted!r} is not a dotted path; "
+            f"expected 'module.function', e.g. 'flow.extract'"
         )
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
         try:
             obj: Any = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            if error.name and (module_name == error.name or module_name.startswith(f"{error.name}.")):
+            if error.name and (
+                module_name == error.name or module_name.startswith(f"{error.name}.")
+            ):
                 continue  # this prefix is not a module; try a shorter one
-            raise InvalidStepError(f"{what} {dotted!r}: importing {module_name!r} failed: {error}") from error
+            raise InvalidStepError(
+                f"{what} {dotted!r}: importing {module_name!r} failed: {error}"
+            ) from error
         except Exception as error:
             raise InvalidStepError(
-                f"{what} {dotted!r}: importing {module_name!r} failed: {type(error).__name__}: {error}"
+                f"{what} {dotted!r}: importing {module_name!r} failed: "
+                f"{type(error).__name__}: {error}"
             ) from error
         try:
             for attribute in parts[split:]:

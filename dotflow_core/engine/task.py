@@ -23,7 +23,7 @@ _ATOMIC_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def copy_of_now(value: Any) -> Any:
-    """A deep copy of ``value`` as it is now (the value itself when it is immutable or uncopyable)."""
+    """A deep copy of ``value`` as it is now (itself when immutable or uncopyable)."""
     if type(value) in _ATOMIC_TYPES:
         return value
     try:
@@ -128,8 +128,10 @@ class TaskBuilder:
         initial_task_id: int = INITIAL_TASK_ID,
         events: Events | None = None,
     ) -> None:
-        if isinstance(initial_task_id, bool) or not isinstance(initial_task_id, int) or (
-            initial_task_id < INITIAL_TASK_ID
+        if (
+            isinstance(initial_task_id, bool)
+            or not isinstance(initial_task_id, int)
+            or (initial_task_id < INITIAL_TASK_ID)
         ):
             raise ConfigurationError(
                 f"initial_task_id={initial_task_id!r}: must be an int >= {INITIAL_TASK_ID}"

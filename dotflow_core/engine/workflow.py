@@ -69,7 +69,9 @@ class DotFlow:
         *,
         name: str | None = None,
     ) -> None:
-        supplied = workflow_id if workflow_id is not None else os.environ.get(WORKFLOW_ID_ENV) or None
+        supplied = (
+            workflow_id if workflow_id is not None else os.environ.get(WORKFLOW_ID_ENV) or None
+        )
         if supplied is not None and (not isinstance(supplied, str) or not supplied.strip()):
             raise ConfigurationError(f"workflow_id={supplied!r}: must be a non-empty string")
         self.providers = providers_manager(providers)
@@ -105,11 +107,14 @@ class DotFlow:
         :raises WorkflowStateError: the workflow was started before.
         """
         mode = check_mode(mode)
-        if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1):
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
             raise ConfigurationError(f"max_workers={max_workers!r}: must be an int >= 1")
         if self._started:
             raise WorkflowStateError(
-                f"workflow {self.workflow_id} was already started; create a new DotFlow to run again"
+                f"workflow {self.workflow_id} was already started; "
+                "create a new DotFlow to run again"
             )
         self._started = True
         self.mode = mode

@@ -4,7 +4,13 @@ Everything a provider author needs is importable from :mod:`dotflow_core`;
 this package is where it is defined.
 """
 
-from dotflow_core.hooks.markers import ENTRY_POINT_GROUP, PROJECT_NAME, hookimpl, hookspec
+from dotflow_core.hooks.markers import (
+    COMMAND_ENTRY_POINT_GROUP,
+    ENTRY_POINT_GROUP,
+    PROJECT_NAME,
+    hookimpl,
+    hookspec,
+)
 from dotflow_core.hooks.records import (
     INITIAL_TASK_ID,
     TaskError,
@@ -15,6 +21,7 @@ from dotflow_core.hooks.records import (
 )
 
 __all__ = [
+    "COMMAND_ENTRY_POINT_GROUP",
     "ENTRY_POINT_GROUP",
     "INITIAL_TASK_ID",
     "PROJECT_NAME",

@@ -22,6 +22,11 @@ PROJECT_NAME: Final = "dotflow"
 #: The entry-point group under which installed providers are found.
 ENTRY_POINT_GROUP: Final = "dotflow.server"
 
+#: The entry-point group through which installed packages add ``dotflow`` subcommands.
+#: Entry-point name = subcommand; value = ``module:function`` taking ``argv`` (list of
+#: str) and returning an exit code. Imported only when that subcommand runs.
+COMMAND_ENTRY_POINT_GROUP: Final = "dotflow.commands"
+
 #: Marks the hook specifications in :mod:`dotflow_core.hooks.specs`.
 hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
 
