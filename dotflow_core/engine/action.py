@@ -65,6 +65,12 @@ class Action:
             return self
         return functools.partial(self.target, instance)
 
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        """Let ``class Child(SomeActionClass)`` subclass the decorated class."""
+        if not self.is_class:
+            raise TypeError(f"cannot subclass the @action function {self.name}")
+        return (self.target,)  # type: ignore[return-value]
+
     def __repr__(self) -> str:
         return f"<action {self.name} retry={self.retry} timeout={self.timeout}>"
 

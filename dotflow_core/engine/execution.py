@@ -38,6 +38,10 @@ BACKGROUND = "background"
 PARALLEL = "parallel"
 MODES = (SEQUENTIAL, BACKGROUND, PARALLEL)
 
+#: Blocking waits wake up this often, so that Ctrl-C reaches the main thread promptly
+#: even when the signal was delivered to another thread.
+_SIGNAL_CHECK_INTERVAL = 0.1
+
 
 def check_mode(mode: object) -> str:
     if mode not in MODES:
@@ -93,12 +97,13 @@ def _run_in_threads(
         threading.Thread(target=run, args=(group,), name=f"dotflow-group-{group[0].group_name}")
         for group in groups
     ]
-    for thread in threads:
-        thread.daemon = True  # so that Ctrl-C is not held up by a step that never returns
-        thread.start()
     try:
         for thread in threads:
-            thread.join()
+            thread.daemon = True  # so that Ctrl-C is not held up by a step that never returns
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(_SIGNAL_CHECK_INTERVAL)
     except BaseException as error:
         control.stop.set()
         control.abandon([task for group in groups for task in group], events, error)
@@ -209,7 +214,7 @@ def _run_in_processes(
         while waiting or running:
             while waiting and len(running) // 2 < max_workers:
                 start_next()
-            for ready in wait(list(running)):
+            for ready in wait(list(running), timeout=_SIGNAL_CHECK_INTERVAL):
                 worker = running.get(ready)
                 if worker is None:
                     continue

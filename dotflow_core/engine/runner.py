@@ -48,6 +48,53 @@ class RunControl:
                 events.task_record(record)
             return True
 
+    def change(
+        self,
+        task: Task,
+        status: TaskStatus,
+        events: Events,
+        *,
+        failure: TaskError | None = None,
+    ) -> bool:
+        """Move a running task to ``In progress`` or ``Retry`` (recording ``failure``); report it.
+
+        :returns: False when the task was abandoned; nothing changed then.
+        """
+        with self._lock:
+            if task.task_id in self._abandoned:
+                return False
+            if failure is not None:
+                task.errors.append(failure)
+            if status is TaskStatus.RETRY:
+                task.retry_count += 1
+            task.status = status
+            events.task_changed(task)
+            return True
+
+    def conclude(
+        self,
+        task: Task,
+        status: TaskStatus,
+        events: Events,
+        clock: float,
+        *,
+        value: Any = None,
+        failure: TaskError | None = None,
+    ) -> bool:
+        """Give a task its final status (and value or error) and report it, unless abandoned."""
+        with self._lock:
+            if task.task_id in self._abandoned:
+                return False
+            if failure is not None:
+                task.errors.append(failure)
+            if status is TaskStatus.COMPLETED:
+                task.current_context = Context(value, task.task_id, task.workflow_id)
+            task.status = status
+            task.finished_at = utc_now()
+            task.duration = time.perf_counter() - clock
+            events.task_changed(task)
+            return True
+
     def abandon(self, tasks: Sequence[Task], events: Events, reason: BaseException) -> None:
         """Mark running tasks ``Failed`` because the workflow stops without them."""
         with self._lock:
@@ -99,37 +146,33 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
     try:
         while True:
             attempt += 1
-            task.status = TaskStatus.IN_PROGRESS
-            control.report(task, events)
+            if not control.change(task, TaskStatus.IN_PROGRESS, events):
+                return  # abandoned while it waited to retry
             try:
                 value = _attempt(task)
             except Exception as error:
-                task.errors.append(TaskError.from_exception(error, attempt))
+                failure = TaskError.from_exception(error, attempt)
                 if attempt >= action.retry or control.stop.is_set():
-                    task.status = TaskStatus.FAILED
-                    break
-                task.retry_count += 1
-                task.status = TaskStatus.RETRY
+                    _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
+                    return
                 logger.info(
                     "task %s (%s) attempt %d failed (%s: %s); retrying in %.3g s",
-                    task.task_id, task.name, attempt, type(error).__name__, error, delay,
+                    task.task_id, task.name, attempt, failure.type, failure.message, delay,
                 )  # fmt: skip
-                control.report(task, events)
-                if control.stop.wait(delay):
-                    task.status = TaskStatus.FAILED
-                    break
+                if not control.change(task, TaskStatus.RETRY, events, failure=failure):
+                    return
+                if control.stop.wait(delay):  # the workflow stops: no further attempt
+                    _finish(task, TaskStatus.FAILED, clock, events, control)
+                    return
                 if action.backoff:
                     delay *= 2
             else:
-                task.current_context = Context(value, task.task_id, task.workflow_id)
-                task.status = TaskStatus.COMPLETED
-                break
+                _finish(task, TaskStatus.COMPLETED, clock, events, control, value=value)
+                return
     except BaseException as error:  # KeyboardInterrupt, SystemExit: record, report, re-raise
-        task.errors.append(TaskError.from_exception(error, attempt))
-        task.status = TaskStatus.FAILED
-        _finish(task, clock, events, control)
+        failure = TaskError.from_exception(error, attempt)
+        _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
         raise
-    _finish(task, clock, events, control)
 
 
 def _attempt(task: Task) -> Any:
@@ -161,12 +204,20 @@ def _attempt(task: Task) -> Any:
     return outcome["value"]
 
 
-def _finish(task: Task, clock: float, events: Events, control: RunControl) -> None:
-    task.finished_at = utc_now()
-    task.duration = time.perf_counter() - clock
-    if not control.report(task, events):
+def _finish(
+    task: Task,
+    status: TaskStatus,
+    clock: float,
+    events: Events,
+    control: RunControl,
+    *,
+    value: Any = None,
+    failure: TaskError | None = None,
+) -> None:
+    """End the task with its final status, then log a failure and run its callback."""
+    if not control.conclude(task, status, events, clock, value=value, failure=failure):
         return
-    if task.status is TaskStatus.FAILED:
+    if status is TaskStatus.FAILED:
         last = task.errors[-1] if task.errors else None
         logger.warning(
             "task %s (%s) failed after %d attempt(s): %s",

@@ -132,7 +132,13 @@ class DotFlow:
         """Block until the run has ended (providers flushed); False if ``timeout`` ran out first."""
         if not self._started:
             raise WorkflowStateError(f"workflow {self.workflow_id} was not started")
-        return self._done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self._done.wait(remaining)  # short slices keep Ctrl-C responsive
+        return True
 
     @property
     def done(self) -> bool:
