@@ -1,0 +1,192 @@
+"""Bearer-token authentication and the owner key that scopes every row.
+
+The server keeps only SHA-256 digests of the configured tokens. A request's token is
+hashed and compared with ``hmac.compare_digest`` against *every* configured digest
+(no early exit), so timing reveals neither which token nor how much of it matched.
+The digest is also the request's owner key: data written with one token is invisible
+to every other token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Final
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger("dotflow_api.auth")
+
+#: The environment variable holding comma-separated tokens.
+TOKENS_ENV: Final = "DOTFLOW_API_TOKENS"
+#: Paths served without a token: liveness and the API documentation.
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+#: Where the authentication middleware leaves the owner key in the ASGI scope.
+OWNER_SCOPE_KEY: Final = "dotflow_api.owner"
+
+
+class TokenConfigError(ValueError):
+    """The tokens could not be loaded (e.g. an unreadable tokens file)."""
+
+
+def owner_key(token: str) -> str:
+    """The owner key of a token: its SHA-256 hex digest (the raw token is never stored)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class TokenSet:
+    """The accepted tokens, held only as SHA-256 digests (safe to log or repr)."""
+
+    __slots__ = ("_digests",)
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        digests = {hashlib.sha256(token.encode("utf-8")).digest() for token in tokens if token}
+        self._digests: tuple[bytes, ...] = tuple(sorted(digests))
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def __repr__(self) -> str:
+        return f"TokenSet(<{len(self._digests)} tokens>)"
+
+    def owner_for(self, token: str) -> str | None:
+        """The owner key for ``token`` if it is accepted, else ``None`` (constant time)."""
+        return self._owner_for_bytes(token.encode("utf-8", "surrogatepass"))
+
+    def _owner_for_bytes(self, token: bytes) -> str | None:
+        candidate = hashlib.sha256(token).digest()
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(candidate, digest)
+        return candidate.hex() if matched else None
+
+    def owner_for_header(self, authorization: str | None) -> str | None:
+        """The owner key for an ``Authorization`` header value, or ``None``."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        # Header values arrive decoded as latin-1: encoding back gives the raw bytes,
+        # which are the UTF-8 bytes of the token the client sent.
+        return self._owner_for_bytes(token.encode("latin-1", "replace")) if token else None
+
+
+def parse_token_lines(text: str) -> list[str]:
+    """Tokens from a tokens file: one per line, blank lines and ``#`` comments ignored."""
+    tokens: list[str] = []
+    for line in text.splitlines():
+        token = line.strip()
+        if token and not token.startswith("#"):
+            tokens.append(token)
+    return tokens
+
+
+def parse_token_env(value: str | None) -> list[str]:
+    """Tokens from the comma-separated environment variable."""
+    if not value:
+        return []
+    return [token.strip() for token in value.split(",") if token.strip()]
+
+
+def load_tokens(tokens_file: Path | None = None, env: dict[str, str] | None = None) -> TokenSet:
+    """All configured tokens: ``DOTFLOW_API_TOKENS`` plus the tokens file, if given."""
+    environ = os.environ if env is None else env
+    tokens = parse_token_env(environ.get(TOKENS_ENV))
+    if tokens_file is not None:
+        try:
+            text = tokens_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise TokenConfigError(f"cannot read tokens file '{tokens_file}': {reason}") from None
+        tokens.extend(parse_token_lines(text))
+    return TokenSet(tokens)
+
+
+class AuthMiddleware:
+    """Rejects requests without a valid bearer token before anything reads the body.
+
+    Doing this in middleware means an unauthenticated caller always gets 401, even for
+    a malformed or oversized body or an unknown path, and learns nothing else.
+    """
+
+    def __init__(self, app: ASGIApp, tokens: TokenSet) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        owner = self.tokens.owner_for_header(authorization)
+        if owner is None:
+            await _send_unauthorized(send)
+            return
+        scope[OWNER_SCOPE_KEY] = owner
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+async def _send_unauthorized(send: Send) -> None:
+    body = b'{"detail":"missing or invalid bearer token"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status.HTTP_401_UNAUTHORIZED,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"www-authenticate", b"Bearer"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+#: Declares the bearer scheme in the OpenAPI document; the check itself is below.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="A token configured on the server (DOTFLOW_API_TOKENS or --tokens-file).",
+)
+
+
+def current_owner(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> str:
+    """FastAPI dependency: the owner key of the authenticated caller (401 otherwise)."""
+    owner = request.scope.get(OWNER_SCOPE_KEY)
+    if owner is None:
+        tokens: TokenSet = request.app.state.tokens
+        header = f"Bearer {credentials.credentials}" if credentials else None
+        owner = tokens.owner_for_header(header)
+    if owner is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return str(owner)
+
+
+Owner = Annotated[str, Depends(current_owner)]

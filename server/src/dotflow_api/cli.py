@@ -1,0 +1,325 @@
+"""The ``dotflow-api`` command: ``serve`` runs the server, ``openapi`` prints its contract.
+
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for bad input or missing
+configuration (one line on stderr naming the bad value), 1 when the server cannot
+run (e.g. the port is taken). Tokens never appear in any message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, NoReturn
+
+import uvicorn
+
+from dotflow_api._version import __version__
+
+logger = logging.getLogger("dotflow_api.cli")
+
+PROG: Final = "dotflow-api"
+DEFAULT_DATABASE: Final = "sqlite:///dotflow-api.sqlite3"
+EXIT_BAD_INPUT: Final = 2
+EXIT_CANNOT_RUN: Final = 1
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are a single line (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected 0-65535 (0: any free)")
+    return port
+
+
+def _byte_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"invalid byte count {text!r}: expected an integer >= 0")
+    return count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``dotflow-api``."""
+    from dotflow_api.auth import TOKENS_ENV
+    from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES
+
+    parser = _Parser(prog=PROG, description="The dotflow managed-mode API server.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the API server",
+        description=(
+            f"Run the API server. Tokens come from {TOKENS_ENV} (comma-separated) "
+            "and/or --tokens-file; at least one is required."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="port to bind; 0 picks a free one (8000)"
+    )
+    serve.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="URL",
+        help=f"SQLAlchemy database URL ({DEFAULT_DATABASE})",
+    )
+    serve.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="PATH",
+        help="file with one token per line (blank lines and # comments ignored)",
+    )
+    serve.add_argument(
+        "--port-file",
+        type=Path,
+        metavar="PATH",
+        help="write the bound port number to PATH once listening",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_byte_count,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"largest request body accepted, larger ones get 413 ({DEFAULT_MAX_BODY_BYTES})",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log level on stderr (info)",
+    )
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="do not log every request on stderr"
+    )
+    serve.set_defaults(handler=_serve)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document as JSON")
+    openapi.set_defaults(handler=_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dotflow-api`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_usage(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(handler(args))
+    except CommandError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return exc.exit_code
+
+
+# -- openapi ----------------------------------------------------------------------
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from dotflow_api.app import openapi_document
+
+    sys.stdout.write(json.dumps(openapi_document(), indent=2) + "\n")
+    return 0
+
+
+# -- serve ------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _configure_logging(args.log_level)
+    # Until uvicorn takes over (and after it hands back) a signal means: exit cleanly.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
+
+    app = _build_app(args)
+    sock = _bind(args.host, args.port)
+    port = int(sock.getsockname()[1])
+    url = f"http://{_host_for_url(args.host)}:{port}"
+
+    config = uvicorn.Config(
+        app,
+        log_config=_uvicorn_log_config(args.log_level),
+        access_log=not args.no_access_log,
+        lifespan="off",
+        server_header=False,
+    )
+    server = _AnnouncingServer(config, url=url, port=port, port_file=args.port_file)
+    server.run(sockets=[sock])
+    sock.close()
+    if server.announce_error is not None:
+        raise CommandError(server.announce_error, EXIT_CANNOT_RUN)
+    logger.info("stopped")
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _build_app(args: argparse.Namespace) -> Any:
+    """Tokens, database and application from the arguments; ``CommandError`` if invalid."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dotflow_api.app import create_app
+    from dotflow_api.auth import TOKENS_ENV, TokenConfigError, load_tokens
+    from dotflow_api.db import DatabaseURLError, create_db_engine, create_schema, safe_url
+    from dotflow_api.store import Store
+
+    try:
+        tokens = load_tokens(args.tokens_file)
+    except TokenConfigError as exc:
+        raise CommandError(str(exc)) from None
+    if not tokens:
+        raise CommandError(
+            f"no API tokens configured: set {TOKENS_ENV} (comma-separated tokens) "
+            "or pass --tokens-file PATH (one token per line)"
+        )
+    try:
+        engine = create_db_engine(args.database)
+        create_schema(engine)
+    except DatabaseURLError as exc:
+        raise CommandError(str(exc)) from None
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or type(exc).__name__
+        raise CommandError(f"cannot open database {safe_url(args.database)!r}: {reason}") from None
+    logger.info(
+        "database %s, %d token(s), body limit %d bytes",
+        safe_url(engine.url),
+        len(tokens),
+        args.max_body_bytes,
+    )
+    return create_app(Store(engine), tokens, max_body_bytes=args.max_body_bytes)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free port chosen by the OS)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CommandError(f"invalid host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CommandError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_CANNOT_RUN
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` atomically: readers see no file or the whole number."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{port}\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that announces its URL (stdout, port file) once it accepts."""
+
+    def __init__(self, config: Any, *, url: str, port: int, port_file: Path | None) -> None:
+        super().__init__(config)
+        self.url = url
+        self.port = port
+        self.port_file = port_file
+        self.announce_error: str | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.started:
+            return
+        if self.port_file is not None:
+            try:
+                write_port_file(self.port_file, self.port)
+            except OSError as exc:
+                self.announce_error = (
+                    f"cannot write port file '{self.port_file}': {exc.strerror or exc}"
+                )
+                self.should_exit = True
+                return
+        logger.info("listening on %s", self.url)
+        sys.stdout.write(f"dotflow-api listening on {self.url}\n")
+        sys.stdout.flush()
+
+
+def _configure_logging(level: str) -> None:
+    """Send the server's own logs to stderr (stdout carries only the listening line)."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, all of it on stderr."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": fmt}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {
+                "handlers": ["stderr"],
+                "level": level.upper(),
+                "propagate": False,
+            },
+        },
+    }

@@ -1,0 +1,116 @@
+"""Opening the database: engine options per backend and schema creation.
+
+SQLite needs care to take concurrent writers (several server threads and several
+server processes on one file):
+
+* WAL journal, so readers never block the writer and the writer never blocks readers;
+* a busy timeout, so a writer waits for the lock instead of failing at once;
+* ``BEGIN IMMEDIATE`` for write transactions: a deferred transaction that reads and
+  then writes can fail with "database is locked" *without* waiting when another
+  writer committed in between; taking the write lock up front makes writers queue.
+  Read-only transactions use a plain deferred ``BEGIN`` (see ``READ_ONLY``).
+
+Other backends (e.g. PostgreSQL) use their defaults; the store resolves insert races
+with savepoints, which works everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from dotflow_api.models import Base
+
+logger = logging.getLogger("dotflow_api.db")
+
+#: Execution option that marks a connection's transactions as read-only (SQLite: deferred).
+READ_ONLY: Final = "dotflow_read_only"
+#: Seconds a SQLite writer waits for the lock before giving up.
+SQLITE_BUSY_TIMEOUT_SECONDS: Final = 30.0
+
+
+class DatabaseURLError(ValueError):
+    """The database URL cannot be parsed or names no installed driver."""
+
+
+def parse_url(url: str) -> URL:
+    """Parse a SQLAlchemy database URL, raising ``DatabaseURLError`` when it is invalid."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseURLError(f"invalid database URL {safe_url(url)!r}") from exc
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with any password masked, for messages and logs."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Unparseable: mask anything between "user:" and "@" the usual way.
+        scheme, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            userinfo, _, host = rest.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            return f"{scheme}://{user}:***@{host}"
+        return url
+
+
+def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """Create an engine for ``url`` with the per-backend settings described above."""
+    parsed = parse_url(url) if isinstance(url, str) else url
+    kwargs: dict[str, Any] = {"echo": echo}
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite:
+        kwargs["connect_args"] = {
+            "check_same_thread": False,
+            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+        }
+        if parsed.database in (None, "", ":memory:"):
+            # One shared in-memory database for every thread (tests, ``openapi``).
+            kwargs["poolclass"] = StaticPool
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise DatabaseURLError(f"cannot use database URL {safe_url(parsed)!r}: {exc}") from exc
+    if is_sqlite:
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Install the pragmas and the explicit ``BEGIN`` handling on a SQLite engine."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables that do not exist yet (idempotent, safe for several processes)."""
+    Base.metadata.create_all(engine)
+    logger.debug("schema ready on %s", safe_url(engine.url))

@@ -1,0 +1,125 @@
+"""Database tables: one row per (owner, workflow) and one per task of a workflow.
+
+``owner`` is the SHA-256 hex digest of the bearer token that wrote the row, never the
+token itself. Every query filters on it, which is what keeps tokens apart. Tasks hang
+off their workflow's surrogate key ``workflows.pk``; since that key stands for exactly
+one ``(owner, workflow_id)``, the unique constraint on ``(workflow_pk, task_id)`` is the
+unique constraint on ``(owner, workflow_id, task_id)``.
+
+Only portable column types are used, so the same schema works on SQLite, PostgreSQL
+and any other database SQLAlchemy supports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+#: Longest workflow id accepted; keeps the unique index portable (e.g. to MySQL).
+WORKFLOW_ID_MAX_LENGTH = 255
+#: Length of a SHA-256 hex digest, the owner key.
+OWNER_KEY_LENGTH = 64
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as UTC and always read back timezone-aware (UTC).
+
+    SQLite has no timezone support and would silently drop the offset, so values are
+    converted to UTC before they are written and tagged as UTC when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the server's tables."""
+
+
+class Workflow(Base):
+    """A workflow as last reported by its runner, scoped to one owner."""
+
+    __tablename__ = "dotflow_workflows"
+    __table_args__ = (
+        UniqueConstraint("owner", "workflow_id", name="uq_dotflow_workflows_owner_id"),
+        Index("ix_dotflow_workflows_owner_pk", "owner", "pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(OWNER_KEY_LENGTH), nullable=False)
+    workflow_id: Mapped[str] = mapped_column(String(WORKFLOW_ID_MAX_LENGTH), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mode: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    task_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completed_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: When the server first saw this workflow (server clock); orders the listing.
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    #: When the server last changed this row (server clock).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Task(Base):
+    """A task of a workflow as last reported by its runner."""
+
+    __tablename__ = "dotflow_tasks"
+    __table_args__ = (
+        UniqueConstraint("workflow_pk", "task_id", name="uq_dotflow_tasks_workflow_task"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workflow_pk: Mapped[int] = mapped_column(
+        Integer, ForeignKey("dotflow_workflows.pk", ondelete="CASCADE"), nullable=False
+    )
+    task_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    group_name: Mapped[str] = mapped_column(Text, nullable=False, default="default")
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    current_context: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    previous_context: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -1,0 +1,301 @@
+"""Request and response bodies of the wire contract (pydantic models).
+
+Request bodies ignore unknown fields (forward compatibility). Before field validation
+every request body goes through ``clean_json``, which makes arbitrary client JSON safe
+to store and to send back: it rejects nesting deeper than ``MAX_JSON_DEPTH`` and
+NaN/Infinity, and replaces lone surrogates (not valid Unicode) with U+FFFD.
+
+Datetimes are accepted as ISO 8601 (naive values are taken as UTC), stored as UTC and
+returned with an explicit ``+00:00`` offset, which every ``datetime.fromisoformat``
+(Python 3.10 included) parses.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+from dotflow_api.models import WORKFLOW_ID_MAX_LENGTH
+
+#: Deepest nesting accepted in a request body (contexts included); the client caps at 64.
+MAX_JSON_DEPTH: Final = 128
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+#: Largest integer the server stores in an integer column (32-bit signed, portable).
+MAX_INT: Final = 2**31 - 1
+
+
+class TaskStatus(str, enum.Enum):
+    """The status of a task; the values are the strings dotflow sends."""
+
+    NOT_STARTED = "Not started"
+    IN_PROGRESS = "In progress"
+    COMPLETED = "Completed"
+    RETRY = "Retry"
+    FAILED = "Failed"
+
+
+class WorkflowStatus(str, enum.Enum):
+    """The status of a workflow as a whole."""
+
+    IN_PROGRESS = "In progress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Normalise a datetime to aware UTC; naive values are taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError as exc:
+        raise ValueError("datetime is out of range once converted to UTC") from exc
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+#: A datetime in, an ISO 8601 string with ``+00:00`` out.
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+WorkflowId = Annotated[str, Field(min_length=1, max_length=WORKFLOW_ID_MAX_LENGTH)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+TaskId = Annotated[int, Field(ge=1, le=MAX_INT)]
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def clean_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Return ``value`` (parsed JSON) made safe to store and to serialise again.
+
+    Raises ``ValueError`` for nesting deeper than ``max_depth`` or a non-finite number.
+    Walks iteratively, so a huge or deep document cannot exhaust the stack.
+    """
+    root: list[Any] = [value]
+    # Each entry: (container, key, depth of the value at container[key]).
+    stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
+    while stack:
+        container, key, depth = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = _clean_text(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("NaN and Infinity are not valid JSON numbers")
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                raise ValueError(f"JSON is nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                cleaned: dict[str, Any] = {}
+                for name, child in item.items():
+                    cleaned[_clean_text(name) if isinstance(name, str) else name] = child
+                container[key] = cleaned
+                stack.extend((cleaned, name, depth + 1) for name in cleaned)
+            else:
+                stack.extend((item, index, depth + 1) for index in range(len(item)))
+    return root[0]
+
+
+def _clean_text(text: str) -> str:
+    """``text`` with lone surrogates (unencodable in UTF-8) replaced by U+FFFD.
+
+    A Python string only holds surrogates that were unpaired in the JSON text: the
+    JSON decoder joins valid pairs into one character.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+class RequestBody(BaseModel):
+    """Base of the request bodies: unknown fields ignored, input cleaned first."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return clean_json(data)
+        return data
+
+
+class TaskErrorBody(BaseModel):
+    """One failed attempt of a task."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    attempt: int = Field(description="The attempt that failed, counting from 1.")
+    type: str = Field(description='The exception class name, e.g. "ValueError".')
+    message: str = Field(description="str() of the exception.")
+    traceback: str = Field(default="", description="The formatted traceback.")
+
+
+class WorkflowFields(RequestBody):
+    """The workflow fields a runner reports (all but ``id``)."""
+
+    status: WorkflowStatus
+    name: str | None = None
+    mode: str | None = Field(
+        default=None, description="Execution mode: sequential, background or parallel."
+    )
+    created_at: UtcDatetime | None = None
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    duration: Seconds | None = Field(default=None, description="Seconds from start to finish.")
+    task_count: Count = 0
+    completed_count: Count = 0
+    failed_count: Count = 0
+
+
+class WorkflowCreate(WorkflowFields):
+    """Body of ``POST /workflows``."""
+
+    id: WorkflowId
+
+
+class WorkflowUpdate(WorkflowFields):
+    """Body of ``PATCH /workflows/{workflow_id}``; ``id``, if given, must match the path."""
+
+    id: WorkflowId | None = None
+
+
+class TaskBody(RequestBody):
+    """Body of ``POST /workflows/{workflow_id}/tasks`` and of the task ``PATCH``."""
+
+    id: TaskId
+    name: str
+    status: TaskStatus
+    group_name: str = "default"
+    retry_count: Count = 0
+    duration: Seconds | None = None
+    errors: list[TaskErrorBody] = Field(default_factory=list)
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    current_context: Any = None
+    previous_context: Any = None
+
+
+class WorkflowView(BaseModel):
+    """A workflow as the server holds it."""
+
+    id: str
+    status: WorkflowStatus
+    name: str | None
+    mode: str | None
+    created_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    duration: float | None
+    task_count: int = Field(description="Tasks added, as last reported by the runner.")
+    completed_count: int = Field(description="Completed tasks, as last reported.")
+    failed_count: int = Field(description="Failed tasks, as last reported.")
+    stored_task_count: int = Field(description="Tasks the server holds for this workflow.")
+    registered_at: UtcDatetime = Field(description="When the server first saw the workflow.")
+    updated_at: UtcDatetime = Field(description="When the server last changed it.")
+
+
+class WorkflowList(BaseModel):
+    """A page of the caller's workflows, newest first."""
+
+    items: list[WorkflowView]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskErrorView(BaseModel):
+    """One failed attempt of a task, as stored."""
+
+    attempt: int
+    type: str
+    message: str
+    traceback: str
+
+
+class TaskView(BaseModel):
+    """A task as the server holds it."""
+
+    workflow_id: str
+    id: int
+    name: str
+    status: TaskStatus
+    group_name: str
+    retry_count: int
+    duration: float | None
+    errors: list[TaskErrorView]
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    current_context: Any
+    previous_context: Any
+    registered_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class TaskList(BaseModel):
+    """A page of a workflow's tasks, ordered by id."""
+
+    items: list[TaskView]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskAck(BaseModel):
+    """Answer to a task write: what was stored (contexts are not echoed back)."""
+
+    workflow_id: str
+    id: int
+    status: TaskStatus
+
+
+class NextTaskId(BaseModel):
+    """Answer of ``GET /workflows/{workflow_id}/tasks/next-id``."""
+
+    next_id: int = Field(description="The id to give the next task: last_id + 1, or 1.")
+    last_id: int | None = Field(description="The highest task id stored, or null.")
+
+
+class Health(BaseModel):
+    """Answer of ``GET /healthz``."""
+
+    status: str
+
+
+class ErrorDetail(BaseModel):
+    """The body of every error answer other than a validation error."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    """One problem found in a request."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """The body of a 422 answer: every problem found, without echoing the input."""
+
+    detail: list[ValidationIssue]
