@@ -21,8 +21,14 @@ from types import FrameType
 from typing import Any, Final, NoReturn
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from dotflow_api._version import __version__
+from dotflow_api.app import create_app, openapi_document
+from dotflow_api.auth import TOKENS_ENV, TokenConfigError, TokenSet, load_tokens
+from dotflow_api.db import DatabaseURLError, create_db_engine, create_schema, safe_url
+from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES
+from dotflow_api.store import Store
 
 logger = logging.getLogger("dotflow_api.cli")
 
@@ -70,9 +76,6 @@ def _byte_count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``dotflow-api``."""
-    from dotflow_api.auth import TOKENS_ENV
-    from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES
-
     parser = _Parser(prog=PROG, description="The dotflow managed-mode API server.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -149,8 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _openapi(args: argparse.Namespace) -> int:
-    from dotflow_api.app import openapi_document
-
     sys.stdout.write(json.dumps(openapi_document(), indent=2) + "\n")
     return 0
 
@@ -164,8 +165,13 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
 
-    app = _build_app(args)
+    tokens = _load_tokens(args)
     sock = _bind(args.host, args.port)
+    try:
+        app = _build_app(args, tokens)
+    except BaseException:
+        sock.close()
+        raise
     port = int(sock.getsockname()[1])
     url = f"http://{_host_for_url(args.host)}:{port}"
 
@@ -189,15 +195,8 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _build_app(args: argparse.Namespace) -> Any:
-    """Tokens, database and application from the arguments; ``CommandError`` if invalid."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from dotflow_api.app import create_app
-    from dotflow_api.auth import TOKENS_ENV, TokenConfigError, load_tokens
-    from dotflow_api.db import DatabaseURLError, create_db_engine, create_schema, safe_url
-    from dotflow_api.store import Store
-
+def _load_tokens(args: argparse.Namespace) -> TokenSet:
+    """The configured tokens; ``CommandError`` if unreadable or none are configured."""
     try:
         tokens = load_tokens(args.tokens_file)
     except TokenConfigError as exc:
@@ -207,6 +206,11 @@ def _build_app(args: argparse.Namespace) -> Any:
             f"no API tokens configured: set {TOKENS_ENV} (comma-separated tokens) "
             "or pass --tokens-file PATH (one token per line)"
         )
+    return tokens
+
+
+def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
+    """Database and application from the arguments; ``CommandError`` if invalid."""
     try:
         engine = create_db_engine(args.database)
         create_schema(engine)
@@ -256,6 +260,7 @@ def write_port_file(path: Path, port: int) -> None:
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(f"{port}\n")
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
