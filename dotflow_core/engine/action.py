@@ -52,7 +52,8 @@ class Action:
         self.is_class = inspect.isclass(target)
         self.is_async = inspect.iscoroutinefunction(target)
         self.wanted = _wanted_contexts(target)
-        self._plain = not (self.is_class or self.is_async or self.wanted)
+        #: True for a synchronous function that takes no context: called as ``target()``.
+        self.plain = not (self.is_class or self.is_async or self.wanted)
         #: The step's qualified name, e.g. ``flow.extract``.
         self.name = f"{target.__module__}.{target.__qualname__}"
         functools.update_wrapper(self, target)
@@ -88,7 +89,7 @@ class Action:
         produced; the value is the list of their contexts (or the instance
         itself when it has no ``@action`` methods).
         """
-        if self._plain:
+        if self.plain:
             return self.target()
         arguments = self._arguments(self.wanted, initial_context, previous_context)
         if not self.is_class:

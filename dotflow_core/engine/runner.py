@@ -177,9 +177,13 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
 
 def _attempt(task: Task) -> Any:
     action = task.step
-    arguments = (task.initial_context, task.previous_context, task.task_id, task.workflow_id)
     if not action.timeout:
-        return action.run(*arguments)
+        if action.plain:
+            return action.target()
+        return action.run(
+            task.initial_context, task.previous_context, task.task_id, task.workflow_id
+        )
+    arguments = (task.initial_context, task.previous_context, task.task_id, task.workflow_id)
     outcome: dict[str, Any] = {}
     finished = threading.Event()
 

@@ -45,7 +45,8 @@ class Task:
     step: Action = attrs.field(repr=False)
     callback: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     group_name: str = DEFAULT_GROUP
-    initial_context: Context = attrs.field(factory=Context, repr=False)
+    #: The value given to ``task.add(initial_context=...)``.
+    initial: Any = attrs.field(default=None, repr=False)
     _previous: Context | None = attrs.field(default=None, repr=False, alias="previous_context")
     _current: Context | None = attrs.field(default=None, repr=False, alias="current_context")
     status: TaskStatus = TaskStatus.NOT_STARTED
@@ -60,6 +61,11 @@ class Task:
     def name(self) -> str:
         """The step's qualified name."""
         return self.step.name
+
+    @property
+    def initial_context(self) -> Context:
+        """The value given to ``task.add(initial_context=...)``, as a context."""
+        return Context(self.initial, self.task_id, self.workflow_id)
 
     @property
     def previous_context(self) -> Context:
@@ -93,7 +99,7 @@ class Task:
             created_at=self.created_at,
             started_at=self.started_at,
             finished_at=self.finished_at,
-            initial_context=copy_of_now(self.initial_context.storage),
+            initial_context=copy_of_now(self.initial),
             previous_context=copy_of_now(self._previous.storage if self._previous else None),
             current_context=copy_of_now(self._current.storage if self._current else None),
         )
@@ -172,7 +178,9 @@ class TaskBuilder:
                 step=item,
                 callback=resolved_callback,
                 group_name=group_name,
-                initial_context=Context(initial_context, task_id, self.workflow_id),
+                initial=initial_context.storage
+                if isinstance(initial_context, Context)
+                else initial_context,
             )
             self.queue.append(task)
             self._events.task_created(task)

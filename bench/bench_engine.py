@@ -1,0 +1,84 @@
+"""Engine overhead: microseconds per task of a 1,000-task sequential workflow of no-op steps.
+
+Measured side by side in one run, interleaved round by round so that machine
+noise hits every variant alike:
+
+- floor: a bare Python loop calling the same step function;
+- dotflow-core with no provider, and with a counting in-process provider;
+- dotflow==1.0.1 (installed into bench/.venv-dotflow on first use), with its
+  default configuration and with its logging turned down to errors.
+
+Target: dotflow-core's per-task cost at least 8x lower than dotflow 1.0.1's.
+
+Usage: python bench/bench_engine.py [--tasks 1000] [--rounds 5] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _venvs import BENCH_DIR, dotflow_python
+
+TARGET_RATIO = 8.0
+WORKLOAD = BENCH_DIR / "engine_workload.py"
+
+
+def measure(python: Path | str, variant: str, tasks: int, repeats: int) -> float:
+    output = subprocess.run(
+        [str(python), str(WORKLOAD), variant, str(tasks), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=BENCH_DIR,  # dotflow writes its .output/ directory here
+    ).stdout
+    return float(json.loads(output.strip().splitlines()[-1])["us_per_task"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    peer = dotflow_python()
+    interpreters = {
+        "floor": sys.executable,
+        "core-none": sys.executable,
+        "core-counting": sys.executable,
+        "dotflow": peer,
+        "dotflow-quiet": peer,
+    }
+    samples: dict[str, list[float]] = {variant: [] for variant in interpreters}
+    for round_number in range(1, args.rounds + 1):
+        for variant, python in interpreters.items():
+            samples[variant].append(measure(python, variant, args.tasks, args.repeats))
+        print(f"round {round_number}/{args.rounds} done", file=sys.stderr)
+
+    median = {variant: statistics.median(values) for variant, values in samples.items()}
+    print(f"\nengine overhead, {args.tasks} no-op tasks, sequential (median of {args.rounds})")
+    print(f"{'variant':<16}{'us/task':>10}")
+    for variant, value in median.items():
+        print(f"{variant:<16}{value:>10.2f}")
+    print("\nratios (dotflow 1.0.1 / dotflow-core; target >= 8x)")
+    verdicts = []
+    for ours in ("core-none", "core-counting"):
+        for peer_variant in ("dotflow", "dotflow-quiet"):
+            ratio = median[peer_variant] / median[ours]
+            verdicts.append(ratio >= TARGET_RATIO)
+            print(
+                f"  {peer_variant:<14} / {ours:<14} {ratio:6.1f}x  "
+                f"{'meets' if ratio >= TARGET_RATIO else 'below'} target"
+            )
+    overhead = median["core-none"] - median["floor"]
+    print(f"\ndotflow-core overhead above the bare loop: {overhead:.2f} us/task")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""The ``dotflow`` command: run workflows from the shell and manage providers.
+
+Only this package prints; the library logs. The module top imports nothing
+heavy (no pluggy, no engine, no provider): ``dotflow --help`` and
+``dotflow --version`` read package metadata only, and each command imports
+what it needs when it runs. Subcommands contributed by other distributions
+(entry-point group ``dotflow.commands``) are imported only when invoked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from dotflow_core._version import __version__
+from dotflow_core.cli import _metadata
+
+PROG = "dotflow"
+
+#: Exit codes of every command (see docs/cli.md).
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Execution modes of ``dotflow start`` (the engine's MODES; a test keeps them equal).
+MODES = ("sequential", "background", "parallel")
+LOG_FORMATS = ("text", "json")
+
+BUILTIN_COMMANDS = ("start", "providers")
+
+
+class CliError(Exception):
+    """A usage or configuration problem found by the CLI itself; exit code 2, one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dotflow`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if arguments and not arguments[0].startswith("-") and arguments[0] not in BUILTIN_COMMANDS:
+            command = _metadata.contributed_commands().get(arguments[0])
+            if command is not None:
+                return _run_contributed(command, arguments[1:])
+        parser = build_parser()
+        try:
+            options = parser.parse_args(arguments)
+        except SystemExit as stop:  # --help, --version, usage errors
+            return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+        if options.handler is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(options.handler(options))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def error_line(message: str) -> str:
+    """The one line every usage or configuration error prints on stderr."""
+    return f"{PROG}: error: {' '.join(str(message).split())}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; contributed commands appear in ``--help`` (read from metadata)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run dotflow workflows and manage the server providers they report to.",
+        epilog=f"Run '{PROG} COMMAND --help' for a command's options. Docs: docs/cli.md.",
+    )
+    parser.add_argument(
+        "-V",
+        "--version",
+        action=_VersionAction,
+        help="show the versions of dotflow-core and of every installed provider, then exit",
+    )
+    parser.set_defaults(handler=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_start(commands)
+    _add_providers(commands)
+    for name, command in sorted(_metadata.contributed_commands().items()):
+        commands.add_parser(
+            name,
+            help=f"(from {command.distribution or 'an unknown distribution'})",
+            add_help=False,
+        )
+    return parser
+
+
+def _add_start(commands: Any) -> None:
+    start = commands.add_parser(
+        "start",
+        help="run a workflow made of one or more steps",
+        description=(
+            "Run the given steps as the tasks of one workflow, report every event to the "
+            "selected providers and show progress on stderr. Exit code: 0 all tasks "
+            "completed, 1 a task failed, 2 usage or configuration error (nothing ran), "
+            "130 interrupted."
+        ),
+    )
+    start.add_argument(
+        "-s",
+        "--step",
+        action="append",
+        required=True,
+        metavar="MODULE.FUNC",
+        help="an @action step, imported from the current directory or sys.path; repeat to "
+        "add more tasks, run in order",
+    )
+    start.add_argument(
+        "-p",
+        "--provider",
+        metavar="NAME[,NAME]",
+        help="providers to report to ('none' for no provider); overrides DOTFLOW_PROVIDER, "
+        "the config file and the automatic choice",
+    )
+    start.add_argument(
+        "-m",
+        "--mode",
+        choices=MODES,
+        default=MODES[0],
+        help="execution mode (default: %(default)s)",
+    )
+    start.add_argument(
+        "-i",
+        "--initial-context",
+        metavar="JSON|@FILE",
+        help="the value every step receives as initial_context: JSON text, or @path to a JSON file",
+    )
+    start.add_argument(
+        "-c",
+        "--callback",
+        metavar="MODULE.FUNC",
+        help="a function called as callback(task=task) after each task ends",
+    )
+    start.add_argument(
+        "--workflow-id",
+        metavar="ID",
+        help="resume or report under an existing workflow id (default: $WORKFLOW_ID, "
+        "else a new UUID)",
+    )
+    start.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run the remaining steps after one fails",
+    )
+    start.add_argument(
+        "-q", "--quiet", action="store_true", help="no per-task progress; the summary still shows"
+    )
+    start.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show library logs at INFO (-v) or DEBUG (-vv) level, with tracebacks",
+    )
+    start.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=LOG_FORMATS[0],
+        help="text lines, or one JSON object per event (default: %(default)s)",
+    )
+    start.set_defaults(handler=_lazy("start", "run"))
+
+
+def _add_providers(commands: Any) -> None:
+    providers = commands.add_parser(
+        "providers",
+        help="list installed providers and the active selection; scaffold a new one",
+        description=(
+            "List every installed provider (entry-point group dotflow.server), which ones "
+            "are active now and why, and any that fail to load."
+        ),
+    )
+    providers.add_argument(
+        "--json", action="store_true", help="print a machine-readable JSON document"
+    )
+    providers.set_defaults(handler=_lazy("providers", "run"))
+    actions = providers.add_subparsers(title="actions", metavar="ACTION")
+    new = actions.add_parser(
+        "new",
+        help="scaffold a provider package in ./dotflow-server-NAME/",
+        description=(
+            "Create ./dotflow-server-NAME/: a pyproject.toml with the entry point, a module "
+            "implementing every hook (doing nothing yet), a README and contract tests."
+        ),
+    )
+    new.add_argument("name", metavar="NAME", help="the provider name: lowercase, e.g. 'audit'")
+    new.set_defaults(handler=_lazy("scaffold", "run"))
+
+
+def _lazy(module: str, function: str) -> Any:
+    """A handler that imports ``dotflow_core.cli.<module>`` only when the command runs."""
+
+    def handler(options: argparse.Namespace) -> int:
+        import importlib
+
+        target = importlib.import_module(f"dotflow_core.cli.{module}")
+        return int(getattr(target, function)(options))
+
+    return handler
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: versions from package metadata; nothing is imported."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        lines = [f"dotflow-core {__version__} (Python {sys.version.split()[0]})"]
+        for title, entries in (
+            ("providers", _metadata.provider_entry_points()),
+            ("commands", list(_metadata.contributed_commands().values())),
+        ):
+            if entries:
+                lines.append(f"{title}:")
+                width = max(len(entry.name) for entry in entries)
+                lines.extend(
+                    f"  {entry.name:<{width}}  {entry.distribution or '?'} {entry.version or '?'}"
+                    for entry in entries
+                )
+        sys.stdout.write("\n".join(lines) + "\n")
+        parser.exit(EXIT_OK)
+
+
+def _run_contributed(command: _metadata.Contributed, argv: list[str]) -> int:
+    """Import a ``dotflow.commands`` entry point and hand it the remaining arguments."""
+    try:
+        function = command.entry_point.load()
+    except Exception as error:
+        sys.stderr.write(
+            error_line(
+                f"command {command.name!r} (from {command.distribution or '?'}) failed to load: "
+                f"{type(error).__name__}: {error}"
+            )
+        )
+        return EXIT_USAGE
+    if not callable(function):
+        sys.stderr.write(
+            error_line(
+                f"command {command.name!r} ({command.entry_point.value}) is not a function "
+                f"taking argv"
+            )
+        )
+        return EXIT_USAGE
+    result = function(argv)
+    if result is None:
+        return EXIT_OK
+    if isinstance(result, bool) or not isinstance(result, int):
+        sys.stderr.write(
+            error_line(f"command {command.name!r} returned {result!r}; expected an int exit code")
+        )
+        return EXIT_TASK_FAILED
+    return result
+
+
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TASK_FAILED", "EXIT_USAGE", "CliError", "main"]

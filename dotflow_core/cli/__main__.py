@@ -1,0 +1,5 @@
+"""``python -m dotflow_core.cli``: the same as the ``dotflow`` command."""
+
+from dotflow_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""``dotflow start``: run steps as one workflow, report to the selected providers.
+
+Everything that can be wrong with the command line, the configuration or the
+providers is checked before the workflow exists (exit 2, one line, no event
+reported). Once the manager exists, every way out calls its ``shutdown``
+exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dotflow_core.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TASK_FAILED,
+    EXIT_USAGE,
+    CliError,
+)
+from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
+from dotflow_core.engine.action import Action
+from dotflow_core.engine.steps import resolve_callback, resolve_step
+from dotflow_core.engine.workflow import DotFlow
+from dotflow_core.errors import ConfigurationError
+from dotflow_core.hooks.records import TaskStatus, WorkflowStatus
+from dotflow_core.manager import ProviderManager, installed_providers
+from dotflow_core.selection import Selection, select_providers
+from dotflow_core.settings import Settings
+
+#: The name the progress reporter is registered under on the run's manager.
+REPORTER_NAME = "dotflow-cli"
+#: Seconds providers get to deliver what they hold after Ctrl-C.
+INTERRUPT_SHUTDOWN_TIMEOUT = 5.0
+
+
+def run(options: argparse.Namespace) -> int:
+    """Run the command; returns the exit code (see :mod:`dotflow_core.cli`)."""
+    output = Output(options.log_format, quiet=options.quiet)
+    route_library_logs(output, options.verbose)
+    try:
+        settings = Settings.load()
+        initial_context = parse_initial_context(options.initial_context)
+        selection = select_providers(settings, installed_providers(), flag=options.provider)
+        steps = resolve_steps(options.step)
+        callback = resolve_callback(options.callback) if options.callback else None
+        manager = ProviderManager.from_providers(selection.names, settings)
+    except (ConfigurationError, CliError) as error:
+        output.error(str(error), EXIT_USAGE)
+        return EXIT_USAGE
+    return _run_with(manager, selection, output, options, steps, callback, initial_context)
+
+
+def _run_with(
+    manager: ProviderManager,
+    selection: Selection,
+    output: Output,
+    options: argparse.Namespace,
+    steps: list[Action],
+    callback: Any,
+    initial_context: Any,
+) -> int:
+    described = selection.describe()
+    manager.add(
+        ProgressReporter(output, selection.names, selection.source, described), name=REPORTER_NAME
+    )
+    shut_down = False
+    try:
+        try:
+            workflow = DotFlow(workflow_id=options.workflow_id, providers=manager)
+            for step in steps:
+                workflow.task.add(step=step, callback=callback, initial_context=initial_context)
+        except ConfigurationError as error:
+            output.error(str(error), EXIT_USAGE)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
+            shut_down = True
+            raise
+        clock = time.perf_counter()
+        interrupted = False
+        try:
+            workflow.start(mode=options.mode, keep_going=options.keep_going)
+            if options.mode == "background":
+                workflow.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
+            shut_down = True
+        statuses = [task.status for task in workflow.result_task()]
+        if interrupted:
+            exit_code = EXIT_INTERRUPTED
+        elif TaskStatus.FAILED in statuses or workflow.status is WorkflowStatus.FAILED:
+            exit_code = EXIT_TASK_FAILED
+        else:
+            exit_code = EXIT_OK
+        if not shut_down:
+            manager.shutdown(timeout=None)
+            shut_down = True
+        output.summary(
+            workflow_id=workflow.workflow_id,
+            status=workflow.status,
+            interrupted=interrupted,
+            mode=options.mode,
+            providers=selection.names,
+            source=selection.source,
+            described=described,
+            statuses=statuses,
+            duration=workflow.duration
+            if workflow.duration is not None
+            else time.perf_counter() - clock,
+            exit_code=exit_code,
+        )
+        if interrupted and not workflow.done:
+            # Background mode: the run's thread cannot be interrupted and would keep the
+            # process alive; providers have had their bounded shutdown already.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        return exit_code
+    finally:
+        if not shut_down:
+            manager.shutdown(timeout=None)
+
+
+def parse_initial_context(value: str | None) -> Any:
+    """The ``--initial-context`` value: JSON text, or ``@path`` to a JSON file.
+
+    :raises CliError: the file cannot be read or the text is not JSON.
+    """
+    if value is None:
+        return None
+    origin = "--initial-context"
+    text = value
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        origin = f"--initial-context {value}"
+        if not value[1:]:
+            raise CliError(f"{origin}: no file name after '@'; use @path/to/context.json")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise CliError(f"{origin}: cannot read {str(path)!r}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise CliError(f"{origin}: {str(path)!r} is not UTF-8 text: {error.reason}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(
+            f"{origin}: invalid JSON at line {error.lineno} column {error.colno} "
+            f"(offset {error.pos}): {error.msg}; pass JSON such as '{{\"rows\": 10}}' or "
+            f"'\"text\"', or @file"
+        ) from None
+
+
+def resolve_steps(paths: list[str]) -> list[Action]:
+    """Import every ``--step`` (the current directory first on ``sys.path``) before anything runs.
+
+    :raises InvalidStepError: a step cannot be imported or lacks ``@action``.
+    """
+    here = os.getcwd()
+    if not sys.path or sys.path[0] not in (here, ""):
+        sys.path.insert(0, here)
+    return [resolve_step(path) for path in paths]
