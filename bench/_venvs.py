@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a private virtualenv holding dotflow==1.0.1, the peer we compare with."""
+"""Shared by the benchmarks: a private virtualenv with dotflow==1.0.1, the peer we compare with."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ def print_table(tasks: list[dict[str, Any]]) -> None:
         for task in tasks
     ]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
-    line = "  ".join("{:<%d}" % width for width in widths)
+    line = "  ".join(f"{{:<{width}}}" for width in widths)
     print(line.format(*headers))
     print(line.format(*("-" * width for width in widths)))
     for row in rows:
