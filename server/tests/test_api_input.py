@@ -1,0 +1,186 @@
+"""Bad input: malformed JSON, wrong types, oversized and deeply nested bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from api_helpers import AUTH_A, task_body, workflow_body
+from fastapi.testclient import TestClient
+
+JSON = {**AUTH_A, "content-type": "application/json"}
+
+
+def test_malformed_json_is_400_with_a_message(client: TestClient) -> None:
+    for body in (b"{", b'{"id": "w", ', b"nope", b'{"id": "w"} extra'):
+        response = client.post("/workflows", content=body, headers=JSON)
+        assert response.status_code == 400, body
+        assert response.json()["detail"].startswith("malformed JSON body")
+
+
+def test_invalid_utf8_is_a_client_error(client: TestClient) -> None:
+    response = client.post("/workflows", content=b'{"id": "\xff"}', headers=JSON)
+    assert response.status_code in (400, 422)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        "text",
+        42,
+        {"status": "In progress"},
+        {"id": "w"},
+        {"id": 5, "status": "In progress"},
+        {"id": "w", "status": "Running"},
+        {"id": "w", "status": "In progress", "task_count": -1},
+        {"id": "w", "status": "In progress", "task_count": "many"},
+        {"id": "w", "status": "In progress", "duration": "slow"},
+        {"id": "w", "status": "In progress", "created_at": "yesterday"},
+        {"id": "", "status": "In progress"},
+        {"id": "x" * 256, "status": "In progress"},
+        {"id": "w", "status": "In progress", "task_count": 2**40},
+    ],
+)
+def test_wrong_workflow_bodies_are_422(client: TestClient, body: object) -> None:
+    response = client.post("/workflows", json=body, headers=AUTH_A)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail and all({"loc", "msg", "type"} <= set(issue) for issue in detail)
+    assert client.get("/workflows", headers=AUTH_A).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"status": "Done"},
+        {"name": None},
+        {"retry_count": -1},
+        {"errors": "boom"},
+        {"errors": [{"type": "E"}]},
+        {"started_at": 12.5e20},
+        {"duration": [1]},
+    ],
+)
+def test_wrong_task_bodies_are_422_and_write_nothing(
+    client: TestClient, overrides: dict[str, object]
+) -> None:
+    response = client.post("/workflows/w/tasks", json=task_body(**overrides), headers=AUTH_A)
+    assert response.status_code == 422
+    assert client.get("/workflows/w", headers=AUTH_A).status_code == 404
+
+
+def test_validation_errors_do_not_echo_the_input(client: TestClient) -> None:
+    secret = "do-not-echo-" + "y" * 50
+    response = client.post("/workflows", json={"id": 1, "status": secret}, headers=AUTH_A)
+    assert response.status_code == 422
+    assert secret not in response.text
+
+
+def test_non_finite_numbers_are_rejected(client: TestClient) -> None:
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        body = f'{{"id": 1, "name": "n", "status": "Completed", "current_context": [{literal}]}}'
+        response = client.post("/workflows/w/tasks", content=body, headers=JSON)
+        assert response.status_code == 422, literal
+        duration = f'{{"id": "w", "status": "Completed", "duration": {literal}}}'
+        assert client.post("/workflows", content=duration, headers=JSON).status_code == 422
+
+
+def test_body_without_content_type_is_read_as_json(client: TestClient) -> None:
+    response = client.post(
+        "/workflows", content=json.dumps(workflow_body()).encode(), headers=AUTH_A
+    )
+    assert response.status_code == 201
+
+
+def test_lone_surrogates_are_stored_as_replacement_characters(client: TestClient) -> None:
+    body = json.dumps(task_body(name="bad \ud800 name", current_context={"k\udc80": "v\ud83d"}))
+    response = client.post("/workflows/w/tasks", content=body, headers=JSON)
+    assert response.status_code == 201
+    task = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][0]
+    assert task["name"] == "bad \ufffd name"
+    assert task["current_context"] == {"k\ufffd": "v\ufffd"}
+
+
+def test_deep_but_acceptable_context_round_trips(client: TestClient) -> None:
+    context: object = "leaf"
+    for _ in range(100):
+        context = {"next": context}
+    response = client.post(
+        "/workflows/w/tasks", json=task_body(current_context=context), headers=AUTH_A
+    )
+    assert response.status_code == 201
+    task = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][0]
+    assert task["current_context"] == context
+
+
+@pytest.mark.parametrize("depth", [129, 300, 990, 5000, 100_000])
+def test_too_deep_context_is_a_client_error_not_a_crash(client: TestClient, depth: int) -> None:
+    context = "[" * depth + "]" * depth
+    body = f'{{"id": 1, "name": "n", "status": "Completed", "current_context": {context}}}'
+    response = client.post("/workflows/w/tasks", content=body, headers=JSON)
+    assert response.status_code in (400, 422)
+    assert client.get("/workflows/w", headers=AUTH_A).status_code == 404
+
+
+def test_large_wide_context_is_stored(client: TestClient) -> None:
+    context = {f"key-{i}": ["value"] * 20 for i in range(5000)}
+    response = client.post(
+        "/workflows/w/tasks", json=task_body(current_context=context), headers=AUTH_A
+    )
+    assert response.status_code == 201
+    task = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][0]
+    assert task["current_context"] == context
+
+
+def test_body_over_the_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_body_bytes=1000)
+    small = task_body(current_context="x" * 500)
+    assert client.post("/workflows/w/tasks", json=small, headers=AUTH_A).status_code == 201
+    big = task_body(2, current_context="x" * 2000)
+    response = client.post("/workflows/w/tasks", json=big, headers=AUTH_A)
+    assert response.status_code == 413
+    assert "1000" in response.json()["detail"]
+    listing = client.get("/workflows/w/tasks", headers=AUTH_A).json()
+    assert [task["id"] for task in listing["items"]] == [1]
+
+
+def test_chunked_body_over_the_limit_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_body_bytes=1000)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"id": 1, "name": "n", "status": "Completed", "current_context": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}'
+
+    response = client.post("/workflows/w/tasks", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert client.get("/workflows/w", headers=AUTH_A).status_code == 404
+
+
+def test_chunked_body_within_the_limit_is_accepted(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(max_body_bytes=1000)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"id": 1, "name": "n", '
+        yield b'"status": "Completed"}'
+
+    assert client.post("/workflows/w/tasks", content=chunks(), headers=JSON).status_code == 201
+
+
+def test_default_limit_is_six_million_bytes(client: TestClient) -> None:
+    padding = 6_000_000 - len(json.dumps(task_body(current_context="")))
+    body = json.dumps(task_body(current_context="x" * padding)).encode()
+    assert len(body) == 6_000_000
+    assert client.post("/workflows/w/tasks", content=body, headers=JSON).status_code == 201
+    body = json.dumps(task_body(2, current_context="x" * (padding + 1))).encode()
+    assert client.post("/workflows/w/tasks", content=body, headers=JSON).status_code == 413
+
+
+def test_bad_content_length_is_400(client: TestClient) -> None:
+    response = client.post("/workflows", content=b"{}", headers={**JSON, "content-length": "abc"})
+    assert response.status_code == 400
