@@ -11,7 +11,8 @@ unknown):
   workflow_id, task_id, name, group, status, attempt, duration, error
   (``{"type", "message"}`` of the last failed attempt, or null)
 - ``summary`` (always last): workflow_id, status, interrupted, mode, providers,
-  provider_source, task_count, completed, failed, not_run, duration, exit_code
+  provider_source, task_count, completed, failed, not_run, unfinished (still running
+  when the command was interrupted in background mode), duration, exit_code
 - ``log``: level, logger, message (library log records)
 - ``error``: message, exit_code (a usage or configuration error; nothing ran)
 """
@@ -27,7 +28,13 @@ from typing import Any, TextIO
 
 from dotflow_core.cli import PROG, error_line
 from dotflow_core.hooks.markers import hookimpl
-from dotflow_core.hooks.records import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
+from dotflow_core.hooks.records import (
+    TaskError,
+    TaskRecord,
+    TaskStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+)
 
 TEXT = "text"
 JSON = "json"
@@ -51,7 +58,9 @@ def _one_line(text: object) -> str:
 class Output:
     """Writes the CLI's lines to one stream (stderr), whole lines at a time, from any thread."""
 
-    def __init__(self, log_format: str = TEXT, *, quiet: bool = False, stream: TextIO | None = None):
+    def __init__(
+        self, log_format: str = TEXT, *, quiet: bool = False, stream: TextIO | None = None
+    ):
         self.format = log_format
         self.quiet = quiet
         self._stream = stream
@@ -71,7 +80,7 @@ class Output:
         self.write_line(json.dumps({"event": event, "time": _now(), **fields}, default=str))
 
     def error(self, message: str, exit_code: int) -> None:
-        """A usage or configuration error: ``dotflow: error: <message>`` (or an ``error`` object)."""
+        """A usage or configuration error: ``dotflow: error: <message>``, or an ``error`` event."""
         if self.format == JSON:
             self.emit("error", message=_one_line(message), exit_code=exit_code)
         else:
@@ -121,13 +130,12 @@ class Output:
         if task.status is TaskStatus.IN_PROGRESS:
             detail = "In progress" + (f" (attempt {attempt})" if attempt > 1 else "")
         elif task.status is TaskStatus.RETRY:
-            failed = f"{last.type}: {_one_line(last.message)}" if last else "an error"
-            detail = f"Retry: attempt {attempt - 1} failed with {failed}"
+            detail = f"Retry: attempt {attempt - 1} failed with {_describe(last)}"
         elif task.status is TaskStatus.COMPLETED:
             detail = f"Completed in {_seconds(task.duration)}"
         else:
             attempts = len(task.errors)
-            cause = f": {last.type}: {_one_line(last.message)}" if last else ""
+            cause = f": {_describe(last)}" if last else ""
             detail = (
                 f"Failed in {_seconds(task.duration)} after {attempts} "
                 f"attempt{'s' if attempts != 1 else ''}{cause}"
@@ -151,7 +159,8 @@ class Output:
         """The last line: workflow, outcome, task counts, providers and total time."""
         completed = statuses.count(TaskStatus.COMPLETED)
         failed = statuses.count(TaskStatus.FAILED)
-        not_run = len(statuses) - completed - failed
+        not_run = statuses.count(TaskStatus.NOT_STARTED)
+        unfinished = len(statuses) - completed - failed - not_run
         if self.format == JSON:
             self.emit(
                 "summary",
@@ -165,16 +174,25 @@ class Output:
                 completed=completed,
                 failed=failed,
                 not_run=not_run,
+                unfinished=unfinished,
                 duration=duration,
                 exit_code=exit_code,
             )
             return
         outcome = "interrupted" if interrupted else (status.value if status else "ended")
+        still = f", {unfinished} unfinished" if unfinished else ""
         self.write_line(
             f"{PROG}: workflow {workflow_id} {outcome} in {_seconds(duration)}: "
-            f"{completed} completed, {failed} failed, {not_run} not run "
+            f"{completed} completed, {failed} failed, {not_run} not run{still} "
             f"of {len(statuses)} task{'s' if len(statuses) != 1 else ''}; providers: {described}"
         )
+
+
+def _describe(error: TaskError | None) -> str:
+    if error is None:
+        return "an error"
+    message = _one_line(error.message)
+    return f"{error.type}: {message}" if message else error.type
 
 
 def _seconds(value: float | None) -> str:
@@ -199,9 +217,7 @@ class ProgressReporter:
     @hookimpl
     def update_workflow(self, workflow: WorkflowRecord) -> None:
         if workflow.status is WorkflowStatus.IN_PROGRESS:
-            self._output.workflow_started(
-                workflow, self._providers, self._source, self._described
-            )
+            self._output.workflow_started(workflow, self._providers, self._source, self._described)
 
     @hookimpl
     def update_task(self, task: TaskRecord) -> None:
