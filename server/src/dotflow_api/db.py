@@ -53,13 +53,18 @@ def safe_url(url: str | URL) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        # Unparseable: mask anything between "user:" and "@" the usual way.
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest:
-            userinfo, _, host = rest.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            return f"{scheme}://{user}:***@{host}"
+        return _mask_userinfo(url)
+
+
+def _mask_userinfo(url: str) -> str:
+    """Mask the password of a URL SQLAlchemy cannot parse (best effort, never leaks)."""
+    if "@" not in url:
         return url
+    userinfo_end = url.rindex("@")
+    start = url.find("://")
+    start = 0 if start == -1 or start > userinfo_end else start + 3
+    user = url[start:userinfo_end].split(":", 1)[0]
+    return f"{url[:start]}{user}:***{url[userinfo_end:]}"
 
 
 def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:

@@ -276,6 +276,9 @@ def _upsert(
             )
         return True
     except IntegrityError:
-        logger.debug("concurrent insert on %s; updating instead", update_stmt.table.name)
-    conn.execute(update_stmt.values(**update_values, updated_at=now))
-    return False
+        # Most likely a concurrent request inserted the same row first: update it. If
+        # there is still no row, the violation was something else: let it propagate.
+        if conn.execute(update_stmt.values(**update_values, updated_at=now)).rowcount:
+            logger.debug("concurrent insert on %s; updated instead", update_stmt.table.name)
+            return False
+        raise
