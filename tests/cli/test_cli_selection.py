@@ -1,0 +1,157 @@
+"""Provider selection from the shell: flag > env > config file > auto > default > none."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from cli_helpers import INSTALLED, Project, Result, needs_default
+
+Dotflow = Callable[..., Result]
+MANAGED = {"SERVER_BASE_URL": "http://127.0.0.1:9", "SERVER_USER_TOKEN": "not-a-real-token"}
+MISSING_API_WARNING = "SERVER_BASE_URL and SERVER_USER_TOKEN are set but the 'api' provider"
+
+
+def providers_of(result: Result) -> str:
+    """The ``providers: ...`` part of the summary line."""
+    assert result.returncode == 0, result
+    return result.lines[-1].rsplit("; providers: ", 1)[1]
+
+
+@needs_default()
+def test_nothing_chosen_selects_default(dotflow: Dotflow, project: Project) -> None:
+    assert providers_of(dotflow("start", "-s", "flow.extract")) == "default (default)"
+    assert project.events() == []
+
+
+def test_the_config_file_selects_and_configures_the_provider(
+    dotflow: Dotflow, project: Project
+) -> None:
+    app = project.path / "app"
+    app.mkdir()
+    (app / "pyproject.toml").write_text(
+        '[project]\nname = "app"\n\n[tool.dotflow]\nprovider = "fake"\n\n'
+        "[tool.dotflow.fake]\nnext_task_id = 3\n"
+    )
+    (app / "flow.py").write_text((project.path / "flow.py").read_text())
+
+    result = dotflow("start", "-s", "flow.extract", "--workflow-id", "wf-c", cwd=app)
+
+    assert providers_of(result) == "fake (config)"
+    configure = project.events()[0]
+    assert configure["hook"] == "configure"
+    assert configure["config_path"] == str(app / "pyproject.toml")
+    assert configure["section"] == {"next_task_id": 3}
+    updates = [e["record"]["task_id"] for e in project.events() if e["hook"] == "update_task"]
+    assert updates == [3, 3]
+
+
+def test_a_dotflow_toml_selects_too(dotflow: Dotflow, project: Project) -> None:
+    (project.path / "dotflow.toml").write_text('provider = "fake"\n')
+    assert providers_of(dotflow("start", "-s", "flow.extract")) == "fake (config)"
+    assert project.hooks()[0] == "configure"
+
+
+def test_dotflow_config_points_at_a_file_elsewhere(dotflow: Dotflow, project: Project) -> None:
+    elsewhere = project.path.parent / "shared.toml"
+    elsewhere.write_text('provider = "fake"\n')
+    result = dotflow("start", "-s", "flow.extract", env={"DOTFLOW_CONFIG": str(elsewhere)})
+    assert providers_of(result) == "fake (config)"
+
+
+@needs_default()
+def test_the_environment_beats_the_config_file(dotflow: Dotflow, project: Project) -> None:
+    (project.path / "dotflow.toml").write_text('provider = "fake"\n')
+    result = dotflow("start", "-s", "flow.extract", env={"DOTFLOW_PROVIDER": "default"})
+    assert providers_of(result) == "default (env)"
+    assert project.events() == []
+
+
+@needs_default()
+def test_the_flag_beats_the_environment(dotflow: Dotflow, project: Project) -> None:
+    result = dotflow(
+        "start", "-s", "flow.extract", "--provider", "fake", env={"DOTFLOW_PROVIDER": "default"}
+    )
+    assert providers_of(result) == "fake (flag)"
+    assert "configure" in project.hooks()
+
+
+def test_several_providers_receive_every_event(dotflow: Dotflow, project: Project) -> None:
+    result = dotflow("start", "-s", "flow.extract", env={"DOTFLOW_PROVIDER": "fake,default"})
+    if "default" not in INSTALLED:
+        assert result.returncode == 2
+        return
+    assert providers_of(result) == "fake,default (env)"
+    assert "update_task" in project.hooks()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (("-p", "none"), {"DOTFLOW_PROVIDER": "fake"}, "none (flag)"),
+        ((), {"DOTFLOW_PROVIDER": "none"}, "none (env)"),
+    ],
+)
+def test_none_selects_no_provider(
+    dotflow: Dotflow,
+    project: Project,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    assert providers_of(dotflow("start", "-s", "flow.extract", *args, env=env)) == expected
+    assert project.events() == []
+
+
+def test_managed_mode_without_the_api_provider_warns_once_and_uses_default(
+    dotflow: Dotflow, isolated_env: Callable[..., dict[str, str]]
+) -> None:
+    env = {**isolated_env("default"), **MANAGED}
+    result = dotflow("start", "-s", "flow.extract", env=env, isolated=True)
+
+    assert providers_of(result) == "default (default)"
+    warnings = [line for line in result.lines if MISSING_API_WARNING in line]
+    assert len(warnings) == 1, result
+    assert warnings[0].startswith("dotflow: warning: ")
+    assert "not-a-real-token" not in result.stderr
+
+
+def test_managed_mode_in_this_environment(dotflow: Dotflow) -> None:
+    """Auto picks 'api' when it is installed here; otherwise the warning shows exactly once."""
+    result = dotflow("providers", "--json", env=MANAGED)
+    selection = json.loads(result.stdout)["selection"]
+    if "api" in INSTALLED:
+        assert (selection["names"], selection["source"]) == (["api"], "auto")
+        assert MISSING_API_WARNING not in result.stderr
+    else:
+        assert result.stderr.count(MISSING_API_WARNING) == 1, result
+        started = dotflow("start", "-s", "flow.extract", env=MANAGED)
+        assert started.stderr.count(MISSING_API_WARNING) == 1, started
+
+
+def test_nothing_installed_selects_none(
+    dotflow: Dotflow, isolated_env: Callable[..., dict[str, str]]
+) -> None:
+    result = dotflow("start", "-s", "flow.extract", env=isolated_env(), isolated=True)
+    assert providers_of(result) == "none (none)"
+
+    listing = dotflow("providers", "--json", env=isolated_env(), isolated=True)
+    document = json.loads(listing.stdout)
+    assert document["providers"] == []
+    assert document["selection"]["source"] == "none"
+
+
+def test_an_isolated_environment_sees_only_the_providers_asked_for(
+    dotflow: Dotflow, project: Project, isolated_env: Callable[..., dict[str, str]]
+) -> None:
+    env = isolated_env("fake")
+    unknown = dotflow("start", "-s", "flow.extract", "-p", "default", env=env, isolated=True)
+    assert unknown.returncode == 2
+    assert "installed providers: fake (or 'none'" in unknown.stderr
+    assert providers_of(dotflow("start", "-s", "flow.extract", env=env, isolated=True)) == (
+        "none (none)"
+    )
+    ran = dotflow("start", "-s", "flow.extract", "-p", "fake", env=env, isolated=True)
+    assert providers_of(ran) == "fake (flag)"
+    assert "update_task" in project.hooks()
