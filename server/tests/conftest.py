@@ -1,7 +1,14 @@
-"""Shared fixtures: an in-process app over a fresh SQLite database per test."""
+"""Shared fixtures: an in-process app over a fresh database per test.
+
+The database is a new SQLite file per test, unless ``DOTFLOW_API_TEST_DATABASE_URL``
+names another one (e.g. ``postgresql+psycopg://postgres@127.0.0.1/dotflow_test``):
+then every test starts from empty tables there. Tests that only make sense on SQLite
+are marked with ``sqlite_only``.
+"""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,13 +23,27 @@ from api_helpers import TOKEN_A, TOKEN_B  # noqa: E402
 from dotflow_api.app import create_app  # noqa: E402
 from dotflow_api.auth import TokenSet  # noqa: E402
 from dotflow_api.db import create_db_engine, create_schema  # noqa: E402
+from dotflow_api.models import Base  # noqa: E402
 from dotflow_api.store import Store  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+#: Another database to run the in-process tests against (SQLite files otherwise).
+EXTERNAL_DATABASE_URL = os.environ.get("DOTFLOW_API_TEST_DATABASE_URL")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", r"ignore:Using `httpx` with `starlette.testclient`")
+    config.addinivalue_line("markers", "sqlite_only: checks SQLite specifics")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not EXTERNAL_DATABASE_URL:
+        return
+    skip = pytest.mark.skip(reason="SQLite-specific; DOTFLOW_API_TEST_DATABASE_URL is set")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
 
 
 def build_app(database_url: str, *, max_body_bytes: int | None = None) -> FastAPI:
@@ -37,12 +58,24 @@ def build_app(database_url: str, *, max_body_bytes: int | None = None) -> FastAP
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
+    if EXTERNAL_DATABASE_URL:
+        engine = create_db_engine(EXTERNAL_DATABASE_URL)
+        Base.metadata.drop_all(engine)
+        engine.dispose()
+        return EXTERNAL_DATABASE_URL
     return f"sqlite:///{tmp_path / 'api.sqlite3'}"
 
 
+def dispose(app: FastAPI) -> None:
+    """Close the app's database connections (an external database has a connection cap)."""
+    app.state.store.engine.dispose()
+
+
 @pytest.fixture
-def app(database_url: str) -> FastAPI:
-    return build_app(database_url)
+def app(database_url: str) -> Iterator[FastAPI]:
+    application = build_app(database_url)
+    yield application
+    dispose(application)
 
 
 @pytest.fixture
@@ -64,3 +97,4 @@ def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
     yield make
     for test_client in clients:
         test_client.close()
+        dispose(test_client.app)  # type: ignore[arg-type]

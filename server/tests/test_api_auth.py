@@ -104,6 +104,7 @@ def test_token_set_never_shows_tokens() -> None:
     assert len(tokens) == 2
 
 
+@pytest.mark.sqlite_only
 def test_raw_token_is_not_stored(client: TestClient, database_url: str) -> None:
     client.post("/workflows", json=workflow_body(), headers=AUTH_A)
     client.post("/workflows/wf-1/tasks", json=task_body(), headers=AUTH_A)

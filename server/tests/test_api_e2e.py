@@ -79,11 +79,6 @@ def start_server(tmp_path: Path, database_url: str, *extra: str, name: str = "se
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
-
-
-@pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     running = start_server(tmp_path, database_url)
     yield running

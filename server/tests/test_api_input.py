@@ -184,3 +184,14 @@ def test_default_limit_is_six_million_bytes(client: TestClient) -> None:
 def test_bad_content_length_is_400(client: TestClient) -> None:
     response = client.post("/workflows", content=b"{}", headers={**JSON, "content-length": "abc"})
     assert response.status_code == 400
+
+
+def test_nul_characters_never_cause_a_server_error(client: TestClient) -> None:
+    """SQLite stores NUL; PostgreSQL refuses it in text columns (then 422, nothing written)."""
+    response = client.post("/workflows/w/tasks", json=task_body(name="a\x00b"), headers=AUTH_A)
+    assert response.status_code in (201, 422)
+    if response.status_code == 422:
+        assert client.get("/workflows/w", headers=AUTH_A).status_code == 404
+    context = task_body(2, current_context={"k\x00": "v\x00"})
+    response = client.post("/workflows/w2/tasks", json=context, headers=AUTH_A)
+    assert response.status_code in (201, 422)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from dotflow_api.auth import owner_key
@@ -17,12 +17,14 @@ OWNER = owner_key("t")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+def store(database_url: str) -> Iterator[Store]:
+    engine = create_db_engine(database_url)
     create_schema(engine)
-    return Store(engine)
+    yield Store(engine)
+    engine.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_mode(store: Store) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

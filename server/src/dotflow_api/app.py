@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from dotflow_api._version import __version__
 from dotflow_api.auth import AuthMiddleware, Owner, TokenSet
@@ -322,7 +322,8 @@ async def _on_data_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
-    """Locked, unreachable or failing database: nothing was written; the client may retry."""
+    """Locked, unreachable or failing database (or no free connection): nothing was
+    written, the transaction rolled back; the client may retry."""
     logger.error("database error on %s %s: %s", request.method, request.url.path, _db_reason(exc))
     return JSONResponse(
         {"detail": "the database is busy or unavailable; nothing was written, retry later"},
@@ -368,7 +369,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(NotFoundError, _on_not_found)
     app.add_exception_handler(DataError, _on_data_error)
-    app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(SQLAlchemyError, _on_database_error)
     # add_middleware puts each new middleware outside the previous ones.
     app.add_middleware(RawPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)

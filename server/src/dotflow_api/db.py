@@ -80,6 +80,11 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
         if parsed.database in (None, "", ":memory:"):
             # One shared in-memory database for every thread (tests, ``openapi``).
             kwargs["poolclass"] = StaticPool
+        else:
+            # A connection for each of the server's worker threads (anyio's default is
+            # 40): SQLite connections are cheap, and waiting for one only adds latency.
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 32
     else:
         kwargs["pool_pre_ping"] = True
     try:
