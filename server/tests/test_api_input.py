@@ -195,3 +195,18 @@ def test_nul_characters_never_cause_a_server_error(client: TestClient) -> None:
     context = task_body(2, current_context={"k\x00": "v\x00"})
     response = client.post("/workflows/w2/tasks", json=context, headers=AUTH_A)
     assert response.status_code in (201, 422)
+
+
+def test_database_failure_is_503_without_details(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise OperationalError("UPDATE secret_sql", {"p": "param"}, Exception("database is locked"))
+
+    monkeypatch.setattr(client.app.state.store, "upsert_workflow", locked)  # type: ignore[attr-defined]
+    response = client.post("/workflows", json=workflow_body(), headers=AUTH_A)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "secret_sql" not in response.text and "param" not in response.text
