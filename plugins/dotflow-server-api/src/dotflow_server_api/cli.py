@@ -1,0 +1,133 @@
+"""``dotflow outbox``: what is waiting in the outbox, and sending it now.
+
+Contributed to the ``dotflow`` command through the ``dotflow.commands``
+entry-point group; the core imports this module only when ``dotflow outbox``
+runs.
+
+Exit codes: 0 all good (or all sent), 1 some events remain, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from dotflow_core import ConfigurationError, Settings
+
+EXIT_OK = 0
+EXIT_REMAINING = 1
+EXIT_CONFIG = 2
+DEFAULT_FLUSH_TIMEOUT = 30.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dotflow outbox",
+        description=(
+            "Events the 'api' provider could not deliver before a run ended wait in the "
+            "outbox and are sent first by the next run to the same server and token. "
+            "Without a command: list them."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("list", help="show what is waiting (the default)")
+    flush = commands.add_parser(
+        "flush",
+        help="send what is waiting for SERVER_BASE_URL and SERVER_USER_TOKEN now",
+    )
+    flush.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_FLUSH_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up (and keep the rest) after this long (default {DEFAULT_FLUSH_TIMEOUT:g})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dotflow outbox [list|flush]``; returns the exit code."""
+    arguments = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        settings = Settings.load()
+        if arguments.command == "flush":
+            return _flush(settings, arguments.timeout, sys.stdout)
+        return _list(settings, sys.stdout)
+    except ConfigurationError as error:
+        print(f"dotflow outbox: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _list(settings: Settings, out: TextIO) -> int:
+    from dotflow_server_api.outbox import summarize
+    from dotflow_server_api.settings import outbox_root
+
+    root = outbox_root(settings)
+    summaries = summarize(root)
+    if not summaries:
+        print(f"The outbox is empty ({root}).", file=out)
+        return EXIT_OK
+    now = time.time()
+    print(f"Outbox: {root}", file=out)
+    current = None
+    for summary in summaries:
+        destination = (summary.base_url, summary.fingerprint)
+        if destination != current:
+            current = destination
+            print(f"\n{summary.base_url}  (token fingerprint {summary.fingerprint})", file=out)
+            print(f"  {'WORKFLOW':<38} {'EVENTS':>6} {'OLDEST':>7}  FILE", file=out)
+        oldest = _age(now - summary.oldest) if summary.oldest is not None else "-"
+        claimed = f"  (being sent by pid {summary.claimed_by})" if summary.claimed_by else ""
+        print(
+            f"  {summary.workflow_id:<38} {summary.events:>6} {oldest:>7}  {summary.path}{claimed}",
+            file=out,
+        )
+    total = sum(summary.events for summary in summaries)
+    print(
+        f"\n{total} event(s) in {len(summaries)} file(s). Send them: dotflow outbox flush", file=out
+    )
+    return EXIT_OK
+
+
+def _flush(settings: Settings, timeout: float, out: TextIO) -> int:
+    from dotflow_server_api.delivery import Delivery
+    from dotflow_server_api.settings import load_settings
+
+    config = load_settings(settings)
+    _log_to_stderr_if_unconfigured()
+    delivery = Delivery(config)
+    queued = delivery.replay()
+    if not queued:
+        print(f"Nothing waits in the outbox for {config.base_url} and this token.", file=out)
+        delivery.close(0)
+        return EXIT_OK
+    stats = delivery.close(timeout)
+    print(
+        f"{stats.delivered} event(s) sent to {config.base_url}, {stats.spooled} still waiting, "
+        f"{stats.dropped} rejected by the server.",
+        file=out,
+    )
+    return EXIT_OK if not (stats.spooled or stats.dropped) else EXIT_REMAINING
+
+
+def _log_to_stderr_if_unconfigured() -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("dotflow.server.api")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

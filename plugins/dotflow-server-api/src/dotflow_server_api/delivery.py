@@ -1,0 +1,765 @@
+"""Delivery: the queue between the hooks and the server.
+
+Hooks only :meth:`Delivery.submit` requests; daemon worker threads send them
+over one pooled session, up to ``max_in_flight`` at once, while order holds
+where it matters:
+
+- a *stream* is the sequence of requests of one task, or of one workflow;
+  a stream has at most one request in flight, and sends in order;
+- a task's requests wait until its workflow's create is settled;
+- a workflow's final status waits until none of its tasks has a request left.
+
+Requests of one stream that are still pending are *coalesced*: a newer update
+replaces a pending update, and a pending create absorbs later updates (the
+POST then carries the latest state); order and final state are kept. A
+request that fails in a retryable way stays queued (never dropped after N
+tries); during an outage one request at a time probes the server, with
+exponential backoff and full jitter (or the server's ``Retry-After``).
+
+:meth:`Delivery.flush` and :meth:`Delivery.close` wait at most their
+deadline, then move what is left to the durable :class:`~.outbox.Outbox`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from dotflow_server_api.backoff import retry_delay
+from dotflow_server_api.outbox import ClaimedFile, Entry, Outbox
+from dotflow_server_api.payloads import (
+    CREATE_TASK,
+    CREATE_WORKFLOW,
+    UPDATE_TASK,
+    UPDATE_WORKFLOW,
+    Request,
+    as_create_task,
+    as_create_workflow,
+)
+from dotflow_server_api.settings import ApiSettings
+from dotflow_server_api.transport import Outcome, Result, Transport
+
+logger = logging.getLogger("dotflow.server.api")
+
+#: Sequence numbers of replayed requests start here, below every new request's.
+_REPLAY_SEQ_START = -(10**15)
+
+StreamKey = tuple[str, int | None]
+
+
+@attrs.define(eq=False)
+class Item:
+    """A queued request and its delivery state."""
+
+    request: Request
+    #: Queue order; replayed requests come first.
+    seq: int
+    #: Wall-clock time the oldest event in this request was queued (outbox, ``dotflow outbox``).
+    first_enqueued_at: float
+    #: Sends tried so far.
+    attempts: int = 0
+    #: Hook events this request carries (more than one once coalesced).
+    events: int = 1
+    #: Failures in a row of this request; sets its own backoff.
+    failures: int = 0
+    #: Monotonic time before which it is not sent again.
+    not_before: float = 0.0
+    #: Outbox files whose entries this request carries (settled when it is).
+    origins: list[ClaimedFile] = attrs.field(factory=list)
+    #: Spooled or dropped while in flight: its result no longer matters.
+    abandoned: bool = False
+    #: Sent while an outage was already known (a probe).
+    probe: bool = False
+
+
+@attrs.define(eq=False)
+class Stream:
+    """The requests of one task, or of one workflow, in order."""
+
+    workflow_id: str
+    task_id: int | None
+    pending: deque[Item] = attrs.field(factory=deque)
+    in_flight: Item | None = None
+
+    @property
+    def key(self) -> StreamKey:
+        return (self.workflow_id, self.task_id)
+
+    @property
+    def live(self) -> bool:
+        """Something still to deliver (an abandoned in-flight request does not count)."""
+        return bool(self.pending) or (self.in_flight is not None and not self.in_flight.abandoned)
+
+
+@attrs.define(eq=False)
+class WorkflowState:
+    """Per workflow: its own stream and which of its tasks still have requests."""
+
+    stream: Stream
+    busy_tasks: set[int] = attrs.field(factory=set)
+    #: Tasks whose next request waits for the workflow's create.
+    parked: set[int] = attrs.field(factory=set)
+    #: The final status waits for ``busy_tasks`` to empty.
+    final_parked: bool = False
+
+
+@attrs.define
+class Stats:
+    """Counts of hook events (a coalesced request carries several) since the last summary."""
+
+    delivered: int = 0
+    spooled: int = 0
+    dropped: int = 0
+    coalesced: int = 0
+    requests: int = 0
+    replayed: int = 0
+
+    @property
+    def anything(self) -> bool:
+        return any((self.delivered, self.spooled, self.dropped, self.replayed))
+
+
+#: Every delivery of this process, so that a forked child can reset them all.
+_DELIVERIES: weakref.WeakSet[Delivery] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for delivery in list(_DELIVERIES):
+        delivery._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class Delivery:
+    """The queue and the workers of one destination (base URL and token).
+
+    :param transport_factory: builds the HTTP transport (tests inject fakes).
+    :param delay: ``delay(failures, retry_after_header) -> seconds`` before a retry.
+    :param clock: a monotonic clock, for scheduling.
+    :param wall: wall-clock time, for ``first_enqueued_at``.
+    """
+
+    def __init__(
+        self,
+        config: ApiSettings,
+        *,
+        transport_factory: Callable[[ApiSettings], Transport] = Transport,
+        delay: Callable[[int, str | None], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.outbox = Outbox(config.outbox_dir, config.base_url, config.fingerprint)
+        self._transport_factory = transport_factory
+        self._delay = delay or (lambda failures, header: retry_delay(failures, header, rand=rand))
+        self._clock = clock
+        self._wall = wall
+        self._transport_lock = threading.Lock()
+        self._transport: Transport | None = None
+        self._reset_state()
+        _DELIVERIES.add(self)
+
+    # -- state ---------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._streams: dict[StreamKey, Stream] = {}
+        self._workflows: dict[str, WorkflowState] = {}
+        self._ready: list[tuple[int, StreamKey]] = []
+        self._delayed: list[tuple[float, int, StreamKey]] = []
+        self._size = 0
+        self._in_flight = 0
+        self._seq = 0
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._workers = 0
+        self._idle = 0
+        self._cannot_start = False
+        self._replay_started = False
+        self._replayed = False
+        self._owned_claims: set[Any] = set()
+        self._auth_failed = False
+        self._outage_since: float | None = None
+        self._outage_failures = 0
+        self._pause_until = 0.0
+        self._logged: set[tuple[str, int | None]] = set()
+        self._queue_full_logged = False
+        self.stats = Stats()
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's queue, workers, claims and connections."""
+        self._transport_lock = threading.Lock()
+        self._transport = None  # the parent's sockets: never use or close them here
+        self._reset_state()
+
+    # -- submitting ----------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        """Queue one request; returns at once (never sends on the caller's thread)."""
+        with self._cond:
+            if self._auth_failed:
+                self.stats.dropped += 1
+                return
+            self._seq += 1
+            item = Item(request=request, seq=self._seq, first_enqueued_at=self._wall())
+            self._attach(item)
+            self._start_workers()
+            self._cond.notify()
+
+    def _attach(self, item: Item) -> None:
+        """Coalesce ``item`` into its stream's pending tail, or append it (lock held)."""
+        state = self._workflow(item.request.workflow_id)
+        stream = self._stream(state, item.request.task_id)
+        if stream.pending and self._merge(stream.pending[-1], item):
+            return
+        request = item.request
+        intermediate = request.kind in (UPDATE_TASK, UPDATE_WORKFLOW) and not request.last
+        if self._size >= self.config.max_queue and intermediate:
+            # Full: pending updates are coalesced (above); creates and final statuses
+            # are kept; an intermediate status (In progress, Retry) that nothing
+            # pending can absorb is dropped: the final one carries the same fields.
+            self.stats.dropped += item.events
+            if not self._queue_full_logged:
+                self._queue_full_logged = True
+                logger.warning(
+                    "the delivery queue is full (%d requests, SERVER_MAX_QUEUE): pending updates "
+                    "are coalesced, creates and final statuses are kept, intermediate updates "
+                    "are dropped and counted",
+                    self.config.max_queue,
+                )
+            return
+        stream.pending.append(item)
+        self._size += 1
+        self._touch(state, stream)
+        self._wake(stream)
+
+    def _merge(self, older: Item, newer: Item) -> bool:
+        """Fold ``newer`` into the pending ``older`` of the same stream, if that keeps the order."""
+        old, new = older.request, newer.request
+        if new.kind == UPDATE_TASK and old.kind == UPDATE_TASK:
+            merged = new
+        elif new.kind == UPDATE_TASK and old.kind == CREATE_TASK:
+            merged = as_create_task(new)
+        elif new.kind == UPDATE_WORKFLOW and old.kind == UPDATE_WORKFLOW:
+            merged = new
+        elif new.kind == UPDATE_WORKFLOW and old.kind == CREATE_WORKFLOW and not new.final:
+            # A final status must wait for the tasks, which wait for the create: never merged.
+            merged = as_create_workflow(new)
+        else:
+            return False
+        older.request = merged
+        older.events += newer.events
+        older.origins.extend(newer.origins)
+        older.first_enqueued_at = min(older.first_enqueued_at, newer.first_enqueued_at)
+        self.stats.coalesced += newer.events
+        return True
+
+    def _workflow(self, workflow_id: str) -> WorkflowState:
+        state = self._workflows.get(workflow_id)
+        if state is None:
+            stream = Stream(workflow_id, None)
+            state = self._workflows[workflow_id] = WorkflowState(stream)
+            self._streams[stream.key] = stream
+        return state
+
+    def _stream(self, state: WorkflowState, task_id: int | None) -> Stream:
+        if task_id is None:
+            return state.stream
+        key = (state.stream.workflow_id, task_id)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = Stream(state.stream.workflow_id, task_id)
+        return stream
+
+    def _touch(self, state: WorkflowState, stream: Stream) -> None:
+        """Update the bookkeeping after ``stream`` changed (lock held)."""
+        if stream.task_id is not None:
+            if stream.live:
+                state.busy_tasks.add(stream.task_id)
+            else:
+                state.busy_tasks.discard(stream.task_id)
+                if stream.in_flight is None:
+                    self._streams.pop(stream.key, None)
+            if not state.busy_tasks and state.final_parked:
+                state.final_parked = False
+                self._wake(state.stream)
+        elif not self._create_open(state) and state.parked:
+            for task_id in state.parked:
+                task_stream = self._streams.get((stream.workflow_id, task_id))
+                if task_stream is not None:
+                    self._wake(task_stream)
+            state.parked.clear()
+        if (
+            not state.stream.live
+            and state.stream.in_flight is None
+            and not state.busy_tasks
+            and not state.parked
+        ):
+            self._workflows.pop(stream.workflow_id, None)
+            self._streams.pop(state.stream.key, None)
+
+    @staticmethod
+    def _create_open(state: WorkflowState) -> bool:
+        stream = state.stream
+        if stream.in_flight is not None and stream.in_flight.request.kind == CREATE_WORKFLOW:
+            return not stream.in_flight.abandoned
+        return any(item.request.kind == CREATE_WORKFLOW for item in stream.pending)
+
+    def _wake(self, stream: Stream) -> None:
+        if stream.in_flight is None and stream.pending:
+            heapq.heappush(self._ready, (stream.pending[0].seq, stream.key))
+
+    # -- workers -------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        """Start workers up to ``min(max_in_flight, queued requests)`` (lock held)."""
+        wanted = min(self.config.max_in_flight, max(self._size, 1))
+        while self._workers < wanted and not self._cannot_start:
+            thread = threading.Thread(
+                target=self._work,
+                args=(self._generation,),
+                name=f"dotflow-server-api-{self._workers + 1}",
+                daemon=True,
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # the interpreter is shutting down: flush/close spool instead
+                self._cannot_start = True
+                return
+            self._workers += 1
+
+    def transport(self) -> Transport:
+        """The shared transport, built on first use (imports ``requests``)."""
+        with self._transport_lock:
+            if self._transport is None:
+                self._transport = self._transport_factory(self.config)
+            return self._transport
+
+    def _work(self, generation: int) -> None:
+        try:
+            self._replay_if_first()
+            while True:
+                with self._cond:
+                    item = self._wait_for_item(generation)
+                    if item is None:
+                        return
+                try:
+                    result = self.transport().send(
+                        item.request.method, item.request.path, item.request.body
+                    )
+                except Exception as error:  # a transport that cannot be built, or a bug
+                    result = Result(
+                        outcome=Outcome.RETRY, detail=f"{type(error).__name__}: {error}"
+                    )
+                with self._cond:
+                    self._complete(item, result)
+                    self._cond.notify_all()
+                    if generation != self._generation:
+                        return
+        except Exception:
+            logger.exception("delivery worker stopped unexpectedly; the events stay queued")
+        finally:
+            with self._cond:
+                if generation == self._generation:
+                    self._workers -= 1
+                self._cond.notify_all()
+
+    def _wait_for_item(self, generation: int) -> Item | None:
+        """The next request to send (lock held); None when this worker should stop."""
+        while generation == self._generation:
+            now = self._clock()
+            item, wait = self._next_item(now)
+            if item is not None:
+                return item
+            self._idle += 1
+            try:
+                self._cond.wait(wait)
+            finally:
+                self._idle -= 1
+        return None
+
+    def _next_item(self, now: float) -> tuple[Item | None, float | None]:
+        """Take the next sendable request, or say how long until one may be (lock held)."""
+        if not self._replayed:
+            return None, None
+        if self._outage_since is not None:
+            if self._in_flight > 0:
+                return None, None  # one probe at a time during an outage
+            if now < self._pause_until:
+                return None, self._pause_until - now
+        while self._delayed and self._delayed[0][0] <= now:
+            _, seq, key = heapq.heappop(self._delayed)
+            heapq.heappush(self._ready, (seq, key))
+        while self._ready:
+            seq, key = heapq.heappop(self._ready)
+            stream = self._streams.get(key)
+            if (
+                stream is None
+                or stream.in_flight is not None
+                or not stream.pending
+                or stream.pending[0].seq != seq
+            ):
+                continue  # stale entry
+            item = stream.pending[0]
+            if item.not_before > now:
+                heapq.heappush(self._delayed, (item.not_before, seq, key))
+                continue
+            state = self._workflows[stream.workflow_id]
+            if stream.task_id is not None and self._create_open(state):
+                state.parked.add(stream.task_id)
+                continue
+            if item.request.final and state.busy_tasks:
+                state.final_parked = True
+                continue
+            stream.pending.popleft()
+            stream.in_flight = item
+            item.attempts += 1
+            item.probe = self._outage_since is not None
+            self._in_flight += 1
+            return item, None
+        if self._delayed:
+            return None, max(self._delayed[0][0] - now, 0.0)
+        return None, None
+
+    def _complete(self, item: Item, result: Result) -> None:
+        """Apply a request's result (lock held)."""
+        self._in_flight -= 1
+        self.stats.requests += 1
+        state = self._workflow(item.request.workflow_id)
+        stream = self._stream(state, item.request.task_id)
+        stream.in_flight = None
+        if item.abandoned:
+            self._touch(state, stream)
+            self._wake(stream)
+            return
+        outcome = result.outcome
+        if outcome is Outcome.RETRY:
+            self._retry_later(stream, item, result)
+        else:
+            self._size -= 1
+            if outcome is Outcome.DELIVERED:
+                self._delivered(item)
+            elif outcome is Outcome.AUTH:
+                if item.origins:  # replayed from the outbox: back there, not lost
+                    self._write_outbox([item])
+                else:
+                    self._settle(item, dropped=True)
+                self._token_rejected(item, result)
+            else:
+                self._settle(item, dropped=True)
+                self._log_rejected(item, result)
+        self._touch(state, stream)
+        self._wake(stream)
+
+    def _delivered(self, item: Item) -> None:
+        self._settle(item, dropped=False)
+        if self._outage_since is not None:
+            logger.info(
+                "delivery to %s recovered after %.1f s; %d request(s) waiting",
+                self.config.base_url,
+                self._clock() - self._outage_since,
+                self._size,
+            )
+            self._outage_since = None
+            self._outage_failures = 0
+            self._pause_until = 0.0
+
+    def _settle(self, item: Item, *, dropped: bool) -> None:
+        if dropped:
+            self.stats.dropped += item.events
+        else:
+            self.stats.delivered += item.events
+        for origin in item.origins:
+            origin.settle()
+
+    def _retry_later(self, stream: Stream, item: Item, result: Result) -> None:
+        now = self._clock()
+        item.failures += 1
+        item.not_before = now + self._delay(item.failures, result.retry_after)
+        if self._outage_since is None:
+            self._outage_since = now
+            self._outage_failures = 1
+            self._pause_until = now + self._delay(1, result.retry_after)
+            logger.warning(
+                "cannot deliver to %s (%s: %s); events are kept and retried, "
+                "one request at a time, until it answers",
+                self.config.base_url,
+                item.request.endpoint,
+                result.describe(),
+            )
+        elif item.probe:
+            self._outage_failures += 1
+            self._pause_until = now + self._delay(self._outage_failures, result.retry_after)
+        logger.debug(
+            "%s attempt %d failed (%s); retry in %.2f s",
+            item.request.endpoint,
+            item.attempts,
+            result.describe(),
+            item.not_before - now,
+        )
+        stream.pending.appendleft(item)
+        if len(stream.pending) > 1 and self._merge(item, stream.pending[1]):
+            del stream.pending[1]
+            self._size -= 1
+
+    def _log_rejected(self, item: Item, result: Result) -> None:
+        key = (item.request.endpoint, result.status)
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        if result.status is None:
+            logger.error(
+                "%s could not be sent (%s); the event is dropped (further such failures of "
+                "this endpoint are counted, not logged)",
+                item.request.endpoint,
+                result.describe(),
+            )
+            return
+        logger.error(
+            "%s rejected %s with HTTP %s: %s; the event is dropped (further HTTP %s answers "
+            "to this endpoint are counted, not logged)",
+            self.config.base_url,
+            item.request.endpoint,
+            result.status,
+            result.detail or "(empty body)",
+            result.status,
+        )
+
+    def _token_rejected(self, item: Item, result: Result) -> None:
+        self._auth_failed = True
+        logger.error(
+            "%s rejected the token (HTTP %s on %s): nothing more is sent in this run; "
+            "check SERVER_USER_TOKEN",
+            self.config.base_url,
+            result.status,
+            item.request.endpoint,
+        )
+        # Events of this run are dropped, never spooled for later; requests replayed
+        # from the outbox go back to it (they were accepted under this identity before).
+        replayed = self._take(lambda queued: bool(queued.origins))
+        dropped = self._take(lambda queued: True)
+        self.stats.dropped += sum(queued.events for queued in dropped)
+        self._write_outbox(replayed)
+
+    # -- replay --------------------------------------------------------------
+
+    def _replay_if_first(self) -> None:
+        with self._cond:
+            if self._replay_started:
+                return
+            self._replay_started = True
+        loaded: list[Item] = []
+        try:
+            seq = _REPLAY_SEQ_START
+            for claimed, entries in self.outbox.claim(self._owned_claims):
+                self._owned_claims.add(claimed.path)
+                for entry in entries:
+                    seq += 1
+                    loaded.append(
+                        Item(
+                            request=entry.request,
+                            seq=seq,
+                            first_enqueued_at=entry.first_enqueued_at,
+                            attempts=entry.attempts,
+                            events=entry.events,
+                            origins=[claimed],
+                        )
+                    )
+        except Exception:
+            logger.exception("could not read the outbox %s", self.outbox.directory)
+        with self._cond:
+            if loaded:
+                self._insert_replayed(loaded)
+                self._start_workers()
+                self.stats.replayed += len(loaded)
+                logger.info(
+                    "replaying %d event(s) from the outbox %s first",
+                    len(loaded),
+                    self.outbox.directory,
+                )
+            self._replayed = True
+            self._cond.notify_all()
+
+    def _insert_replayed(self, loaded: list[Item]) -> None:
+        """Put replayed requests ahead of this run's in their streams (lock held)."""
+        by_stream: dict[StreamKey, list[Item]] = {}
+        for item in loaded:
+            by_stream.setdefault((item.request.workflow_id, item.request.task_id), []).append(item)
+        for (workflow_id, task_id), items in by_stream.items():
+            state = self._workflow(workflow_id)
+            stream = self._stream(state, task_id)
+            merged: list[Item] = []
+            for item in [*items, *stream.pending]:
+                if not (merged and self._merge(merged[-1], item)):
+                    merged.append(item)
+            self._size += len(merged) - len(stream.pending)
+            stream.pending = deque(merged)
+            self._touch(state, stream)
+            self._wake(stream)
+
+    def replay(self) -> int:
+        """Load the outbox now, on this thread, and start sending (``dotflow outbox flush``).
+
+        :returns: the number of requests queued.
+        """
+        self._replay_if_first()
+        with self._cond:
+            if self._size:
+                self._start_workers()
+            return self._size
+
+    # -- flush, close, spool -----------------------------------------------------
+
+    def flush(self, workflow_id: str, timeout: float) -> None:
+        """Wait up to ``timeout`` for ``workflow_id``'s requests, then spool what is left."""
+        deadline = self._clock() + max(timeout, 0.0)
+        with self._cond:
+            while self._workflow_live(workflow_id) and self._can_progress():
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._workflow_live(workflow_id):
+                items = self._take(lambda item: item.request.workflow_id == workflow_id)
+                self._write_outbox(items)
+
+    def close(self, timeout: float) -> Stats:
+        """Wait up to ``timeout`` for everything, spool the rest, stop the workers.
+
+        Returns the counts since the last ``close`` and logs them. The delivery
+        can be used again afterwards (a new ``submit`` starts new workers).
+        """
+        deadline = self._clock() + max(timeout, 0.0)
+        with self._cond:
+            while (self._size > 0 or not self._replay_done()) and self._can_progress():
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if self._size > 0:
+                self._write_outbox(self._take(lambda item: True))
+            stats, self.stats = self.stats, Stats()
+            self._generation += 1  # workers of the old generation exit
+            self._workers = 0
+            self._replay_started = self._replayed = False
+            self._auth_failed = False
+            self._cond.notify_all()
+        with self._transport_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        self._log_summary(stats)
+        return stats
+
+    def _replay_done(self) -> bool:
+        return self._replayed or not self._replay_started
+
+    def _can_progress(self) -> bool:
+        """False when nothing can send any more (no worker and none can be started)."""
+        return self._workers > 0 or not self._cannot_start
+
+    def _workflow_live(self, workflow_id: str) -> bool:
+        state = self._workflows.get(workflow_id)
+        return state is not None and (state.stream.live or bool(state.busy_tasks))
+
+    def _take(self, wanted: Callable[[Item], bool]) -> list[Item]:
+        """Remove the wanted requests (pending and in flight) from the queue (lock held)."""
+        taken: list[Item] = []
+        for stream in list(self._streams.values()):
+            keep: deque[Item] = deque()
+            for item in stream.pending:
+                (taken if wanted(item) else keep).append(item)
+            stream.pending = keep
+            flying = stream.in_flight
+            if flying is not None and not flying.abandoned and wanted(flying):
+                flying.abandoned = True
+                taken.append(flying)
+        self._size -= len(taken)
+        for stream in list(self._streams.values()):
+            state = self._workflows.get(stream.workflow_id)
+            if state is not None:
+                self._touch(state, stream)
+        return sorted(taken, key=lambda item: item.seq)
+
+    def _write_outbox(self, items: Iterable[Item]) -> None:
+        """Write requests to the outbox, one file per workflow (lock held; small, local I/O)."""
+        by_workflow: dict[str, list[Item]] = {}
+        for item in items:
+            by_workflow.setdefault(item.request.workflow_id, []).append(item)
+        for workflow_id, group in by_workflow.items():
+            entries = [
+                Entry(
+                    request=item.request,
+                    first_enqueued_at=item.first_enqueued_at,
+                    attempts=item.attempts,
+                    events=item.events,
+                )
+                for item in group
+            ]
+            events = sum(item.events for item in group)
+            try:
+                path = self.outbox.write(workflow_id, entries)
+            except OSError as error:
+                self.stats.dropped += events
+                logger.error(
+                    "could not write the outbox in %s (%s): %d event(s) of workflow %s are lost",
+                    self.outbox.directory,
+                    error.strerror or error,
+                    events,
+                    workflow_id,
+                )
+                continue
+            self.stats.spooled += events
+            for item in group:
+                for origin in item.origins:
+                    origin.settle()
+            logger.debug("spooled %d request(s) to %s", len(group), path)
+
+    def _log_summary(self, stats: Stats) -> None:
+        if not stats.anything and not stats.requests:
+            return
+        level = logging.WARNING if (stats.spooled or stats.dropped) else logging.INFO
+        where = f" to the outbox {self.outbox.directory}" if stats.spooled else ""
+        logger.log(
+            level,
+            "dotflow-server-api: %d event(s) delivered to %s in %d request(s), "
+            "%d spooled%s, %d dropped",
+            stats.delivered,
+            self.config.base_url,
+            stats.requests,
+            stats.spooled,
+            where,
+            stats.dropped,
+        )
+
+    # -- queries ---------------------------------------------------------------
+
+    def highest_queued_task_id(self, workflow_id: str) -> int | None:
+        """The highest task id with a request still queued for ``workflow_id``."""
+        with self._cond:
+            state = self._workflows.get(workflow_id)
+            return max(state.busy_tasks) if state and state.busy_tasks else None
+
+    def pending(self, workflow_id: str | None = None) -> int:
+        """Requests queued or in flight (for one workflow, or all)."""
+        with self._cond:
+            if workflow_id is None:
+                return self._size
+            return sum(
+                (1 if stream.in_flight is not None and not stream.in_flight.abandoned else 0)
+                + len(stream.pending)
+                for stream in self._streams.values()
+                if stream.workflow_id == workflow_id
+            )

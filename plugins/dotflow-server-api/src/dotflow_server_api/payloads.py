@@ -1,0 +1,261 @@
+"""Turning a hook's record into the request that reports it (method, path, JSON body).
+
+Bodies are built from an explicit allow-list of fields, never from the raw
+record, and encoded to bytes at hook time, so the queue holds plain data.
+Building a request never raises: a value JSON cannot carry becomes a capped
+``repr`` (:func:`dotflow_core.serialize.to_json_safe`), and a body over
+:data:`MAX_BODY_BYTES` has its contexts replaced by a ``{"truncated": true,
+"size": N}`` marker.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+from urllib.parse import quote
+
+import attrs
+
+from dotflow_core import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
+from dotflow_core.serialize import capped_repr, to_json_safe
+
+#: Largest body sent; bigger task bodies lose their contexts first.
+MAX_BODY_BYTES: Final = 5_000_000
+#: Longest error message / traceback kept when a body is still too big without its contexts.
+ERROR_TEXT_LIMIT: Final = 20_000
+
+CREATE_WORKFLOW: Final = "create_workflow"
+UPDATE_WORKFLOW: Final = "update_workflow"
+CREATE_TASK: Final = "create_task"
+UPDATE_TASK: Final = "update_task"
+KINDS: Final = (CREATE_WORKFLOW, UPDATE_WORKFLOW, CREATE_TASK, UPDATE_TASK)
+
+_CONTEXT_FIELDS: Final = ("current_context", "previous_context")
+_FINAL_WORKFLOW: Final = frozenset({WorkflowStatus.COMPLETED.value, WorkflowStatus.FAILED.value})
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """One request of the wire contract, ready to send (or to write to the outbox)."""
+
+    kind: str
+    method: str
+    #: Path below the base URL, segments percent-encoded, e.g. ``/workflows/a%2Fb/tasks``.
+    path: str
+    #: The JSON body, UTF-8 encoded.
+    body: bytes
+    workflow_id: str
+    task_id: int | None = None
+    #: True for the workflow's final status (Completed / Failed): sent after all its tasks.
+    final: bool = False
+    #: True for the last event of its task or workflow (status Completed / Failed).
+    last: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        """Method and path template, for log lines that must not flood per id."""
+        return f"{self.method} {ENDPOINTS[self.kind]}"
+
+
+ENDPOINTS: Final = {
+    CREATE_WORKFLOW: "/workflows",
+    UPDATE_WORKFLOW: "/workflows/{workflow_id}",
+    CREATE_TASK: "/workflows/{workflow_id}/tasks",
+    UPDATE_TASK: "/workflows/{workflow_id}/tasks/{task_id}",
+}
+
+
+def segment(value: object) -> str:
+    """One path segment, percent-encoded (``a/b c`` -> ``a%2Fb%20c``)."""
+    return quote(str(value), safe="")
+
+
+def workflow_path(workflow_id: str) -> str:
+    return f"/workflows/{segment(workflow_id)}"
+
+
+def tasks_path(workflow_id: str) -> str:
+    return f"{workflow_path(workflow_id)}/tasks"
+
+
+def task_path(workflow_id: str, task_id: int) -> str:
+    return f"{tasks_path(workflow_id)}/{segment(task_id)}"
+
+
+def next_id_path(workflow_id: str) -> str:
+    return f"{tasks_path(workflow_id)}/next-id"
+
+
+def encode(body: Any) -> bytes:
+    """Compact JSON bytes; ASCII-escaped so that even lone surrogates encode."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def workflow_fields(record: WorkflowRecord) -> dict[str, Any]:
+    """The workflow fields of both the create and the update bodies (all but ``id``)."""
+    return {
+        "status": _text(record.status),
+        "name": None if record.name is None else _text(record.name),
+        "mode": None if record.mode is None else _text(record.mode),
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "duration": to_json_safe(record.duration),
+        "task_count": to_json_safe(record.task_count),
+        "completed_count": to_json_safe(record.completed_count),
+        "failed_count": to_json_safe(record.failed_count),
+    }
+
+
+def task_fields(record: TaskRecord) -> dict[str, Any]:
+    """The task body (create and update alike): the allow-listed fields only."""
+    return {
+        "id": record.task_id,
+        "name": _text(record.name),
+        "status": _text(record.status),
+        "group_name": _text(record.group_name),
+        "retry_count": to_json_safe(record.retry_count),
+        "duration": to_json_safe(record.duration),
+        "errors": [
+            {
+                "attempt": to_json_safe(error.attempt),
+                "type": _text(error.type),
+                "message": _text(error.message),
+                "traceback": _text(error.traceback),
+            }
+            for error in record.errors
+        ],
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "current_context": to_json_safe(record.current_context),
+        "previous_context": to_json_safe(record.previous_context),
+    }
+
+
+def create_workflow(record: WorkflowRecord) -> Request:
+    """``POST /workflows`` with the id and every workflow field."""
+    body = _safe(lambda: {"id": record.workflow_id, **workflow_fields(record)}, record)
+    return Request(
+        kind=CREATE_WORKFLOW,
+        method="POST",
+        path="/workflows",
+        body=encode(body),
+        workflow_id=record.workflow_id,
+    )
+
+
+def update_workflow(record: WorkflowRecord) -> Request:
+    """``PATCH /workflows/{id}`` with every workflow field; final for Completed / Failed."""
+    body = _safe(lambda: workflow_fields(record), record)
+    return Request(
+        kind=UPDATE_WORKFLOW,
+        method="PATCH",
+        path=workflow_path(record.workflow_id),
+        body=encode(body),
+        workflow_id=record.workflow_id,
+        final=body.get("status") in _FINAL_WORKFLOW,
+        last=body.get("status") in _FINAL_WORKFLOW,
+    )
+
+
+def create_task(record: TaskRecord) -> Request:
+    """``POST /workflows/{id}/tasks`` with the task body."""
+    return Request(
+        kind=CREATE_TASK,
+        method="POST",
+        path=tasks_path(record.workflow_id),
+        body=task_body(record),
+        workflow_id=record.workflow_id,
+        task_id=record.task_id,
+    )
+
+
+def update_task(record: TaskRecord) -> Request:
+    """``PATCH /workflows/{id}/tasks/{task_id}`` with the same body as the create."""
+    return Request(
+        kind=UPDATE_TASK,
+        method="PATCH",
+        path=task_path(record.workflow_id, record.task_id),
+        body=task_body(record),
+        workflow_id=record.workflow_id,
+        task_id=record.task_id,
+        last=_is_final_task(record),
+    )
+
+
+def as_create_workflow(update: Request) -> Request:
+    """A workflow update turned into the create it is merged into (same fields, plus ``id``)."""
+    fields = json.loads(update.body)
+    return attrs.evolve(
+        update,
+        kind=CREATE_WORKFLOW,
+        method="POST",
+        path="/workflows",
+        body=encode({"id": update.workflow_id, **fields}),
+        final=False,
+        last=False,
+    )
+
+
+def as_create_task(update: Request) -> Request:
+    """A task update turned into the create it is merged into (the bodies are the same)."""
+    return attrs.evolve(
+        update, kind=CREATE_TASK, method="POST", path=tasks_path(update.workflow_id)
+    )
+
+
+def task_body(record: TaskRecord, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The encoded task body, at most ``limit`` bytes where the contexts can make it so."""
+    fields = _safe(lambda: task_fields(record), record)
+    data = encode(fields)
+    if len(data) <= limit:
+        return data
+    for name in _CONTEXT_FIELDS:
+        size = len(encode(fields.get(name)))
+        fields[name] = {"truncated": True, "size": size}
+    data = encode(fields)
+    if len(data) <= limit:
+        return data
+    for error in fields.get("errors", []):
+        for key in ("message", "traceback"):
+            text = error.get(key)
+            if isinstance(text, str) and len(text) > ERROR_TEXT_LIMIT:
+                error[key] = text[: ERROR_TEXT_LIMIT - 3] + "..."
+    return encode(fields)
+
+
+def _safe(build: Any, record: TaskRecord | WorkflowRecord) -> dict[str, Any]:
+    """``build()``, or a minimal body saying what could be said if it raised."""
+    try:
+        return build()
+    except Exception as error:
+        reason = {"truncated": True, "error": f"{type(error).__name__}: {capped_repr(error, 200)}"}
+        if hasattr(record, "task_id"):
+            return {
+                "id": record.task_id,
+                "name": _text(getattr(record, "name", "")),
+                "status": _text(getattr(record, "status", TaskStatus.FAILED)),
+                "current_context": reason,
+                "previous_context": None,
+            }
+        return {"id": record.workflow_id, "status": _text(getattr(record, "status", ""))}
+
+
+def _is_final_task(record: TaskRecord) -> bool:
+    try:
+        return TaskStatus(record.status).is_final
+    except Exception:
+        return False
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.value if isinstance(value, (TaskStatus, WorkflowStatus)) else value
+    return capped_repr(value)
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    converted = to_json_safe(value)
+    return converted if isinstance(converted, str) else None

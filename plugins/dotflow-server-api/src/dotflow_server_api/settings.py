@@ -1,0 +1,275 @@
+"""Reading and checking the provider's settings.
+
+Every value comes through the core's one mechanism (the ``configure`` hook's
+:class:`~dotflow_core.Settings`): environment variable, else the key in
+``[tool.dotflow.server]``, else the default. Arguments given to
+``ServerAPI(...)`` in code win over both. A bad value raises
+:class:`~dotflow_core.ConfigurationError` naming the variable and what is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from dotflow_core import ConfigurationError, Secret, Settings, user_dir
+
+logger = logging.getLogger("dotflow.server.api")
+
+#: The ``[tool.dotflow.<SECTION>]`` table holding this provider's keys.
+SECTION: Final = "server"
+BASE_URL_ENV: Final = "SERVER_BASE_URL"
+TOKEN_ENV: Final = "SERVER_USER_TOKEN"
+STRICT_ENV: Final = "SERVER_STRICT"
+OUTBOX_DIR_ENV: Final = "DOTFLOW_OUTBOX_DIR"
+
+MAX_IN_FLIGHT_LIMIT: Final = 32
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+#: Visible ASCII only: a token with spaces or control characters would corrupt the header.
+_TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
+
+_warned_cleartext: set[str] = set()
+
+
+@attrs.frozen(kw_only=True)
+class ApiSettings:
+    """The provider's checked configuration."""
+
+    #: Absolute http(s) URL, any version prefix included, without a trailing slash.
+    base_url: str
+    token: Secret = attrs.field(repr=False)
+    strict: bool = False
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    flush_timeout: float = 5.0
+    max_queue: int = 10_000
+    max_in_flight: int = 6
+    ca_bundle: str | None = None
+    outbox_dir: Path = attrs.field(factory=lambda: user_dir() / "outbox")
+
+    @property
+    def verify(self) -> str | bool:
+        """The ``verify`` argument of requests: the CA bundle, else the system's trust store."""
+        return self.ca_bundle or True
+
+    @property
+    def fingerprint(self) -> str:
+        """An identity for the token that reveals nothing about it (names outbox folders)."""
+        return token_fingerprint(self.token)
+
+
+def token_fingerprint(token: Secret) -> str:
+    """The first 16 hex digits of ``sha256(b"dotflow-outbox\\0" + token)``."""
+    return hashlib.sha256(b"dotflow-outbox\0" + token.reveal().encode("utf-8")).hexdigest()[:16]
+
+
+#: (key in the config file, environment variable, default) of each plain setting.
+_KEYS: Final[dict[str, tuple[str, Any]]] = {
+    "base_url": (BASE_URL_ENV, None),
+    "strict": (STRICT_ENV, False),
+    "connect_timeout": ("SERVER_CONNECT_TIMEOUT", 3.0),
+    "read_timeout": ("SERVER_READ_TIMEOUT", 10.0),
+    "flush_timeout": ("SERVER_FLUSH_TIMEOUT", 5.0),
+    "max_queue": ("SERVER_MAX_QUEUE", 10_000),
+    "max_in_flight": ("SERVER_MAX_IN_FLIGHT", 6),
+    "ca_bundle": ("SERVER_CA_BUNDLE", None),
+    "outbox_dir": (OUTBOX_DIR_ENV, None),
+}
+#: The keys ``ServerAPI(...)`` accepts besides ``token``.
+SETTING_NAMES: Final = frozenset(_KEYS)
+
+
+def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None) -> ApiSettings:
+    """Build and check the configuration; ``overrides`` (constructor arguments) win.
+
+    :raises ConfigurationError: a value is missing or invalid; the message names it.
+    """
+    overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    raw: dict[str, tuple[Any, str]] = {}
+    for key, (env, default) in _KEYS.items():
+        if key in overrides:
+            raw[key] = (overrides[key], f"ServerAPI({key}=...)")
+        elif env and settings.environ.get(env):
+            raw[key] = (settings.environ[env], env)
+        elif key in settings.section(SECTION):
+            where = f" of {settings.config_path}" if settings.config_path else ""
+            raw[key] = (settings.section(SECTION)[key], f"{key} in [tool.dotflow.{SECTION}]{where}")
+        else:
+            raw[key] = (default, env)
+
+    base_url = _base_url(*raw["base_url"])
+    token = _token(settings, overrides.get("token"))
+    outbox_value, outbox_origin = raw["outbox_dir"]
+    config = ApiSettings(
+        base_url=base_url,
+        token=token,
+        strict=_boolean(*raw["strict"]),
+        connect_timeout=_seconds(*raw["connect_timeout"]),
+        read_timeout=_seconds(*raw["read_timeout"]),
+        flush_timeout=_seconds(*raw["flush_timeout"], allow_zero=True),
+        max_queue=_integer(*raw["max_queue"], low=1, high=None),
+        max_in_flight=_integer(*raw["max_in_flight"], low=1, high=MAX_IN_FLIGHT_LIMIT),
+        ca_bundle=_ca_bundle(*raw["ca_bundle"]),
+        outbox_dir=_directory(outbox_value, outbox_origin, settings.environ),
+    )
+    _warn_if_cleartext(config.base_url)
+    return config
+
+
+def _base_url(value: Any, origin: str) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ConfigurationError(
+            f"{BASE_URL_ENV} is not set; the 'api' provider needs the server's URL, "
+            f"e.g. {BASE_URL_ENV}=https://dotflow.example.com/api/v1"
+        )
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{origin}={value!r}: expected a URL string")
+    url = value.strip().rstrip("/")
+    hint = "expected an absolute http(s) URL with a host, e.g. https://dotflow.example.com/api/v1"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigurationError(f"{origin}={value!r}: {hint}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigurationError(f"{origin}={value!r}: {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError(
+            f"{origin}: the URL must not contain credentials (user:password@); "
+            f"put the token in {TOKEN_ENV} instead"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{origin}={value!r}: a query or fragment is not allowed; {hint}")
+    return url
+
+
+def _token(settings: Settings, explicit: Any) -> Secret:
+    if explicit is not None:
+        token = explicit if isinstance(explicit, Secret) else None
+        if token is None and isinstance(explicit, str):
+            token = Secret(explicit.strip())
+        if token is None:
+            raise ConfigurationError(
+                f"ServerAPI(token=...): expected a str or dotflow_core.Secret, "
+                f"not {type(explicit).__name__}"
+            )
+        origin = "ServerAPI(token=...)"
+    else:
+        token = settings.secret("token", env=TOKEN_ENV, section=SECTION)
+        origin = TOKEN_ENV
+        if token is not None:
+            token = Secret(token.reveal().strip())
+    if token is None or not token:
+        raise ConfigurationError(
+            f"{TOKEN_ENV} is not set or empty; the 'api' provider needs the user token "
+            f"({TOKEN_ENV}, {TOKEN_ENV}_FILE, or token_file in [tool.dotflow.{SECTION}] "
+            f"naming a file with mode 0600)"
+        )
+    if not _TOKEN_PATTERN.fullmatch(token.reveal()):
+        # Never echo the value: it is a secret, however malformed.
+        raise ConfigurationError(
+            f"{origin}: the token contains spaces, control or non-ASCII characters; "
+            f"expected the token exactly as the server issued it"
+        )
+    return token
+
+
+def _boolean(value: Any, origin: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(f"{origin}={value!r}: expected true/false (1/0, yes/no, on/off)")
+
+
+def _seconds(value: Any, origin: str, *, allow_zero: bool = False) -> float:
+    bound = ">= 0" if allow_zero else "> 0"
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{origin}={value!r}: expected a number of seconds {bound}"
+        ) from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ConfigurationError(f"{origin}={value!r}: expected a number of seconds {bound}")
+    return number
+
+
+def _integer(value: Any, origin: str, *, low: int, high: int | None) -> int:
+    valid = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+    try:
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        number = int(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{origin}={value!r}: expected {valid}") from None
+    if number < low or (high is not None and number > high):
+        raise ConfigurationError(f"{origin}={value!r}: expected {valid}")
+    return number
+
+
+def _ca_bundle(value: Any, origin: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, (str, Path)):
+        raise ConfigurationError(f"{origin}={value!r}: expected the path of a CA bundle file")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ConfigurationError(
+            f"{origin}={str(value)!r}: no such file or directory; expected a PEM CA bundle"
+        )
+    return str(path)
+
+
+def _directory(value: Any, origin: str, environ: Mapping[str, str]) -> Path:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return user_dir(environ) / "outbox"
+    if not isinstance(value, (str, Path)):
+        raise ConfigurationError(f"{origin}={value!r}: expected a directory path")
+    return Path(value).expanduser()
+
+
+def outbox_root(settings: Settings) -> Path:
+    """The outbox directory alone (``dotflow outbox`` lists it without a URL or token)."""
+    if settings.environ.get(OUTBOX_DIR_ENV):
+        return _directory(settings.environ[OUTBOX_DIR_ENV], OUTBOX_DIR_ENV, settings.environ)
+    value = settings.section(SECTION).get("outbox_dir")
+    return _directory(value, f"outbox_dir in [tool.dotflow.{SECTION}]", settings.environ)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (a token sent there stays on the machine)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_if_cleartext(base_url: str) -> None:
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or is_loopback(parts.hostname or ""):
+        return
+    if base_url in _warned_cleartext:
+        return
+    _warned_cleartext.add(base_url)
+    logger.warning(
+        "%s=%s uses plain http to a remote host: the token travels in clear text; use https",
+        BASE_URL_ENV,
+        base_url,
+    )

@@ -1,0 +1,231 @@
+"""HTTP: the pooled session, one request, and what its outcome means for delivery.
+
+``requests`` is imported here only, when the first :class:`Transport` is
+built (by a delivery worker thread, or by ``get_next_task_id``), so that
+importing the provider costs the workflow nothing.
+
+The token is attached by an auth object at send time: it is never in the
+session's headers, never logged, and ``http.client``'s debug output (which
+prints headers) is forced off while our requests run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from dotflow_server_api._version import __version__
+from dotflow_server_api.settings import ApiSettings
+
+if TYPE_CHECKING:
+    import requests
+
+USER_AGENT: Final = f"dotflow-server-api/{__version__}"
+#: Statuses worth retrying: the server may well accept the same request later.
+RETRY_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+AUTH_STATUSES: Final = frozenset({401, 403})
+#: Longest piece of a response body quoted in a log line.
+SNIPPET_LIMIT: Final = 200
+
+
+class Outcome(enum.Enum):
+    """What a request's result means for the event it carried."""
+
+    #: 2xx: done.
+    DELIVERED = "delivered"
+    #: Connection error, timeout, 408/425/429/500/502/503/504: keep it and try again later.
+    RETRY = "retry"
+    #: 401/403: the token was rejected; sending more is pointless.
+    AUTH = "auth"
+    #: Any other answer (other 4xx, 3xx, other 5xx) or a request that cannot be sent: drop it.
+    REJECTED = "rejected"
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """The outcome of one request, with what the logs and the retry logic need."""
+
+    outcome: Outcome
+    #: The HTTP status, or None when no answer came.
+    status: int | None = None
+    #: One line for logs (exception type and message, or a body snippet); never the token.
+    detail: str = ""
+    #: The raw ``Retry-After`` header, if any.
+    retry_after: str | None = None
+    #: The response body (kept only for successful answers).
+    content: bytes = b""
+
+    def describe(self) -> str:
+        """``HTTP 503: <snippet>``, or the exception, for log lines."""
+        if self.status is None:
+            return self.detail or "no answer"
+        return f"HTTP {self.status}: {self.detail}" if self.detail else f"HTTP {self.status}"
+
+
+def classify_status(status: int) -> Outcome:
+    """The outcome an HTTP status means."""
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if status in AUTH_STATUSES:
+        return Outcome.AUTH
+    if status in RETRY_STATUSES:
+        return Outcome.RETRY
+    return Outcome.REJECTED
+
+
+def one_line(text: str, limit: int = SNIPPET_LIMIT) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class _QuietHttpClient:
+    """Forces ``http.client``'s debug level to 0 while any of our requests runs.
+
+    At debug level > 0 ``http.client`` prints every header, the token
+    included, to stdout. The previous level comes back when the last of our
+    concurrent requests ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved = 0
+
+    def __enter__(self) -> None:
+        import http.client  # already loaded by requests; imported here to keep import cheap
+
+        with self._lock:
+            if self._active == 0:
+                self._saved = http.client.HTTPConnection.debuglevel
+            self._active += 1
+            http.client.HTTPConnection.debuglevel = 0
+
+    def __exit__(self, *exc: object) -> None:
+        import http.client
+
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                http.client.HTTPConnection.debuglevel = self._saved
+
+
+quiet_http_client = _QuietHttpClient()
+
+
+def _bearer_auth(token_value: Any) -> Any:
+    import requests.auth
+
+    class BearerAuth(requests.auth.AuthBase):
+        """Adds ``Authorization: Bearer <token>`` to each request; shows nothing in repr."""
+
+        def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+            request.headers["Authorization"] = f"Bearer {token_value.reveal()}"
+            return request
+
+        def __repr__(self) -> str:
+            return "BearerAuth(********)"
+
+    return BearerAuth()
+
+
+class Transport:
+    """A keep-alive ``requests.Session`` to one server, sending one request at a time per call.
+
+    Safe to call from several threads at once: the urllib3 pool holds up to
+    ``max_in_flight`` connections, and cookies are refused (nothing shared
+    but the pool).
+    """
+
+    def __init__(self, config: ApiSettings, *, pool_size: int | None = None) -> None:
+        from http.cookiejar import DefaultCookiePolicy
+
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.config = config
+        self.base_url = config.base_url
+        self._requests = requests
+        self._auth = _bearer_auth(config.token)
+        session = requests.Session()
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        size = pool_size or config.max_in_flight
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update(
+            {
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
+        self.session = session
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        timeout: tuple[float, float] | None = None,
+    ) -> Result:
+        """Send one request; never raises. Redirects are not followed."""
+        requests = self._requests
+        timeout = timeout or (self.config.connect_timeout, self.config.read_timeout)
+        try:
+            with quiet_http_client:
+                response = self.session.request(
+                    method,
+                    self.base_url + path,
+                    data=body,
+                    auth=self._auth,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    verify=self.config.verify,
+                )
+                try:
+                    content = response.content
+                finally:
+                    response.close()
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as error:
+            # Nothing, or a broken answer, came back: the server may take it later. A
+            # request the server applied before the answer broke is sent again; the
+            # server treats a repeated create or update as the same write.
+            return Result(outcome=Outcome.RETRY, detail=self._describe(error))
+        except Exception as error:  # an invalid URL or header, or a bug: retrying cannot help
+            return Result(outcome=Outcome.REJECTED, detail=self._describe(error))
+        outcome = classify_status(response.status_code)
+        if outcome is Outcome.DELIVERED:
+            return Result(outcome=outcome, status=response.status_code, content=content)
+        snippet = one_line(content[: SNIPPET_LIMIT * 4].decode("utf-8", "replace"))
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("Location")
+            snippet = f"redirect to {one_line(location)} not followed" if location else snippet
+        return Result(
+            outcome=outcome,
+            status=response.status_code,
+            detail=self.redact(snippet),
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing must never raise
+            self.session.close()
+
+    def redact(self, text: str) -> str:
+        """``text`` with the token masked, should it ever appear (e.g. echoed by a server)."""
+        token = self.config.token.reveal()
+        return text.replace(token, "********") if token else text
+
+    def _describe(self, error: BaseException) -> str:
+        return self.redact(one_line(f"{type(error).__name__}: {error}", 300))
