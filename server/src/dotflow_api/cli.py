@@ -161,10 +161,6 @@ def _openapi(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
-    # Until uvicorn takes over (and after it hands back) a signal means: exit cleanly.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_cleanly)
-
     tokens = _load_tokens(args)
     sock = _bind(args.host, args.port)
     try:
@@ -174,6 +170,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise
     port = int(sock.getsockname()[1])
     url = f"http://{_host_for_url(args.host)}:{port}"
+    # uvicorn handles SIGTERM/SIGINT while it runs, then re-raises the signal it got
+    # under these handlers: either way the process exits cleanly with status 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
 
     config = uvicorn.Config(
         app,
