@@ -31,7 +31,7 @@ from dotflow_core.settings import Settings
 def run(options: argparse.Namespace) -> int:
     """List providers as a table (or ``--json``) on stdout; returns the exit code."""
     route_library_logs(Output("text"), verbosity=0)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": entry.name,
             "distribution": entry.distribution,
