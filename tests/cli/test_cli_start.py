@@ -444,3 +444,29 @@ def test_trace_hooks_env_prints_every_hook_call(dotflow: Dotflow) -> None:
     result = dotflow("start", "-s", "flow.extract", "-p", "fake", env={"DOTFLOW_TRACE_HOOKS": "1"})
     assert result.returncode == 0, result
     assert any(line.startswith("dotflow-trace update_task(") for line in result.lines)
+
+
+def test_ctrl_c_in_background_mode_exits_130_after_a_bounded_shutdown(
+    project: Project, tmp_path: Path
+) -> None:
+    marker = tmp_path / "slow.started"
+    process = popen_dotflow(
+        "start", "-s", "flow.slow", "-p", "fake", "-m", "background", "--log-format", "json",
+        cwd=project.path, env=project.env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the slow step never started"
+        time.sleep(0.02)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 10, "the step's thread must not hold the exit"
+    summary = json.loads(stderr.splitlines()[-1])
+    assert summary["event"] == "summary" and summary["interrupted"] is True
+    assert summary["unfinished"] == 1 and summary["exit_code"] == 130
+    shutdowns = [e["timeout"] for e in project.events() if e["hook"] == "shutdown"]
+    assert shutdowns == [5.0]
