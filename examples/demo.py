@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,36 +22,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from dotflow_api.process import ServerProcess
+
 EXAMPLES = Path(__file__).resolve().parent
 SCRIPTS = Path(sys.executable).parent
 STEPS = ["etl.extract", "etl.transform", "etl.load"]
-
-
-def start_server(workdir: Path, token: str) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = workdir / "port"
-    server = subprocess.Popen(
-        [
-            str(SCRIPTS / "dotflow-api"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--database",
-            f"sqlite:///{workdir / 'dotflow-api.sqlite3'}",
-        ],
-        env={**os.environ, "DOTFLOW_API_TOKENS": token},
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise SystemExit("demo: the reference server did not start (see its output above)")
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port_file.read_text().strip()}"
 
 
 def run_workflow(base_url: str, token: str, workflow_id: str, home: Path, run: int) -> None:
@@ -79,7 +53,7 @@ def recorded_tasks(base_url: str, token: str, workflow_id: str) -> list[dict[str
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = json.load(response)
-    return body["tasks"] if isinstance(body, dict) else body
+    return body["items"]
 
 
 def print_table(tasks: list[dict[str, Any]]) -> None:
@@ -108,8 +82,10 @@ def main() -> int:
     workflow_id = f"demo-etl-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="dotflow-demo-") as tmp:
         workdir = Path(tmp)
-        server, base_url = start_server(workdir, token)
-        print(f"reference server: {base_url} (SQLite file {workdir / 'dotflow-api.sqlite3'})")
+        database = workdir / "dotflow-api.sqlite3"
+        server = ServerProcess.start(f"sqlite:///{database}", [token], workdir=workdir)
+        base_url = server.base_url
+        print(f"reference server: {base_url} (SQLite file {database})")
         try:
             for run in (1, 2):
                 run_workflow(base_url, token, workflow_id, workdir / "home", run)
@@ -117,8 +93,7 @@ def main() -> int:
             print(f"\n== the server holds {len(tasks)} tasks for workflow {workflow_id}")
             print_table(tasks)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=10)
+            server.stop()
     ids = [task["id"] for task in tasks]
     if ids != list(range(1, 2 * len(STEPS) + 1)):
         print(f"demo: expected task ids 1..{2 * len(STEPS)}, got {ids}", file=sys.stderr)

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from dotflow_api.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +20,6 @@ TOKEN = "e2e-token-" + "s3cr3t" * 4
 OTHER_TOKEN = "e2e-other-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RUNNER = Path(__file__).with_name("api_runner.py")
-STARTUP_TIMEOUT = 30.0
 
 
 def _command() -> list[str]:
@@ -30,61 +28,19 @@ def _command() -> list[str]:
     return [str(script)]
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stdout: Path
-    stderr: Path
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=20)
-
-
-def start_server(tmp_path: Path, database_url: str, *extra: str, name: str = "server") -> Server:
-    port_file = tmp_path / f"{name}.port"
-    stdout = tmp_path / f"{name}.out"
-    stderr = tmp_path / f"{name}.err"
-    env = {**os.environ, "DOTFLOW_API_TOKENS": f"{TOKEN},{OTHER_TOKEN}"}
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [
-                *_command(),
-                "serve",
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-                "--database",
-                database_url,
-                *extra,
-            ],
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=tmp_path,
-        )
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {stderr.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"server did not start: {stderr.read_text()}")
-        time.sleep(0.05)
-    port = int(port_file.read_text(encoding="ascii"))
-    return Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
+def start_server(tmp_path: Path, database_url: str, *extra: str, name: str) -> ServerProcess:
+    workdir = tmp_path / name
+    workdir.mkdir()
+    return ServerProcess.start(
+        database_url, [TOKEN, OTHER_TOKEN], workdir=workdir, extra_args=extra
+    )
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
-    running = start_server(tmp_path, database_url)
+def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
+    running = start_server(tmp_path, database_url, name="server")
     yield running
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait(timeout=10)
+    running.stop(signal.SIGKILL)
 
 
 def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
@@ -105,7 +61,7 @@ def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     assert not (tmp_path / "port").exists()
 
 
-def test_serves_over_http_and_stops_cleanly_on_sigterm(server: Server) -> None:
+def test_serves_over_http_and_stops_cleanly_on_sigterm(server: ServerProcess) -> None:
     port = server.base_url.rsplit(":", 1)[1]
     assert requests.get(f"{server.base_url}/healthz", timeout=10).json() == {"status": "ok"}
     assert requests.get(f"{server.base_url}/workflows", timeout=10).status_code == 401
@@ -132,13 +88,13 @@ def test_serves_over_http_and_stops_cleanly_on_sigterm(server: Server) -> None:
     assert TOKEN not in logs and "s3cr3t" not in logs
 
 
-def test_sigint_also_exits_zero(server: Server) -> None:
+def test_sigint_also_exits_zero(server: ServerProcess) -> None:
     assert requests.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
     assert server.stop(signal.SIGINT) == 0
 
 
 def test_concurrent_runners_lose_and_duplicate_nothing(
-    tmp_path: Path, server: Server, database_url: str
+    tmp_path: Path, server: ServerProcess, database_url: str
 ) -> None:
     """Ten runner processes (two threads each) write one workflow through two servers
     sharing one SQLite file, while next-id is polled; every task arrives exactly once."""
