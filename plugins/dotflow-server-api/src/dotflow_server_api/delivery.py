@@ -80,6 +80,8 @@ class Item:
     abandoned: bool = False
     #: Sent while an outage was already known (a probe).
     probe: bool = False
+    #: Replayed from the outbox and not sent yet: this run's requests wait for it.
+    unsent_replay: bool = False
 
 
 @attrs.define(eq=False)
@@ -190,6 +192,9 @@ class Delivery:
         self._replay_started = False
         self._replayed = False
         self._owned_claims: set[Any] = set()
+        #: Replayed requests not sent yet, and this run's requests held back until then.
+        self._unsent_replays = 0
+        self._held: list[tuple[int, StreamKey]] = []
         self._auth_failed = False
         self._outage_since: float | None = None
         self._outage_failures = 0
@@ -260,6 +265,8 @@ class Delivery:
         else:
             return False
         older.request = merged
+        if newer.unsent_replay:
+            self._replay_sent(newer)
         older.events += newer.events
         older.origins.extend(newer.origins)
         older.first_enqueued_at = min(older.first_enqueued_at, newer.first_enqueued_at)
@@ -423,6 +430,11 @@ class Delivery:
             if item.request.final and state.busy_tasks:
                 state.final_parked = True
                 continue
+            if self._unsent_replays and not item.unsent_replay:
+                self._held.append((seq, key))  # replayed requests go first
+                continue
+            if item.unsent_replay:
+                self._replay_sent(item)
             stream.pending.popleft()
             stream.in_flight = item
             item.attempts += 1
@@ -432,6 +444,15 @@ class Delivery:
         if self._delayed:
             return None, max(self._delayed[0][0] - now, 0.0)
         return None, None
+
+    def _replay_sent(self, item: Item) -> None:
+        """``item`` (replayed) was sent or is gone: this run's requests may follow once all are."""
+        item.unsent_replay = False
+        self._unsent_replays -= 1
+        if self._unsent_replays == 0:
+            for entry in self._held:
+                heapq.heappush(self._ready, entry)
+            self._held.clear()
 
     def _complete(self, item: Item, result: Result) -> None:
         """Apply a request's result (lock held)."""
@@ -575,6 +596,7 @@ class Delivery:
                             attempts=entry.attempts,
                             events=entry.events,
                             origins=[claimed],
+                            unsent_replay=True,
                         )
                     )
         except Exception:
@@ -601,6 +623,7 @@ class Delivery:
             state = self._workflow(workflow_id)
             stream = self._stream(state, task_id)
             merged: list[Item] = []
+            self._unsent_replays += len(items)
             for item in [*items, *stream.pending]:
                 if not (merged and self._merge(merged[-1], item)):
                     merged.append(item)
@@ -681,6 +704,8 @@ class Delivery:
             keep: deque[Item] = deque()
             for item in stream.pending:
                 (taken if wanted(item) else keep).append(item)
+                if item.unsent_replay and wanted(item):
+                    self._replay_sent(item)
             stream.pending = keep
             flying = stream.in_flight
             if flying is not None and not flying.abandoned and wanted(flying):

@@ -1,0 +1,89 @@
+"""Shared fixtures: a clean environment, a private outbox, a fake server, fast providers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dotflow_server_api import ServerAPI
+from dotflow_server_api.delivery import Delivery
+from dotflow_server_api.settings import ApiSettings
+from fake_api import FakeAPI
+
+TOKEN = "test-token"
+
+DOTFLOW_ENV_VARS = (
+    "DOTFLOW_PROVIDER",
+    "DOTFLOW_CONFIG",
+    "DOTFLOW_TRACE_HOOKS",
+    "WORKFLOW_ID",
+    "SERVER_BASE_URL",
+    "SERVER_USER_TOKEN",
+    "SERVER_USER_TOKEN_FILE",
+    "SERVER_STRICT",
+    "SERVER_CONNECT_TIMEOUT",
+    "SERVER_READ_TIMEOUT",
+    "SERVER_FLUSH_TIMEOUT",
+    "SERVER_MAX_QUEUE",
+    "SERVER_MAX_IN_FLIGHT",
+    "SERVER_CA_BUNDLE",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """No dotflow variable leaks in; the user dir and the outbox are private temp dirs."""
+    for name in DOTFLOW_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path_factory.mktemp("dotflow-home")
+    monkeypatch.setenv("DOTFLOW_HOME", str(home))
+    monkeypatch.setenv("DOTFLOW_OUTBOX_DIR", str(home / "outbox"))
+    monkeypatch.chdir(home)  # no pyproject.toml of the repo is found
+    yield home
+
+
+@pytest.fixture
+def outbox_dir(clean_environment: Path) -> Path:
+    return clean_environment / "outbox"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAPI]:
+    with FakeAPI(token=TOKEN, prefix="/api/v1") as server:
+        yield server
+
+
+def no_wait(failures: int, retry_after: str | None) -> float:
+    """A retry delay for tests: honours nothing, waits a hundredth of a second."""
+    return 0.01
+
+
+@pytest.fixture
+def make_provider(outbox_dir: Path) -> Iterator[Callable[..., ServerAPI]]:
+    """Build ``ServerAPI`` instances with fast retries; all are shut down (timeout 0) after."""
+    made: list[ServerAPI] = []
+
+    def build(
+        base_url: str, token: str = TOKEN, delay: Any = no_wait, **settings: Any
+    ) -> ServerAPI:
+        def delivery(config: ApiSettings) -> Delivery:
+            return Delivery(config, delay=delay)
+
+        provider = ServerAPI(base_url=base_url, token=token, delivery_factory=delivery, **settings)
+        made.append(provider)
+        return provider
+
+    yield build
+    for provider in made:
+        provider.shutdown(timeout=0)
+
+
+@pytest.fixture
+def api_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="dotflow.server.api")
+    return caplog

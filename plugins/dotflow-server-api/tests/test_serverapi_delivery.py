@@ -1,0 +1,342 @@
+"""Delivery against a real HTTP server on 127.0.0.1: failures, recovery, order, bounds."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+import pytest
+from conftest import TOKEN
+from dotflow_server_api import ServerAPI
+from dotflow_server_api.backoff import retry_delay
+from fake_api import Action, FakeAPI, RecordedRequest
+
+from dotflow_core import DotFlow, TaskStatus, WorkflowStatus, action
+from dotflow_core.testing import sample_task_record, sample_workflow_record
+
+FINAL = {"Completed", "Failed"}
+
+
+@action
+def quick(initial_context: Any) -> dict[str, int]:
+    return {"n": 1}
+
+
+@action
+def brief(initial_context: Any) -> str:
+    time.sleep(0.03)
+    return "ok"
+
+
+@action(retry=2, retry_delay=0)
+def fails(initial_context: Any) -> None:
+    raise ValueError("no")
+
+
+def run(
+    provider: ServerAPI,
+    steps: list[Any],
+    workflow_id: str | None = None,
+    mode: str = "sequential",
+) -> DotFlow:
+    workflow = DotFlow(workflow_id=workflow_id, providers=[provider])
+    for step in steps:
+        workflow.task.add(step, group_name="default")
+    workflow.start(mode=mode, keep_going=True)
+    assert workflow.wait(30)
+    return workflow
+
+
+def events_of(workflow: DotFlow) -> int:
+    """Hook events a run produces: creates, task updates (start, retries, end), start and end."""
+    per_task = sum(3 + 2 * task.retry_count for task in workflow.result_task())
+    return (0 if workflow.managed else 1) + per_task + 2
+
+
+def expected_state(workflow: DotFlow) -> dict[str, Any]:
+    return {
+        "status": workflow.status.value,
+        "tasks": {task.task_id: task.status.value for task in workflow.result_task()},
+    }
+
+
+def split(request: RecordedRequest) -> tuple[str, int | None]:
+    """(workflow id, task id or None) of a request's path."""
+    parts = [unquote(part) for part in request.path.split("/")]
+    index = parts.index("workflows")
+    rest = parts[index + 1 :]
+    if not rest:
+        return (request.json["id"], None)
+    if len(rest) >= 2 and rest[1] == "tasks":
+        task_id = int(rest[2]) if len(rest) > 2 else int(request.json["id"])
+        return (rest[0], task_id)
+    return (rest[0], None)
+
+
+def assert_ordering(requests: list[RecordedRequest], workflow_id: str) -> None:
+    """The ordering rules, checked on what the server saw (arrival and answer times)."""
+    mine = [r for r in requests if split(r)[0] == workflow_id]
+    ok = [r for r in mine if r.status is not None and 200 <= r.status < 300]
+    created = [r for r in ok if r.method == "POST" and split(r)[1] is None]
+    tasks = [r for r in mine if split(r)[1] is not None]
+    if created:  # a task's request only after the workflow's create was answered
+        assert all(t.at >= created[0].done_at for t in tasks)
+    by_task: dict[int, list[RecordedRequest]] = {}
+    for request in tasks:
+        by_task.setdefault(split(request)[1], []).append(request)  # type: ignore[arg-type]
+    for task_id, sequence in by_task.items():
+        methods = [r.method for r in sequence if r.status and r.status < 300]
+        assert methods and methods[0] == "POST", (task_id, methods)
+        assert "POST" not in methods[1:], (task_id, methods)  # create once, then updates
+        for earlier, later in itertools.pairwise(sequence):  # one in flight per task
+            if earlier.done_at is not None:
+                assert later.at >= earlier.done_at, (task_id, earlier.line, later.line)
+    finals = [
+        r for r in ok if r.method == "PATCH" and split(r)[1] is None and r.json["status"] in FINAL
+    ]
+    for final in finals:  # the final status after every task request ended
+        assert all(t.done_at is None or final.at >= t.done_at for t in tasks)
+
+
+def outbox_files(outbox_dir: Path) -> list[Path]:
+    return sorted(outbox_dir.glob("*/*.jsonl")) if outbox_dir.exists() else []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the happy path and recoveries ------------------------------------------------
+
+
+def test_everything_is_delivered_in_order(fake: FakeAPI, make_provider: Callable[..., ServerAPI]):
+    provider = make_provider(fake.url)
+    workflow = run(provider, [quick, fails, brief, quick])
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    assert_ordering(fake.requests, workflow.workflow_id)
+    stats = provider.stats()
+    assert stats.delivered == events_of(workflow)
+    assert stats.spooled == stats.dropped == 0
+    task = fake.tasks[(workflow.workflow_id, 2)]
+    assert task["retry_count"] == 1 and len(task["errors"]) == 2
+    assert fake.workflows[workflow.workflow_id]["completed_count"] == 3
+
+
+def test_500s_then_recovery_deliver_every_event_once(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    fake.script(*[Action(status=500)] * 3, Action(status=502, match="tasks"))
+    provider = make_provider(fake.url)
+    workflow = run(provider, [quick, brief, fails, quick, brief])
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    assert_ordering(fake.requests, workflow.workflow_id)
+    successes = [(r.method, r.path, r.body) for r in fake.requests if r.status in (200, 201)]
+    assert len(successes) == len(set(successes))  # nothing sent twice once accepted
+    stats = provider.stats()
+    assert stats.delivered == events_of(workflow)
+    assert stats.dropped == stats.spooled == 0
+    mine = [r for r in api_logs.records if r.name.startswith("dotflow.server.api")]
+    warnings = [r.getMessage() for r in mine if r.levelno == logging.WARNING]
+    infos = [r.getMessage() for r in mine if "recovered" in r.getMessage()]
+    # Two outages (the 500s, then a 502): one warning as each starts, one line as it ends.
+    assert len(warnings) == 2 and all("cannot deliver" in line for line in warnings)
+    assert "HTTP 500" in warnings[0] and "HTTP 502" in warnings[1]
+    assert len(infos) == 2
+
+
+def test_429_retry_after_is_honoured(fake: FakeAPI, make_provider: Callable[..., ServerAPI]):
+    fake.script(Action(status=429, retry_after="1"))
+    provider = make_provider(
+        fake.url, delay=lambda n, header: retry_delay(n, header, rand=lambda: 0)
+    )
+    workflow = run(provider, [quick, quick])
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    limited, following = fake.requests[0], fake.requests[1]
+    assert limited.status == 429
+    assert 0.9 <= following.at - limited.done_at < 2.5
+
+
+def test_a_hard_disconnect_is_followed_by_a_resend(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    fake.script(Action(disconnect=True, match="tasks"), Action(disconnect=True, match="PATCH"))
+    provider = make_provider(fake.url)
+    workflow = run(provider, [brief, brief, brief])
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    assert_ordering(fake.requests, workflow.workflow_id)
+    assert sum(1 for r in fake.requests if r.status is None) == 2
+    assert provider.stats().delivered == events_of(workflow)
+
+
+# -- failures that end delivery -------------------------------------------------------
+
+
+def test_a_rejected_token_logs_once_and_stops_sending(
+    fake: FakeAPI,
+    make_provider: Callable[..., ServerAPI],
+    api_logs: pytest.LogCaptureFixture,
+    outbox_dir: Path,
+) -> None:
+    provider = make_provider(fake.url, token="wrong-token")
+    workflow = run(provider, [quick, quick, quick])
+    assert workflow.status is WorkflowStatus.COMPLETED  # the run is not affected
+    assert len(fake.requests) == 1 and fake.requests[0].status == 401
+    errors = [r.getMessage() for r in api_logs.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "rejected the token" in errors[0]
+    assert "wrong-token" not in api_logs.text
+    stats = provider.stats()
+    assert stats.dropped == events_of(workflow) and stats.spooled == 0
+    assert outbox_files(outbox_dir) == []  # never replayed later under another token
+
+
+def test_other_4xx_drop_the_event_and_log_once_per_endpoint(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    fake.always(
+        lambda r: Action(status=422, body={"detail": "x" * 500}) if r.method == "PATCH" else None
+    )
+    provider = make_provider(fake.url)
+    workflow = run(provider, [brief, brief, brief])
+    errors = [r.getMessage() for r in api_logs.records if r.levelno >= logging.ERROR]
+    endpoints = ("PATCH /workflows/{workflow_id}", "PATCH /workflows/{workflow_id}/tasks/{task_id}")
+    assert 1 <= len(errors) <= 2  # one line per endpoint and status, however many events
+    for line in errors:
+        assert "HTTP 422" in line and any(endpoint in line for endpoint in endpoints)
+        assert "x" * 201 not in line
+    stats = provider.stats()
+    assert stats.dropped >= 1 and stats.delivered + stats.dropped == events_of(workflow)
+
+
+def test_connection_refused_ends_within_the_deadline_and_spools(
+    make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture, outbox_dir: Path
+) -> None:
+    provider = make_provider(f"http://127.0.0.1:{free_port()}", flush_timeout=1.0)
+    started = time.monotonic()
+    workflow = run(provider, [quick, quick])
+    assert time.monotonic() - started < 2.0
+    assert provider.stats().spooled == events_of(workflow)
+    assert len(outbox_files(outbox_dir)) == 1
+    warnings = [
+        r.getMessage()
+        for r in api_logs.records
+        if r.levelno == logging.WARNING and r.name.startswith("dotflow.server.api")
+    ]
+    assert len(warnings) == 1  # one line as the outage starts, however many retries
+    assert "ConnectionError" in warnings[0]
+
+
+def test_a_server_that_never_answers_cannot_hold_the_run(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    fake.always(lambda r: Action(hang=True))
+    provider = make_provider(fake.url, flush_timeout=1.0)
+    started = time.monotonic()
+    workflow = run(provider, [quick, quick, quick])
+    flushed = time.monotonic() - started
+    assert 0.9 <= flushed < 2.0
+    started = time.monotonic()
+    provider.shutdown(timeout=None)
+    assert time.monotonic() - started < 0.5  # everything was spooled by the flush
+    assert len(outbox_files(outbox_dir)) == 1
+    assert provider.stats().spooled == 0  # counted in the summary, reset by shutdown
+    assert fake.lines() == ["POST /api/v1/workflows"]
+    del workflow
+
+
+# -- bounds and concurrency ------------------------------------------------------------
+
+
+def test_a_full_queue_coalesces_then_drops_and_counts(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    fake.always(lambda r: Action(hang=True))
+    provider = make_provider(fake.url, max_queue=3, max_in_flight=1)
+    workflow = sample_workflow_record()
+    wid = workflow.workflow_id
+    provider.create_workflow(workflow)
+    assert fake.wait_for(lambda: len(fake.requests) == 1)  # the create is in flight
+    for task_id in (1, 2, 3):
+        provider.create_task(sample_task_record(wid, task_id))
+    for task_id in (1, 2, 3):  # absorbed by the pending creates
+        provider.update_task(sample_task_record(wid, task_id, TaskStatus.IN_PROGRESS))
+        provider.update_task(sample_task_record(wid, task_id, TaskStatus.COMPLETED))
+    # In progress: nothing pending can absorb it, so it is dropped; the final status is kept.
+    provider.update_workflow(attrs.evolve(sample_workflow_record(), workflow_id=wid))
+    final = sample_workflow_record(WorkflowStatus.COMPLETED)
+    provider.update_workflow(attrs.evolve(final, workflow_id=wid))
+    delivery = provider.delivery()
+    assert delivery.stats.coalesced == 6
+    assert delivery.stats.dropped == 1  # the intermediate workflow update
+    assert delivery.pending() == 5  # create in flight, 3 task creates, the final status
+    full = [r for r in api_logs.records if "queue is full" in r.getMessage()]
+    assert len(full) == 1
+    stats = delivery.close(0)
+    assert (stats.spooled, stats.dropped) == (11, 1)
+    summary = api_logs.records[-1]
+    assert summary.levelno == logging.WARNING
+    assert "11 spooled" in summary.getMessage() and "1 dropped" in summary.getMessage()
+
+
+def test_requests_really_run_concurrently_and_keep_their_order(
+    make_provider: Callable[..., ServerAPI],
+) -> None:
+    with FakeAPI(token=TOKEN, delay=0.15) as slow:
+        provider = make_provider(slow.url, max_in_flight=4)
+        workflow = run(provider, [brief] * 12)
+        assert slow.max_in_flight == 4
+        assert slow.delivered_state(workflow.workflow_id) == expected_state(workflow)
+        assert_ordering(slow.requests, workflow.workflow_id)
+        stats = provider.stats()
+        assert stats.delivered == events_of(workflow) and stats.coalesced > 0
+
+
+def test_several_workflows_at_once_keep_their_own_order(
+    make_provider: Callable[..., ServerAPI],
+) -> None:
+    with FakeAPI(token=TOKEN, delay=0.02) as server:
+        provider = make_provider(server.url)
+        workflows = [DotFlow(providers=[provider]) for _ in range(4)]
+        for workflow in workflows:
+            for _ in range(5):
+                workflow.task.add(brief)
+            workflow.start(mode="background")
+        for workflow in workflows:
+            assert workflow.wait(30)
+            assert server.delivered_state(workflow.workflow_id) == expected_state(workflow)
+            assert_ordering(server.requests, workflow.workflow_id)
+
+
+@pytest.mark.parametrize("mode", ["background", "parallel"])
+def test_every_mode_is_reported(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], mode: str
+) -> None:
+    provider = make_provider(fake.url)
+    workflow = run(provider, [quick, fails, quick], mode=mode)
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    assert_ordering(fake.requests, workflow.workflow_id)
+
+
+# -- managed mode -------------------------------------------------------------------------
+
+
+def test_a_resumed_workflow_continues_its_numbering(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run(make_provider(fake.url), [quick, quick, quick], workflow_id="nightly/etl 1")
+    assert [task.task_id for task in first.result_task()] == [1, 2, 3]
+    monkeypatch.setenv("WORKFLOW_ID", "nightly/etl 1")
+    second = run(make_provider(fake.url), [quick, quick])
+    assert second.workflow_id == "nightly/etl 1"
+    assert [task.task_id for task in second.result_task()] == [4, 5]
+    assert sorted(tid for (wid, tid) in fake.tasks if wid == "nightly/etl 1") == [1, 2, 3, 4, 5]
+    assert not [r for r in fake.requests if r.line == "POST /api/v1/workflows"]
+    assert "GET /api/v1/workflows/nightly%2Fetl%201/tasks/next-id" in fake.lines()

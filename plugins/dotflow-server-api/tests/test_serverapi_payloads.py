@@ -1,0 +1,174 @@
+"""Record -> request: exact paths, allow-listed fields, JSON safety, the 5 MB cap."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import pytest
+from dotflow_server_api import payloads
+
+from dotflow_core import TaskError, TaskStatus, WorkflowStatus
+from dotflow_core.testing import sample_task_record, sample_workflow_record
+
+TASK_FIELDS = {
+    "id",
+    "name",
+    "status",
+    "group_name",
+    "retry_count",
+    "duration",
+    "errors",
+    "started_at",
+    "finished_at",
+    "current_context",
+    "previous_context",
+}
+WORKFLOW_FIELDS = {
+    "status",
+    "name",
+    "mode",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration",
+    "task_count",
+    "completed_count",
+    "failed_count",
+}
+
+
+def body(request: payloads.Request) -> Any:
+    return json.loads(request.body)
+
+
+def test_path_segments_are_percent_encoded() -> None:
+    assert payloads.segment("a/b c") == "a%2Fb%20c"
+    assert payloads.task_path("a/b c", 3) == "/workflows/a%2Fb%20c/tasks/3"
+    assert payloads.next_id_path("x?y#z") == "/workflows/x%3Fy%23z/tasks/next-id"
+
+
+def test_create_workflow() -> None:
+    record = attrs.evolve(sample_workflow_record(), workflow_id="a/b c")
+    request = payloads.create_workflow(record)
+    assert (request.method, request.path) == ("POST", "/workflows")
+    data = body(request)
+    assert set(data) == {"id"} | WORKFLOW_FIELDS
+    assert data["id"] == "a/b c"
+    assert data["status"] == "In progress"
+    assert data["created_at"] == record.created_at.isoformat()
+    assert data["finished_at"] is None
+    assert not request.final
+
+
+@pytest.mark.parametrize("status", list(WorkflowStatus))
+def test_update_workflow(status: WorkflowStatus) -> None:
+    record = attrs.evolve(sample_workflow_record(status), workflow_id="a/b c")
+    request = payloads.update_workflow(record)
+    assert (request.method, request.path) == ("PATCH", "/workflows/a%2Fb%20c")
+    data = body(request)
+    assert set(data) == WORKFLOW_FIELDS
+    assert data["status"] == status.value
+    assert data["task_count"] == 2
+    assert request.final is (status is not WorkflowStatus.IN_PROGRESS)
+
+
+def test_create_and_update_task_carry_the_same_fields() -> None:
+    record = sample_task_record("a/b c", task_id=7, status=TaskStatus.COMPLETED)
+    create = payloads.create_task(record)
+    update = payloads.update_task(record)
+    assert (create.method, create.path) == ("POST", "/workflows/a%2Fb%20c/tasks")
+    assert (update.method, update.path) == ("PATCH", "/workflows/a%2Fb%20c/tasks/7")
+    assert body(create) == body(update)
+    data = body(update)
+    assert set(data) == TASK_FIELDS  # an allow-list: no initial_context, created_at, workflow_id
+    assert data["id"] == 7
+    assert data["status"] == "Completed"
+    assert data["current_context"] == {"loaded": 3}
+    assert data["errors"] == [
+        {"attempt": 1, "type": "ValueError", "message": "boom", "traceback": "Traceback..."}
+    ]
+    assert data["started_at"] == record.started_at.isoformat()
+    assert update.last and not create.last
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque thing>"
+
+
+class Hostile:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+def test_values_json_cannot_carry_become_a_capped_repr() -> None:
+    record = attrs.evolve(
+        sample_task_record("w", status=TaskStatus.COMPLETED),
+        current_context={"obj": Opaque(), "bad": Hostile(), "nan": float("nan"), 1: b"x" * 5000},
+        previous_context=Opaque(),
+    )
+    data = body(payloads.update_task(record))
+    assert data["current_context"]["obj"] == "<Opaque thing>"
+    assert data["current_context"]["bad"].startswith("<unrepresentable Hostile")
+    assert data["current_context"]["nan"] == "nan"
+    assert len(data["current_context"]["1"]) <= 2000
+    assert data["previous_context"] == "<Opaque thing>"
+
+
+def test_lone_surrogates_still_encode() -> None:
+    record = attrs.evolve(sample_task_record("w"), current_context="bad \ud800 text")
+    assert json.loads(payloads.update_task(record).body)["current_context"] == "bad \ud800 text"
+
+
+def test_a_body_over_5_mb_loses_its_contexts() -> None:
+    big = "x" * 6_000_000
+    record = attrs.evolve(
+        sample_task_record("w", status=TaskStatus.COMPLETED),
+        current_context={"rows": big},
+        previous_context=[1, 2, 3],
+    )
+    request = payloads.update_task(record)
+    assert len(request.body) <= payloads.MAX_BODY_BYTES
+    data = body(request)
+    assert data["current_context"] == {
+        "truncated": True,
+        "size": len(json.dumps({"rows": big}, separators=(",", ":"))),
+    }
+    assert data["previous_context"] == {"truncated": True, "size": len("[1,2,3]")}
+    assert data["status"] == "Completed"
+
+
+def test_a_body_just_under_the_cap_is_kept() -> None:
+    record = attrs.evolve(sample_task_record("w"), current_context="y" * 4_000_000)
+    assert body(payloads.update_task(record))["current_context"] == "y" * 4_000_000
+
+
+def test_huge_error_texts_are_cut_when_contexts_are_not_enough() -> None:
+    error = TaskError(attempt=1, type="E", message="m" * 3_000_000, traceback="t" * 3_000_000)
+    record = attrs.evolve(sample_task_record("w", status=TaskStatus.FAILED), errors=(error,))
+    request = payloads.update_task(record)
+    assert len(request.body) <= payloads.MAX_BODY_BYTES
+    assert body(request)["errors"][0]["message"].endswith("...")
+
+
+def test_serialisation_never_raises() -> None:
+    record = sample_task_record("w", task_id=4)
+    broken: Any = type("BrokenRecord", (), {})()
+    for field in attrs.fields(type(record)):
+        setattr(broken, field.name, getattr(record, field.name))
+    broken.errors = [object()]  # not TaskErrors: attribute access fails while building
+    request = payloads.update_task(broken)
+    data = body(request)
+    assert data["id"] == 4
+    assert data["current_context"]["truncated"] is True
+
+
+def test_a_workflow_update_merged_into_its_create_keeps_the_id() -> None:
+    record = attrs.evolve(sample_workflow_record(), workflow_id="w/1")
+    merged = payloads.as_create_workflow(payloads.update_workflow(record))
+    assert (merged.method, merged.path, merged.kind) == ("POST", "/workflows", "create_workflow")
+    assert body(merged)["id"] == "w/1"
+    task = payloads.as_create_task(payloads.update_task(sample_task_record("w/1", 2)))
+    assert (task.method, task.path) == ("POST", "/workflows/w%2F1/tasks")

@@ -1,0 +1,223 @@
+"""Whole processes: bounded exit, no token anywhere at any log level, fork safety."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import TOKEN
+from dotflow_server_api import ServerAPI
+from fake_api import Action, FakeAPI
+
+from dotflow_core import ConfigurationError, DotFlow, action
+from dotflow_core.testing import sample_task_record, sample_workflow_record
+
+SECRET = "tk_live_9f8e7d6c5b4a-SECRET"
+FLUSH_DEADLINE = 2.0
+
+SCRIPT = textwrap.dedent(
+    """
+    from dotflow_core import DotFlow, action
+
+    @action
+    def step(initial_context):
+        return {"ok": True}
+
+    workflow = DotFlow()
+    for _ in range(5):
+        workflow.task.add(step)
+    workflow.start()
+    """
+)
+
+
+@action
+def ok(initial_context: Any) -> int:
+    return 1
+
+
+def child_environment(url: str, outbox_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SERVER_BASE_URL": url,
+        "SERVER_USER_TOKEN": SECRET,
+        "SERVER_FLUSH_TIMEOUT": str(FLUSH_DEADLINE),
+        "DOTFLOW_OUTBOX_DIR": str(outbox_dir),
+    }
+
+
+def dotflow_command() -> str:
+    command = shutil.which("dotflow", path=str(Path(sys.executable).parent))
+    assert command is not None, "the dotflow console script is not installed"
+    return command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["dotflow start", "script"])
+def test_a_hanging_server_cannot_hold_the_process(
+    entry: str, outbox_dir: Path, tmp_path: Path
+) -> None:
+    with FakeAPI(token=SECRET) as hanging:
+        hanging.always(lambda r: Action(hang=True))
+        (tmp_path / "steps_module.py").write_text(SCRIPT.split("workflow =")[0])
+        (tmp_path / "run_workflow.py").write_text(SCRIPT)
+        if entry == "script":
+            command = [sys.executable, "run_workflow.py"]
+        else:
+            command = [dotflow_command(), "start", "--step", "steps_module.step", "-vv"]
+            command += ["--step", "steps_module.step"]
+        started = time.monotonic()
+        finished = subprocess.run(
+            command,
+            cwd=tmp_path,
+            env=child_environment(hanging.url, outbox_dir),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+    assert finished.returncode == 0, finished.stderr
+    assert elapsed < FLUSH_DEADLINE + 1.0, f"the process took {elapsed:.2f} s"
+    assert SECRET not in finished.stdout + finished.stderr
+    spooled = list(outbox_dir.glob("*/*.jsonl"))
+    assert len(spooled) == 1
+    assert SECRET not in spooled[0].read_text()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_token_appears_nowhere_at_debug_level(
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_provider: Callable[..., ServerAPI],
+    outbox_dir: Path,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger: ours, urllib3, requests, the engine
+    for name in ("urllib3", "urllib3.connectionpool", "requests", "http.client"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    monkeypatch.setattr(http.client.HTTPConnection, "debuglevel", 1)  # would print headers
+    seen: list[str] = []
+
+    with FakeAPI(token=SECRET, prefix="/api") as server:
+        server.script(
+            Action(status=500),
+            Action(status=400, body={"detail": f"echo {SECRET}"}, match="tasks"),
+            Action(status=200, body={"next_id": "x"}, match="next-id"),
+        )
+        provider = make_provider(server.url, token=SECRET)
+        run = DotFlow(providers=[provider])
+        run.task.add(ok)
+        run.task.add(ok)
+        run.start()
+        seen.append(repr(provider))
+        DotFlow(workflow_id="resumed", providers=[provider])  # an unusable next id: a warning
+        rejected = make_provider(server.url, token=SECRET + "-revoked")
+        rejected.create_workflow(sample_workflow_record())
+        rejected.shutdown(1.0)
+        server.always(lambda r: Action(disconnect=True))
+        provider.create_task(sample_task_record("resumed", 9))
+        provider.flush("resumed", timeout=0.5)
+        strict = make_provider(server.url, token=SECRET, strict=True)
+        with pytest.raises(ConfigurationError) as raised:
+            strict.get_next_task_id("resumed")
+        seen.append(str(raised.value))
+    down = make_provider(f"http://127.0.0.1:{free_port()}", token=SECRET, flush_timeout=0.3)
+    DotFlow(providers=[down]).task.add(ok)
+    down.shutdown(None)
+    provider.shutdown(None)
+
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # DEBUG really was on
+    assert any("rejected the token" in r.getMessage() for r in caplog.records)
+    out, err = capfd.readouterr()
+    texts = [caplog.text, out, err, *seen]
+    texts += [path.read_text() for path in outbox_dir.rglob("*") if path.is_file()]
+    texts += [path.name for path in outbox_dir.rglob("*")]
+    assert list(outbox_dir.rglob("*.jsonl")), "the scenario should have spooled something"
+    for text in texts:
+        assert SECRET not in text
+    assert "********" in caplog.text  # the echoed token was masked
+
+
+def test_a_forked_child_does_not_resend_the_parents_events(
+    make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    with FakeAPI(token=TOKEN) as hanging:
+        hanging.always(lambda r: Action(hang=True))
+        provider = make_provider(hanging.url)
+        workflow = sample_workflow_record()
+        provider.create_workflow(workflow)
+        for task_id in (1, 2, 3):
+            provider.create_task(sample_task_record(workflow.workflow_id, task_id))
+        assert hanging.wait_for(lambda: len(hanging.requests) == 1)
+        assert provider.delivery().pending() == 4
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh, empty queue, no worker of the parent
+            try:
+                delivery = provider.delivery()
+                ok = delivery.pending() == 0 and delivery._workers == 0
+                provider.shutdown(0)
+                ok = ok and not list(outbox_dir.glob("*/*.jsonl"))
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert provider.delivery().pending() == 4  # the parent still has them
+        assert len(hanging.requests) == 1
+        stats = provider.delivery().close(0)
+        assert stats.spooled == 4
+
+
+def test_a_child_can_report_on_its_own(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    provider = make_provider(fake.url)
+    provider.create_workflow(sample_workflow_record())
+    provider.shutdown(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            workflow = DotFlow(providers=[provider])
+            workflow.task.add(ok)
+            workflow.start()
+            code = 0 if provider.stats().delivered == 6 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len([line for line in fake.lines() if line == "POST /api/v1/workflows"]) == 2
+
+
+def test_requests_is_not_imported_until_something_is_sent(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from dotflow_core import DotFlow, Settings
+        from dotflow_server_api import ServerAPI
+        provider = ServerAPI(base_url="http://127.0.0.1:9", token="t", outbox_dir=sys.argv[1])
+        provider.configure(Settings(config={}, environ={}))
+        print("requests" in sys.modules)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.strip() == "False", result.stderr
+    assert requests  # imported here, by the test itself
