@@ -116,7 +116,10 @@ class ProviderManager:
     carrying ``@hookimpl`` functions (a module, a class instance).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, shutdown_at_exit: bool = True) -> None:
+        """:param shutdown_at_exit: give every provider added here a ``shutdown`` call at
+        interpreter exit; False for a manager that only checks providers (never runs them)."""
+        self._shutdown_at_exit = shutdown_at_exit
         self._plugins = pluggy.PluginManager(PROJECT_NAME)
         self._plugins.add_hookspecs(specs)
         self.hook = self._plugins.hook
@@ -185,7 +188,8 @@ class ProviderManager:
             for caller in vars(self.hook).values()
             if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls()
         )
-        _EXIT_PLUGINS.setdefault(id(plugin), (plugin, name))
+        if self._shutdown_at_exit:
+            _EXIT_PLUGINS.setdefault(id(plugin), (plugin, name))
         return name
 
     def configure(self, settings: Settings) -> None:
@@ -291,7 +295,7 @@ _EXIT_PLUGINS: dict[int, tuple[object, str]] = {}
 def _shutdown_at_exit() -> None:
     if not _EXIT_PLUGINS:
         return
-    manager = ProviderManager()
+    manager = ProviderManager(shutdown_at_exit=False)
     for plugin, name in list(_EXIT_PLUGINS.values()):
         manager.add(plugin, name=None if manager._plugins.has_plugin(name) else name)
     _EXIT_PLUGINS.clear()

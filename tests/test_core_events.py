@@ -199,9 +199,9 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     (dist_info / "entry_points.txt").write_text(
         "[dotflow.server]\n"
-        "recording = fake_providers_ok:provider\n"
-        "broken = fake_providers_broken\n"
-        "late = fake_providers_late\n"
+        "inproc-recording = fake_providers_ok:provider\n"
+        "inproc-broken = fake_providers_broken\n"
+        "inproc-late = fake_providers_late\n"
     )
     (site / "fake_providers_ok.py").write_text(
         "from dotflow_core.testing import RecordingProvider\nprovider = RecordingProvider(5)\n"
@@ -229,14 +229,14 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_installed_providers_are_read_from_entry_point_metadata(installed: Path) -> None:
     providers = manager_module.installed_providers()
-    assert {"recording", "broken", "late"} <= set(providers)
-    assert providers["recording"].distribution == "dotflow-fake-providers"
-    assert providers["recording"].version == "1.2.3"
+    assert {"inproc-recording", "inproc-broken", "inproc-late"} <= set(providers)
+    assert providers["inproc-recording"].distribution == "dotflow-fake-providers"
+    assert providers["inproc-recording"].version == "1.2.3"
     assert "fake_providers_broken" not in sys.modules  # nothing imported to list them
 
 
 def test_only_the_selected_provider_is_imported(installed: Path) -> None:
-    workflow = DotFlow(workflow_id="ext", providers=["recording"])
+    workflow = DotFlow(workflow_id="ext", providers=["inproc-recording"])
     workflow.task.add(produce)
     assert workflow.result_task()[0].task_id == 5
     assert "fake_providers_late" not in sys.modules
@@ -244,21 +244,26 @@ def test_only_the_selected_provider_is_imported(installed: Path) -> None:
 
 
 def test_a_module_can_be_a_provider(installed: Path) -> None:
-    workflow = DotFlow(providers=["late", "recording"])
-    assert workflow.providers.names == ("late", "recording")
+    workflow = DotFlow(providers=["inproc-late", "inproc-recording"])
+    assert workflow.providers.names == ("inproc-late", "inproc-recording")
 
 
 def test_a_provider_that_fails_to_import_is_named_with_its_cause(installed: Path) -> None:
     with pytest.raises(ProviderLoadError) as caught:
-        DotFlow(providers=["broken"])
-    assert str(caught.value) == "provider 'broken' failed to load: ImportError: missing libfoo"
+        DotFlow(providers=["inproc-broken"])
+    assert str(caught.value) == (
+        "provider 'inproc-broken' failed to load: ImportError: missing libfoo"
+    )
 
 
 def test_an_unknown_provider_lists_the_installed_ones(installed: Path) -> None:
     with pytest.raises(UnknownProviderError) as caught:
         ProviderManager.from_providers(["nope"])
-    assert "unknown provider 'nope'" in str(caught.value)
-    assert "broken, late, recording" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith("unknown provider 'nope'; installed providers: ")
+    listed = message.split("installed providers: ")[1].split(" (or 'none'")[0].split(", ")
+    assert {"inproc-broken", "inproc-late", "inproc-recording"} <= set(listed)
+    assert listed == sorted(listed)
 
 
 def test_tracing_prints_every_hook_call_to_stderr(

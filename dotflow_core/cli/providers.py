@@ -83,11 +83,8 @@ def load_error(name: str) -> str | None:
 
     try:
         plugin = manager_module.load_provider(name)
-        known = id(plugin) in manager_module._EXIT_PLUGINS
-        manager_module.ProviderManager().add(plugin, name=name)
-        if not known:
-            # Only checked, never activated: it must not get a shutdown call at exit.
-            manager_module._EXIT_PLUGINS.pop(id(plugin), None)
+        # Only checked, never activated: no shutdown call at exit.
+        manager_module.ProviderManager(shutdown_at_exit=False).add(plugin, name=name)
     except ConfigurationError as error:
         return " ".join(str(error).split())
     except Exception as error:  # a provider must never crash this listing

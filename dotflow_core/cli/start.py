@@ -90,6 +90,9 @@ def _run_with(
                 workflow.wait()
         except KeyboardInterrupt:
             interrupted = True
+            # Background mode: Ctrl-C lands here, not in the run's thread; end the run
+            # the same way (running tasks and the workflow reported Failed, flushed).
+            workflow.cancel()
             manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
             shut_down = True
         statuses = [task.status for task in workflow.result_task()]
@@ -116,9 +119,9 @@ def _run_with(
             else time.perf_counter() - clock,
             exit_code=exit_code,
         )
-        if interrupted and not workflow.done:
-            # Background mode: the run's thread cannot be interrupted and would keep the
-            # process alive; providers have had their bounded shutdown already.
+        if interrupted and options.mode == "background":
+            # The run's thread may still be inside a step that cannot be interrupted and
+            # would keep the process alive; providers have had their bounded shutdown.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(EXIT_INTERRUPTED)

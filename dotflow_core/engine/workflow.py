@@ -88,6 +88,9 @@ class DotFlow:
         self.duration: float | None = None
         self._done = threading.Event()
         self._started = False
+        self._control = RunControl()
+        self._clock = 0.0
+        self._finish_lock = threading.Lock()
         first_task_id = (
             self.providers.next_task_id(self.workflow_id) if self.managed else INITIAL_TASK_ID
         )
@@ -144,6 +147,23 @@ class DotFlow:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def cancel(self) -> bool:
+        """End a running workflow now, as Ctrl-C would: running tasks and the workflow fail.
+
+        Meant for runs that ``start()`` does not block on (background mode): no
+        further task starts, the running ones are reported ``Failed`` (a step
+        still executing cannot be stopped; what it returns later is dropped),
+        the final ``update_workflow`` fires and providers are flushed.
+
+        :returns: False when the workflow was not running.
+        """
+        if not self._started or self._done.is_set():
+            return False
+        self._control.stop.set()
+        self._control.abandon(self.task.queue, self._events, KeyboardInterrupt())
+        self._finish(interrupted=True)
+        return True
+
     def _run_in_background(self, keep_going: bool, max_workers: int | None) -> None:
         try:
             self._run(keep_going, max_workers)
@@ -153,32 +173,36 @@ class DotFlow:
     def _run(self, keep_going: bool, max_workers: int | None) -> None:
         self.status = WorkflowStatus.IN_PROGRESS
         self.started_at = utc_now()
-        clock = time.perf_counter()
+        self._clock = time.perf_counter()
         self._events.workflow_changed(self.snapshot())
         try:
             execute(
                 self.mode or SEQUENTIAL,
                 self.task.queue,
                 self._events,
-                RunControl(),
+                self._control,
                 keep_going=keep_going,
                 max_workers=max_workers,
             )
         except BaseException:
-            self._finish(clock, interrupted=True)
+            self._finish(interrupted=True)
             raise
-        self._finish(clock, interrupted=False)
+        self._finish(interrupted=self._control.stop.is_set())
 
-    def _finish(self, clock: float, *, interrupted: bool) -> None:
-        try:
-            failed = interrupted or any(t.status is TaskStatus.FAILED for t in self.task.queue)
-            self.status = WorkflowStatus.FAILED if failed else WorkflowStatus.COMPLETED
-            self.finished_at = utc_now()
-            self.duration = time.perf_counter() - clock
-            self._events.workflow_changed(self.snapshot())
-            self.providers.flush(self.workflow_id, timeout=None)
-        finally:
-            self._done.set()
+    def _finish(self, *, interrupted: bool) -> None:
+        """Fire the final ``update_workflow`` and flush the providers, once per run."""
+        with self._finish_lock:
+            if self._done.is_set():
+                return
+            try:
+                failed = interrupted or any(t.status is TaskStatus.FAILED for t in self.task.queue)
+                self.status = WorkflowStatus.FAILED if failed else WorkflowStatus.COMPLETED
+                self.finished_at = utc_now()
+                self.duration = time.perf_counter() - self._clock
+                self._events.workflow_changed(self.snapshot())
+                self.providers.flush(self.workflow_id, timeout=None)
+            finally:
+                self._done.set()
 
     def snapshot(self) -> WorkflowRecord:
         """A frozen record of the workflow as it is now."""

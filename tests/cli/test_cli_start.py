@@ -467,6 +467,14 @@ def test_ctrl_c_in_background_mode_exits_130_after_a_bounded_shutdown(
     assert time.monotonic() - started < 10, "the step's thread must not hold the exit"
     summary = json.loads(stderr.splitlines()[-1])
     assert summary["event"] == "summary" and summary["interrupted"] is True
-    assert summary["unfinished"] == 1 and summary["exit_code"] == 130
-    shutdowns = [e["timeout"] for e in project.events() if e["hook"] == "shutdown"]
-    assert shutdowns == [5.0]
+    assert summary["failed"] == 1 and summary["unfinished"] == 0
+    assert summary["exit_code"] == 130
+    events = project.events()
+    # the running task and the workflow are reported Failed before the bounded shutdown
+    last_task = [e["record"] for e in events if e["hook"] == "update_task"][-1]
+    assert last_task["status"] == "Failed"
+    assert last_task["errors"][-1]["type"] == "KeyboardInterrupt"
+    hooks = [e["hook"] for e in events]
+    assert hooks[-3:] == ["update_workflow", "flush", "shutdown"]
+    assert [e["record"]["status"] for e in events if e["hook"] == "update_workflow"][-1] == "Failed"
+    assert [e["timeout"] for e in events if e["hook"] == "shutdown"] == [5.0]
