@@ -265,3 +265,32 @@ def test_result_is_json_safe(recorder: RecordingProvider) -> None:
     assert [task["status"] for task in result["tasks"]] == ["Completed", "Completed", "Failed"]
     assert result["tasks"][1]["current_context"].startswith("<unlocked _thread.lock")
     assert result["tasks"][2]["errors"][0]["type"] == "ValueError"
+
+
+def test_cancel_ends_a_background_run_as_an_interrupt_would(recorder: RecordingProvider) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @action
+    def blocking() -> str:
+        started.set()
+        release.wait(10)
+        return "late"
+
+    workflow = build(recorder, ("default", [first, blocking, second]))
+    assert not workflow.cancel()  # not running yet
+    workflow.start(mode="background")
+    assert started.wait(10)
+    assert workflow.cancel() and workflow.done
+    assert [t.status for t in workflow.result_task()] == [
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.NOT_STARTED,
+    ]
+    assert workflow.status is WorkflowStatus.FAILED
+    release.set()
+    time.sleep(0.3)  # the step's late result is dropped: Failed stays the last event
+    assert recorder.task_events(2)[-1].status is TaskStatus.FAILED
+    assert recorder.task_events(3)[-1].status is TaskStatus.NOT_STARTED
+    assert recorder.names()[-2:] == ["update_workflow", "flush"]
+    assert recorder.names().count("update_workflow") == 2
+    assert not workflow.cancel()  # already ended
