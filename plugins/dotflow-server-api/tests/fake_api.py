@@ -200,6 +200,7 @@ class FakeAPI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between header and body
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

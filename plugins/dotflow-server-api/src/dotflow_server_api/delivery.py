@@ -31,12 +31,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from dotflow_server_api.backoff import retry_delay
-from dotflow_server_api.outbox import ClaimedFile, Entry, Outbox
 from dotflow_server_api.payloads import (
     CREATE_TASK,
     CREATE_WORKFLOW,
@@ -49,49 +45,90 @@ from dotflow_server_api.payloads import (
 from dotflow_server_api.settings import ApiSettings
 from dotflow_server_api.transport import Outcome, Result, Transport
 
+if TYPE_CHECKING:  # imported when first needed: at the first spool or replay
+    from dotflow_server_api.outbox import ClaimedFile, Outbox
+
 logger = logging.getLogger("dotflow.server.api")
 
 #: Sequence numbers of replayed requests start here, below every new request's.
 _REPLAY_SEQ_START = -(10**15)
+#: Seconds between the first queued event and the start of delivery, unless a flush
+#: asks for it sooner: a short workflow then runs without competing for the GIL with
+#: the import of requests and the first connections; a longer one loses nothing (its
+#: events wait, coalesced).
+START_DELAY = 0.1
 
 StreamKey = tuple[str, int | None]
 
 
-@attrs.define(eq=False)
+# Plain slotted classes rather than attrs: they are created per event, and defining
+# them costs nothing at import (the provider is imported on every managed run).
+
+
 class Item:
     """A queued request and its delivery state."""
 
-    request: Request
-    #: Queue order; replayed requests come first.
-    seq: int
-    #: Wall-clock time the oldest event in this request was queued (outbox, ``dotflow outbox``).
-    first_enqueued_at: float
-    #: Sends tried so far.
-    attempts: int = 0
-    #: Hook events this request carries (more than one once coalesced).
-    events: int = 1
-    #: Failures in a row of this request; sets its own backoff.
-    failures: int = 0
-    #: Monotonic time before which it is not sent again.
-    not_before: float = 0.0
-    #: Outbox files whose entries this request carries (settled when it is).
-    origins: list[ClaimedFile] = attrs.field(factory=list)
-    #: Spooled or dropped while in flight: its result no longer matters.
-    abandoned: bool = False
-    #: Sent while an outage was already known (a probe).
-    probe: bool = False
-    #: Replayed from the outbox and not sent yet: this run's requests wait for it.
-    unsent_replay: bool = False
+    __slots__ = (
+        "abandoned",
+        "attempts",
+        "events",
+        "failures",
+        "first_enqueued_at",
+        "not_before",
+        "origins",
+        "probe",
+        "request",
+        "seq",
+        "unsent_replay",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        seq: int,
+        first_enqueued_at: float,
+        *,
+        attempts: int = 0,
+        events: int = 1,
+        origins: list[ClaimedFile] | None = None,
+        unsent_replay: bool = False,
+    ) -> None:
+        self.request = request
+        #: Queue order; replayed requests come first.
+        self.seq = seq
+        #: Wall-clock time the oldest event in this request was queued.
+        self.first_enqueued_at = first_enqueued_at
+        #: Sends tried so far.
+        self.attempts = attempts
+        #: Hook events this request carries (more than one once coalesced).
+        self.events = events
+        #: Failures in a row of this request; sets its own backoff.
+        self.failures = 0
+        #: Monotonic time before which it is not sent again.
+        self.not_before = 0.0
+        #: Outbox files whose entries this request carries (settled when it is).
+        self.origins: list[ClaimedFile] = origins or []
+        #: Spooled or dropped while in flight: its result no longer matters.
+        self.abandoned = False
+        #: Sent while an outage was already known (a probe).
+        self.probe = False
+        #: Replayed from the outbox and not sent yet: this run's requests wait for it.
+        self.unsent_replay = unsent_replay
+
+    def __repr__(self) -> str:
+        return f"<Item {self.seq} {self.request.method} {self.request.path} x{self.events}>"
 
 
-@attrs.define(eq=False)
 class Stream:
     """The requests of one task, or of one workflow, in order."""
 
-    workflow_id: str
-    task_id: int | None
-    pending: deque[Item] = attrs.field(factory=deque)
-    in_flight: Item | None = None
+    __slots__ = ("in_flight", "pending", "task_id", "workflow_id")
+
+    def __init__(self, workflow_id: str, task_id: int | None) -> None:
+        self.workflow_id = workflow_id
+        self.task_id = task_id
+        self.pending: deque[Item] = deque()
+        self.in_flight: Item | None = None
 
     @property
     def key(self) -> StreamKey:
@@ -103,32 +140,50 @@ class Stream:
         return bool(self.pending) or (self.in_flight is not None and not self.in_flight.abandoned)
 
 
-@attrs.define(eq=False)
 class WorkflowState:
     """Per workflow: its own stream and which of its tasks still have requests."""
 
-    stream: Stream
-    busy_tasks: set[int] = attrs.field(factory=set)
-    #: Tasks whose next request waits for the workflow's create.
-    parked: set[int] = attrs.field(factory=set)
-    #: The final status waits for ``busy_tasks`` to empty.
-    final_parked: bool = False
+    __slots__ = ("busy_tasks", "final_parked", "parked", "stream")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.busy_tasks: set[int] = set()
+        #: Tasks whose next request waits for the workflow's create.
+        self.parked: set[int] = set()
+        #: The final status waits for ``busy_tasks`` to empty.
+        self.final_parked = False
 
 
-@attrs.define
 class Stats:
     """Counts of hook events (a coalesced request carries several) since the last summary."""
 
-    delivered: int = 0
-    spooled: int = 0
-    dropped: int = 0
-    coalesced: int = 0
-    requests: int = 0
-    replayed: int = 0
+    __slots__ = ("coalesced", "delivered", "dropped", "replayed", "requests", "spooled")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.spooled = 0
+        self.dropped = 0
+        self.coalesced = 0
+        #: Requests sent (attempts, not events).
+        self.requests = 0
+        self.replayed = 0
 
     @property
     def anything(self) -> bool:
         return any((self.delivered, self.spooled, self.dropped, self.replayed))
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={getattr(self, name)}" for name in sorted(self.__slots__))
+        return f"Stats({counts})"
+
+
+def _default_delay(rand: Callable[[], float]) -> Callable[[int, str | None], float]:
+    def delay(failures: int, retry_after: str | None) -> float:
+        from dotflow_server_api.backoff import retry_delay
+
+        return retry_delay(failures, retry_after, rand=rand)
+
+    return delay
 
 
 #: Every delivery of this process, so that a forked child can reset them all.
@@ -151,6 +206,7 @@ class Delivery:
     :param delay: ``delay(failures, retry_after_header) -> seconds`` before a retry.
     :param clock: a monotonic clock, for scheduling.
     :param wall: wall-clock time, for ``first_enqueued_at``.
+    :param start_delay: see :data:`START_DELAY`.
     """
 
     def __init__(
@@ -162,17 +218,29 @@ class Delivery:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        start_delay: float = START_DELAY,
     ) -> None:
         self.config = config
-        self.outbox = Outbox(config.outbox_dir, config.base_url, config.fingerprint)
+        self._start_delay = start_delay
+        self._outbox: Outbox | None = None
         self._transport_factory = transport_factory
-        self._delay = delay or (lambda failures, header: retry_delay(failures, header, rand=rand))
+        self._delay = delay or _default_delay(rand)
         self._clock = clock
         self._wall = wall
         self._transport_lock = threading.Lock()
         self._transport: Transport | None = None
         self._reset_state()
         _DELIVERIES.add(self)
+
+    @property
+    def outbox(self) -> Outbox:
+        """This destination's outbox folder (the module is imported on first use)."""
+        if self._outbox is None:
+            from dotflow_server_api.outbox import Outbox
+
+            config = self.config
+            self._outbox = Outbox(config.outbox_dir, config.base_url, config.fingerprint)
+        return self._outbox
 
     # -- state ---------------------------------------------------------------
 
@@ -191,6 +259,10 @@ class Delivery:
         self._cannot_start = False
         self._replay_started = False
         self._replayed = False
+        #: When delivery may begin (set by the first submit), and whether a flush wants it now.
+        self._start_at: float | None = None
+        self._hurry = False
+        self._delivering = False
         self._owned_claims: set[Any] = set()
         #: Replayed requests not sent yet, and this run's requests held back until then.
         self._unsent_replays = 0
@@ -218,6 +290,8 @@ class Delivery:
                 self.stats.dropped += 1
                 return
             self._seq += 1
+            if self._start_at is None:
+                self._start_at = self._clock() + self._start_delay
             item = Item(request=request, seq=self._seq, first_enqueued_at=self._wall())
             self._attach(item)
             self._start_workers()
@@ -331,8 +405,14 @@ class Delivery:
     # -- workers -------------------------------------------------------------
 
     def _start_workers(self) -> None:
-        """Start workers up to ``min(max_in_flight, queued requests)`` (lock held)."""
+        """Start workers up to ``min(max_in_flight, queued requests)`` (lock held).
+
+        Before delivery begins (see :data:`START_DELAY`) one worker is enough: it
+        starts the others when it starts sending.
+        """
         wanted = min(self.config.max_in_flight, max(self._size, 1))
+        if not self._delivering:
+            wanted = 1
         while self._workers < wanted and not self._cannot_start:
             thread = threading.Thread(
                 target=self._work,
@@ -354,8 +434,27 @@ class Delivery:
                 self._transport = self._transport_factory(self.config)
             return self._transport
 
+    def _wait_for_start(self, generation: int) -> None:
+        """Hold the workers until ``START_DELAY`` after the first event, or a flush."""
+        with self._cond:
+            while not self._hurry and generation == self._generation:
+                remaining = (self._start_at or 0.0) - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if generation == self._generation and not self._delivering:
+                self._delivering = True
+                self._start_workers()
+
+    def _hurry_up(self) -> None:
+        """Someone waits for delivery: start now (lock held)."""
+        if not self._hurry:
+            self._hurry = True
+            self._cond.notify_all()
+
     def _work(self, generation: int) -> None:
         try:
+            self._wait_for_start(generation)
             self._replay_if_first()
             while True:
                 with self._cond:
@@ -639,6 +738,7 @@ class Delivery:
         """
         self._replay_if_first()
         with self._cond:
+            self._hurry_up()
             if self._size:
                 self._start_workers()
             return self._size
@@ -649,6 +749,7 @@ class Delivery:
         """Wait up to ``timeout`` for ``workflow_id``'s requests, then spool what is left."""
         deadline = self._clock() + max(timeout, 0.0)
         with self._cond:
+            self._hurry_up()
             while self._workflow_live(workflow_id) and self._can_progress():
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -666,6 +767,7 @@ class Delivery:
         """
         deadline = self._clock() + max(timeout, 0.0)
         with self._cond:
+            self._hurry_up()
             while (self._size > 0 or not self._replay_done()) and self._can_progress():
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -678,6 +780,7 @@ class Delivery:
             self._workers = 0
             self._replay_started = self._replayed = False
             self._auth_failed = False
+            self._start_at, self._hurry, self._delivering = None, False, False
             self._cond.notify_all()
         with self._transport_lock:
             transport, self._transport = self._transport, None
@@ -720,6 +823,8 @@ class Delivery:
 
     def _write_outbox(self, items: Iterable[Item]) -> None:
         """Write requests to the outbox, one file per workflow (lock held; small, local I/O)."""
+        from dotflow_server_api.outbox import Entry
+
         by_workflow: dict[str, list[Item]] = {}
         for item in items:
             by_workflow.setdefault(item.request.workflow_id, []).append(item)

@@ -14,8 +14,6 @@ import json
 from typing import Any, Final
 from urllib.parse import quote
 
-import attrs
-
 from dotflow_core import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
 from dotflow_core.serialize import capped_repr, to_json_safe
 
@@ -34,22 +32,54 @@ _CONTEXT_FIELDS: Final = ("current_context", "previous_context")
 _FINAL_WORKFLOW: Final = frozenset({WorkflowStatus.COMPLETED.value, WorkflowStatus.FAILED.value})
 
 
-@attrs.frozen(kw_only=True)
 class Request:
-    """One request of the wire contract, ready to send (or to write to the outbox)."""
+    """One request of the wire contract, ready to send (or to write to the outbox).
 
-    kind: str
-    method: str
-    #: Path below the base URL, segments percent-encoded, e.g. ``/workflows/a%2Fb/tasks``.
-    path: str
-    #: The JSON body, UTF-8 encoded.
-    body: bytes
-    workflow_id: str
-    task_id: int | None = None
-    #: True for the workflow's final status (Completed / Failed): sent after all its tasks.
-    final: bool = False
-    #: True for the last event of its task or workflow (status Completed / Failed).
-    last: bool = False
+    Treated as immutable: :meth:`replace` makes a changed copy.
+    """
+
+    __slots__ = ("body", "final", "kind", "last", "method", "path", "task_id", "workflow_id")
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        body: bytes,
+        workflow_id: str,
+        task_id: int | None = None,
+        final: bool = False,
+        last: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        #: Path below the base URL, segments percent-encoded, e.g. ``/workflows/a%2Fb/tasks``.
+        self.path = path
+        #: The JSON body, ASCII-only JSON bytes.
+        self.body = body
+        self.workflow_id = workflow_id
+        self.task_id = task_id
+        #: True for the workflow's final status (Completed / Failed): sent after all its tasks.
+        self.final = final
+        #: True for the last event of its task or workflow (status Completed / Failed).
+        self.last = last
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some fields changed."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Request(**fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Request({self.kind}, {self.method} {self.path}, {len(self.body)} bytes)"
 
     @property
     def endpoint(self) -> str:
@@ -186,8 +216,7 @@ def update_task(record: TaskRecord) -> Request:
 def as_create_workflow(update: Request) -> Request:
     """A workflow update turned into the create it is merged into (same fields, plus ``id``)."""
     fields = json.loads(update.body)
-    return attrs.evolve(
-        update,
+    return update.replace(
         kind=CREATE_WORKFLOW,
         method="POST",
         path="/workflows",
@@ -199,9 +228,7 @@ def as_create_workflow(update: Request) -> Request:
 
 def as_create_task(update: Request) -> Request:
     """A task update turned into the create it is merged into (the bodies are the same)."""
-    return attrs.evolve(
-        update, kind=CREATE_TASK, method="POST", path=tasks_path(update.workflow_id)
-    )
+    return update.replace(kind=CREATE_TASK, method="POST", path=tasks_path(update.workflow_id))
 
 
 def task_body(record: TaskRecord, limit: int = MAX_BODY_BYTES) -> bytes:

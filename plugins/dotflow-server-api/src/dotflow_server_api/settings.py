@@ -9,8 +9,6 @@ Every value comes through the core's one mechanism (the ``configure`` hook's
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
 import math
 import re
@@ -70,6 +68,8 @@ class ApiSettings:
 
 def token_fingerprint(token: Secret) -> str:
     """The first 16 hex digits of ``sha256(b"dotflow-outbox\\0" + token)``."""
+    import hashlib
+
     return hashlib.sha256(b"dotflow-outbox\0" + token.reveal().encode("utf-8")).hexdigest()[:16]
 
 
@@ -255,6 +255,8 @@ def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -16,8 +16,6 @@ import enum
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-import attrs
-
 from dotflow_server_api._version import __version__
 from dotflow_server_api.settings import ApiSettings
 
@@ -45,19 +43,32 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"
 
 
-@attrs.frozen(kw_only=True)
 class Result:
     """The outcome of one request, with what the logs and the retry logic need."""
 
-    outcome: Outcome
-    #: The HTTP status, or None when no answer came.
-    status: int | None = None
-    #: One line for logs (exception type and message, or a body snippet); never the token.
-    detail: str = ""
-    #: The raw ``Retry-After`` header, if any.
-    retry_after: str | None = None
-    #: The response body (kept only for successful answers).
-    content: bytes = b""
+    __slots__ = ("content", "detail", "outcome", "retry_after", "status")
+
+    def __init__(
+        self,
+        *,
+        outcome: Outcome,
+        status: int | None = None,
+        detail: str = "",
+        retry_after: str | None = None,
+        content: bytes = b"",
+    ) -> None:
+        self.outcome = outcome
+        #: The HTTP status, or None when no answer came.
+        self.status = status
+        #: One line for logs (exception type and message, or a body snippet); never the token.
+        self.detail = detail
+        #: The raw ``Retry-After`` header, if any.
+        self.retry_after = retry_after
+        #: The response body (kept only for successful answers).
+        self.content = content
+
+    def __repr__(self) -> str:
+        return f"Result({self.outcome.value}, status={self.status}, detail={self.detail!r})"
 
     def describe(self) -> str:
         """``HTTP 503: <snippet>``, or the exception, for log lines."""
