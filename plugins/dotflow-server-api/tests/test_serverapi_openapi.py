@@ -1,0 +1,74 @@
+"""Our requests against the shipped contract (openapi.json, exported from the reference server)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+from dotflow_server_api import payloads
+
+from dotflow_core import TaskStatus, WorkflowStatus
+from dotflow_core.testing import sample_task_record, sample_workflow_record
+
+
+@pytest.fixture(scope="module")
+def contract() -> dict[str, Any]:
+    shipped = resources.files("dotflow_server_api") / "openapi.json"
+    if not shipped.is_file():
+        pytest.skip("openapi.json is not in the package yet")
+    return json.loads(shipped.read_text(encoding="utf-8"))
+
+
+def schema(contract: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    body = contract["paths"][path][method.lower()]["requestBody"]["content"]["application/json"]
+    reference = body["schema"]["$ref"].rsplit("/", 1)[-1]
+    return contract["components"]["schemas"][reference]
+
+
+def test_every_endpoint_we_call_is_in_the_contract(contract: dict[str, Any]) -> None:
+    ours = {
+        ("POST", payloads.ENDPOINTS[payloads.CREATE_WORKFLOW]),
+        ("PATCH", payloads.ENDPOINTS[payloads.UPDATE_WORKFLOW]),
+        ("POST", payloads.ENDPOINTS[payloads.CREATE_TASK]),
+        ("PATCH", payloads.ENDPOINTS[payloads.UPDATE_TASK]),
+        ("GET", "/workflows/{workflow_id}/tasks/next-id"),
+    }
+    theirs = {(m.upper(), path) for path, ops in contract["paths"].items() for m in ops}
+    assert ours <= theirs
+
+
+@pytest.mark.parametrize(
+    ("build", "method", "path"),
+    [
+        (lambda: payloads.create_workflow(sample_workflow_record()), "POST", "/workflows"),
+        (
+            lambda: payloads.update_workflow(sample_workflow_record(WorkflowStatus.FAILED)),
+            "PATCH",
+            "/workflows/{workflow_id}",
+        ),
+        (
+            lambda: payloads.create_task(sample_task_record("w", 3)),
+            "POST",
+            "/workflows/{workflow_id}/tasks",
+        ),
+        (
+            lambda: payloads.update_task(sample_task_record("w", 3, TaskStatus.FAILED)),
+            "PATCH",
+            "/workflows/{workflow_id}/tasks/{task_id}",
+        ),
+    ],
+)
+def test_bodies_use_the_contracts_fields(
+    contract: dict[str, Any], build: Any, method: str, path: str
+) -> None:
+    request = build()
+    body = json.loads(request.body)
+    expected = schema(contract, method, path)
+    assert set(body) <= set(expected["properties"])
+    assert set(expected.get("required", [])) <= set(body)
+    status_schema = contract["components"]["schemas"][
+        expected["properties"]["status"]["$ref"].rsplit("/", 1)[-1]
+    ]
+    assert body["status"] in status_schema["enum"]
