@@ -340,3 +340,37 @@ def test_a_resumed_workflow_continues_its_numbering(
     assert sorted(tid for (wid, tid) in fake.tasks if wid == "nightly/etl 1") == [1, 2, 3, 4, 5]
     assert not [r for r in fake.requests if r.line == "POST /api/v1/workflows"]
     assert "GET /api/v1/workflows/nightly%2Fetl%201/tasks/next-id" in fake.lines()
+
+
+def test_tasks_of_a_workflow_whose_create_was_rejected_are_still_tried(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    fake.script(Action(status=422, match="POST /api/v1/workflows$"))
+    provider = make_provider(fake.url)
+    workflow = run(provider, [quick, quick])
+    tasks = [r for r in fake.requests if "/tasks" in r.path]
+    assert len(tasks) == 2 and all(r.status == 201 for r in tasks)
+    assert provider.stats().dropped == 2  # the create and the start merged into it
+    del workflow
+
+
+def test_new_settings_start_a_new_queue_and_the_old_one_is_drained(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    from dotflow_core import Settings
+
+    provider = ServerAPI(outbox_dir=outbox_dir)
+    down = f"http://127.0.0.1:{free_port()}"
+    provider.configure(
+        Settings(config={}, environ={"SERVER_BASE_URL": down, "SERVER_USER_TOKEN": TOKEN})
+    )
+    provider.create_workflow(sample_workflow_record())
+    first = provider.delivery()
+    provider.configure(
+        Settings(config={}, environ={"SERVER_BASE_URL": fake.url, "SERVER_USER_TOKEN": TOKEN})
+    )
+    assert provider.delivery() is not first
+    provider.create_workflow(sample_workflow_record())
+    provider.shutdown(1.0)
+    assert len([r for r in fake.requests if r.line == "POST /api/v1/workflows"]) == 1
+    assert len(list(outbox_dir.glob("*/*.jsonl"))) == 1  # the first queue was spooled

@@ -280,3 +280,23 @@ def test_the_dotflow_command_runs_it(fake: FakeAPI, outbox_dir: Path) -> None:
     )
     assert flushed.returncode == 0, flushed.stderr
     assert files(outbox_dir) == []
+
+
+def test_a_replayed_create_the_server_keeps_failing_does_not_hold_this_run(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    (stuck,) = spool(fake.url, outbox_dir, workflows=1)
+    fake.always(
+        lambda r: Action(status=500) if r.method == "POST" and r.json.get("id") == stuck else None
+    )
+    provider = make_provider(fake.url, flush_timeout=3.0)
+    started = time.monotonic()
+    workflow = run(provider)
+    assert time.monotonic() - started < 2.5  # this run's events did not wait for the stuck ones
+    assert fake.delivered_state(workflow.workflow_id) == {
+        "status": "Completed",
+        "tasks": {1: "Completed", 2: "Completed"},
+    }
+    provider.shutdown(0.2)
+    (left,) = files(outbox_dir)  # the stuck workflow waits for a later run
+    assert left.name.endswith(".jsonl")

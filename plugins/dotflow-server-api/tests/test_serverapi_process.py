@@ -1,4 +1,8 @@
-"""Whole processes: bounded exit, no token anywhere at any log level, fork safety."""
+"""Whole processes: bounded exit, no token anywhere at any log level, fork safety.
+
+The fork tests fork a threaded process on purpose (that is what they check), so
+Python 3.12+'s warning about it is silenced there.
+"""
 
 from __future__ import annotations
 
@@ -155,6 +159,7 @@ def test_the_token_appears_nowhere_at_debug_level(
     assert "********" in caplog.text  # the echoed token was masked
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_resend_the_parents_events(
     make_provider: Callable[..., ServerAPI], outbox_dir: Path
 ) -> None:
@@ -184,6 +189,7 @@ def test_a_forked_child_does_not_resend_the_parents_events(
         assert stats.spooled == 4
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_child_can_report_on_its_own(
     fake: FakeAPI, make_provider: Callable[..., ServerAPI]
 ) -> None:

@@ -43,7 +43,7 @@ from dotflow_server_api.payloads import (
     as_create_workflow,
 )
 from dotflow_server_api.settings import ApiSettings
-from dotflow_server_api.transport import Outcome, Result, Transport
+from dotflow_server_api.transport import Outcome, Result, Transport, quiet_http_client
 
 if TYPE_CHECKING:  # imported when first needed: at the first spool or replay
     from dotflow_server_api.outbox import ClaimedFile, Outbox
@@ -191,6 +191,7 @@ _DELIVERIES: weakref.WeakSet[Delivery] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
+    quiet_http_client.after_fork()
     for delivery in list(_DELIVERIES):
         delivery._after_fork()
 
@@ -318,6 +319,7 @@ class Delivery:
                     "are dropped and counted",
                     self.config.max_queue,
                 )
+            self._touch(state, stream)  # forget a stream created for nothing
             return
         stream.pending.append(item)
         self._size += 1
@@ -455,7 +457,7 @@ class Delivery:
     def _work(self, generation: int) -> None:
         try:
             self._wait_for_start(generation)
-            self._replay_if_first()
+            self._replay_if_first(generation)
             while True:
                 with self._cond:
                     item = self._wait_for_item(generation)
@@ -524,9 +526,13 @@ class Delivery:
                 continue
             state = self._workflows[stream.workflow_id]
             if stream.task_id is not None and self._create_open(state):
+                if item.unsent_replay and self._create_failing(state):
+                    self._replay_sent(item)  # blocked by a failing create: hold nothing back
                 state.parked.add(stream.task_id)
                 continue
             if item.request.final and state.busy_tasks:
+                if item.unsent_replay:
+                    self._replay_sent(item)  # waits for tasks that may be this run's
                 state.final_parked = True
                 continue
             if self._unsent_replays and not item.unsent_replay:
@@ -543,6 +549,14 @@ class Delivery:
         if self._delayed:
             return None, max(self._delayed[0][0] - now, 0.0)
         return None, None
+
+    @staticmethod
+    def _create_failing(state: WorkflowState) -> bool:
+        """True when the workflow's create has failed at least once."""
+        stream = state.stream
+        heads = [stream.in_flight] if stream.in_flight is not None else []
+        heads += [item for item in stream.pending if item.request.kind == CREATE_WORKFLOW]
+        return any(item.request.kind == CREATE_WORKFLOW and item.failures for item in heads)
 
     def _replay_sent(self, item: Item) -> None:
         """``item`` (replayed) was sent or is gone: this run's requests may follow once all are."""
@@ -607,6 +621,12 @@ class Delivery:
     def _retry_later(self, stream: Stream, item: Item, result: Result) -> None:
         now = self._clock()
         item.failures += 1
+        if item.request.kind == CREATE_WORKFLOW:  # its parked replayed tasks hold nothing back
+            state = self._workflow(item.request.workflow_id)
+            for task_id in state.parked:
+                task_stream = self._streams.get((item.request.workflow_id, task_id))
+                if task_stream and task_stream.pending and task_stream.pending[0].unsent_replay:
+                    self._replay_sent(task_stream.pending[0])
         item.not_before = now + self._delay(item.failures, result.retry_after)
         if self._outage_since is None:
             self._outage_since = now
@@ -622,6 +642,9 @@ class Delivery:
         elif item.probe:
             self._outage_failures += 1
             self._pause_until = now + self._delay(self._outage_failures, result.retry_after)
+        # The next probe is another request when there is one: a request the server keeps
+        # refusing (while it takes others) cannot hold everything else back.
+        item.not_before = max(item.not_before, self._pause_until + 0.001)
         logger.debug(
             "%s attempt %d failed (%s); retry in %.2f s",
             item.request.endpoint,
@@ -675,9 +698,11 @@ class Delivery:
 
     # -- replay --------------------------------------------------------------
 
-    def _replay_if_first(self) -> None:
+    def _replay_if_first(self, generation: int | None = None) -> None:
+        """Claim and queue the outbox once per generation, before this run's requests go."""
         with self._cond:
-            if self._replay_started:
+            generation = self._generation if generation is None else generation
+            if self._replay_started or generation != self._generation:
                 return
             self._replay_started = True
         loaded: list[Item] = []
@@ -701,6 +726,9 @@ class Delivery:
         except Exception:
             logger.exception("could not read the outbox %s", self.outbox.directory)
         with self._cond:
+            if generation != self._generation:  # closed meanwhile: back to the outbox
+                self._write_outbox(loaded)
+                return
             if loaded:
                 self._insert_replayed(loaded)
                 self._start_workers()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -84,6 +86,7 @@ class ServerAPI:
         #: Deliveries of earlier configurations, still drained by flush/shutdown.
         self._retired: list[Delivery] = []
         self._failed_hooks: set[str] = set()
+        _PROVIDERS.add(self)
 
     def __repr__(self) -> str:
         url = self._config.base_url if self._config else self._overrides.get("base_url")
@@ -274,6 +277,18 @@ def _parse_next_id(content: bytes) -> tuple[int | None, str]:
         return None, f"next_id {value} is outside {INITIAL_TASK_ID}..2**53"
     return value, ""
 
+
+#: Every instance, so that a forked child gets fresh locks (its deliveries reset themselves).
+_PROVIDERS: weakref.WeakSet[ServerAPI] = weakref.WeakSet()
+
+
+def _fresh_locks_after_fork() -> None:
+    for provider in list(_PROVIDERS):
+        provider._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_after_fork)
 
 #: The instance behind the ``api`` entry point (one queue per process).
 api = ServerAPI()

@@ -124,6 +124,15 @@ class _QuietHttpClient:
             if self._active == 0:
                 http.client.HTTPConnection.debuglevel = self._saved
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock; give back a debug level a parent request hid."""
+        self._lock = threading.Lock()
+        if self._active:
+            import http.client
+
+            http.client.HTTPConnection.debuglevel = self._saved
+        self._active = 0
+
 
 quiet_http_client = _QuietHttpClient()
 
