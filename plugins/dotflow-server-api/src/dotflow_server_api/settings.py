@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import attrs
-
 from dotflow_core import ConfigurationError, Secret, Settings, user_dir
 
 logger = logging.getLogger("dotflow.server.api")
@@ -39,21 +37,71 @@ _TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
 _warned_cleartext: set[str] = set()
 
 
-@attrs.frozen(kw_only=True)
 class ApiSettings:
-    """The provider's checked configuration."""
+    """The provider's checked configuration (immutable; equal when every value is).
 
-    #: Absolute http(s) URL, any version prefix included, without a trailing slash.
-    base_url: str
-    token: Secret = attrs.field(repr=False)
-    strict: bool = False
-    connect_timeout: float = 3.0
-    read_timeout: float = 10.0
-    flush_timeout: float = 5.0
-    max_queue: int = 10_000
-    max_in_flight: int = 6
-    ca_bundle: str | None = None
-    outbox_dir: Path = attrs.field(factory=lambda: user_dir() / "outbox")
+    A plain class rather than attrs: it is built on every managed run, at start-up.
+    """
+
+    __slots__ = (
+        "base_url",
+        "ca_bundle",
+        "connect_timeout",
+        "flush_timeout",
+        "max_in_flight",
+        "max_queue",
+        "outbox_dir",
+        "read_timeout",
+        "strict",
+        "token",
+    )
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: Secret,
+        strict: bool = False,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        flush_timeout: float = 5.0,
+        max_queue: int = 10_000,
+        max_in_flight: int = 6,
+        ca_bundle: str | None = None,
+        outbox_dir: Path | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        #: Absolute http(s) URL, any version prefix included, without a trailing slash.
+        set_(self, "base_url", base_url)
+        set_(self, "token", token)
+        set_(self, "strict", strict)
+        set_(self, "connect_timeout", connect_timeout)
+        set_(self, "read_timeout", read_timeout)
+        set_(self, "flush_timeout", flush_timeout)
+        set_(self, "max_queue", max_queue)
+        set_(self, "max_in_flight", max_in_flight)
+        set_(self, "ca_bundle", ca_bundle)
+        set_(self, "outbox_dir", outbox_dir if outbox_dir is not None else user_dir() / "outbox")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ApiSettings is immutable; cannot set {name!r}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ApiSettings):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "token"
+        )
+        return f"ApiSettings({shown})"
 
     @property
     def verify(self) -> str | bool:
@@ -253,8 +301,10 @@ def outbox_root(settings: Settings) -> Path:
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (a token sent there stays on the machine)."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host in ("localhost", "::1") or host.endswith(".localhost"):
         return True
+    if host.startswith("127.") and host.replace(".", "").isdigit():
+        return True  # 127.0.0.0/8, without importing ipaddress
     import ipaddress
 
     try:
