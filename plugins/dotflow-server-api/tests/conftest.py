@@ -11,9 +11,7 @@ import pytest
 from dotflow_server_api import ServerAPI
 from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.settings import ApiSettings
-from fake_api import FakeAPI
-
-TOKEN = "test-token"
+from fake_api import TOKEN, FakeAPI
 
 DOTFLOW_ENV_VARS = (
     "DOTFLOW_PROVIDER",

@@ -28,6 +28,9 @@ from urllib.parse import unquote
 
 import attrs
 
+#: The token the tests' providers and fake servers agree on.
+TOKEN = "test-token"
+
 
 @attrs.define
 class Action:

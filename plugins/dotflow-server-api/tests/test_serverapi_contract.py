@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN
 from dotflow_server_api import ServerAPI
-from fake_api import FakeAPI
+from fake_api import TOKEN, FakeAPI
 
 from dotflow_core import Settings
 from dotflow_core.testing import ProviderContract

@@ -13,10 +13,9 @@ from urllib.parse import unquote
 
 import attrs
 import pytest
-from conftest import TOKEN
 from dotflow_server_api import ServerAPI
 from dotflow_server_api.backoff import retry_delay
-from fake_api import Action, FakeAPI, RecordedRequest
+from fake_api import TOKEN, Action, FakeAPI, RecordedRequest
 
 from dotflow_core import DotFlow, TaskStatus, WorkflowStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record

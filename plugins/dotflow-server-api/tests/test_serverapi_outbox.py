@@ -15,14 +15,13 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import TOKEN
 from dotflow_server_api import ServerAPI
 from dotflow_server_api.cli import main
 from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.outbox import CLAIM_MARK, Entry, Outbox, _host_tag
 from dotflow_server_api.payloads import create_task, create_workflow, update_task
 from dotflow_server_api.settings import ApiSettings
-from fake_api import Action, FakeAPI
+from fake_api import TOKEN, Action, FakeAPI
 
 from dotflow_core import DotFlow, Secret, TaskStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record

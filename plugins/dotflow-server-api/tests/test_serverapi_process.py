@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import TOKEN
 from dotflow_server_api import ServerAPI
-from fake_api import Action, FakeAPI
+from fake_api import TOKEN, Action, FakeAPI
 
 from dotflow_core import ConfigurationError, DotFlow, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record

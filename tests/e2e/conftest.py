@@ -1,0 +1,201 @@
+"""End to end: the real ``dotflow`` command reporting to the real reference server.
+
+Every test gets a fresh ``dotflow-api serve`` process on a free loopback port
+with a temporary SQLite file, a directory holding the ``e2eflow`` steps, and a
+private user directory (so outbox files of one test never meet another's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import pytest
+import requests
+
+pytest.importorskip("dotflow_api", reason="the reference server (server/) is not installed")
+pytest.importorskip("dotflow_server_api", reason="the api provider is not installed")
+
+from dotflow_api.process import ServerProcess
+
+TOKEN = "e2e-runner-token-5b0f1c2d9e8a7b6c"
+STEPS = ("e2eflow.extract", "e2eflow.transform", "e2eflow.load")
+DOTFLOW = Path(sys.executable).with_name("dotflow")
+
+FLOW_MODULE = textwrap.dedent(
+    '''
+    """Steps for the end-to-end tests."""
+    import os
+    import pathlib
+    import time
+
+    from dotflow_core import action
+
+
+    @action
+    def extract(initial_context):
+        return {"rows": [1, 2, 3]}
+
+
+    @action
+    def transform(previous_context):
+        return sum(previous_context.storage["rows"])
+
+
+    @action
+    def load(previous_context):
+        return {"loaded": previous_context.storage}
+
+
+    @action(retry=2, retry_delay=0)
+    def fails():
+        raise ValueError("e2e failure")
+
+
+    @action
+    def gate():
+        """Wait until the test opens the gate: the run is paused in a known place."""
+        folder = pathlib.Path(os.environ["E2E_GATE_DIR"])
+        (folder / "reached").touch()
+        deadline = time.monotonic() + 60
+        while not (folder / "open").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            time.sleep(0.02)
+        return {"rows": [10, 20]}
+    '''
+)
+
+
+@attrs.frozen
+class Run:
+    """One finished ``dotflow start``: exit code, stderr lines and the JSON summary."""
+
+    returncode: int
+    stderr: str
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        summaries = [event for event in self.events if event["event"] == "summary"]
+        assert summaries, f"no summary line in:\n{self.stderr}"
+        return summaries[-1]
+
+    def logs(self, level: str | None = None) -> list[str]:
+        return [
+            event["message"]
+            for event in self.events
+            if event["event"] == "log" and (level is None or event["level"] == level.lower())
+        ]
+
+
+class Runner:
+    """Starts ``dotflow start --provider api --log-format json`` against one server."""
+
+    def __init__(self, server: ServerProcess, workdir: Path) -> None:
+        self.server = server
+        self.flow_dir = workdir / "flow"
+        self.home = workdir / "home"
+        self.gate_dir = workdir / "gate"
+        for folder in (self.flow_dir, self.home, self.gate_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.flow_dir / "e2eflow.py").write_text(FLOW_MODULE)
+
+    def environment(self, token: str = TOKEN, **extra: str) -> dict[str, str]:
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SERVER_", "DOTFLOW_", "WORKFLOW_ID"))
+        }
+        environment.update(
+            SERVER_BASE_URL=self.server.base_url,
+            SERVER_USER_TOKEN=token,
+            SERVER_FLUSH_TIMEOUT="2",
+            DOTFLOW_HOME=str(self.home),
+            E2E_GATE_DIR=str(self.gate_dir),
+            **extra,
+        )
+        return environment
+
+    def command(self, steps: tuple[str, ...], *options: str) -> list[str]:
+        command = [str(DOTFLOW), "start", "--provider", "api", "--log-format", "json"]
+        for step in steps:
+            command += ["--step", step]
+        return [*command, *options]
+
+    def popen(self, steps: tuple[str, ...] = STEPS, *options: str, **env: str) -> Any:
+        return subprocess.Popen(
+            self.command(steps, *options),
+            cwd=self.flow_dir,
+            env=self.environment(**env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, steps: tuple[str, ...] = STEPS, *options: str, **env: str) -> Run:
+        process = self.popen(steps, *options, **env)
+        _, stderr = process.communicate(timeout=120)
+        return Run(process.returncode, stderr)
+
+    def outbox_files(self) -> list[Path]:
+        """Spooled events waiting for replay (claimed or not); not the folder's metadata."""
+        return sorted((self.home / "outbox").rglob("*.jsonl*"))
+
+
+class Api:
+    """Reads back what the server holds, as the runners' token sees it."""
+
+    def __init__(self, server: ServerProcess, token: str = TOKEN) -> None:
+        self.base_url = server.base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str) -> Any:
+        response = self.session.get(f"{self.base_url}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return self.get("/workflows?limit=1000")["items"]
+
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self.get(f"/workflows/{quote(workflow_id, safe='')}")
+
+    def tasks(self, workflow_id: str) -> list[dict[str, Any]]:
+        return self.get(f"/workflows/{quote(workflow_id, safe='')}/tasks")["items"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    running = ServerProcess.start(
+        f"sqlite:///{tmp_path / 'api.sqlite3'}",
+        [TOKEN],
+        workdir=workdir,
+        extra_args=["--no-access-log"],
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def runner(server: ServerProcess, tmp_path: Path) -> Runner:
+    return Runner(server, tmp_path)
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Api:
+    return Api(server)
