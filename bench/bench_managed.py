@@ -49,6 +49,12 @@ TARGET_TASK_OVERHEAD = 0.10
 TARGET_EXIT_MARGIN = 1.0
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of new connections from
+    # either client would overflow it and stall a full SYN retransmission (1 s).
+    request_queue_size = 128
+
+
 class BenchServer:
     """Answers every dotflow request after ``SERVER_DELAY``; or accepts and never answers."""
 
@@ -57,7 +63,7 @@ class BenchServer:
         self.requests = 0
         self.release = threading.Event()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._server.block_on_close = False
         threading.Thread(
@@ -255,7 +261,7 @@ def main() -> int:
     parser.add_argument("--step-ms", type=float, default=0.0, help="work per step (sleep)")
     parser.add_argument("--flush-timeout", type=float, default=5.0, help="SERVER_FLUSH_TIMEOUT")
     parser.add_argument(
-        "--max-in-flight", type=int, default=None, help="SERVER_MAX_IN_FLIGHT (default: 6)"
+        "--max-in-flight", type=int, default=None, help="SERVER_MAX_IN_FLIGHT (default 8)"
     )
     args = parser.parse_args()
 

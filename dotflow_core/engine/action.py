@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import threading
@@ -180,6 +179,8 @@ def _call(
 ) -> Any:
     if not is_async:
         return function(*args, **kwargs)
+    import asyncio  # only async steps pay for it (about 25 ms at start-up otherwise)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -26,7 +26,7 @@ def test_defaults(outbox_dir: Path) -> None:
     assert config.base_url == "https://dotflow.example.com/api/v1"
     assert config.token == Secret("tok")
     assert (config.connect_timeout, config.read_timeout, config.flush_timeout) == (3.0, 10.0, 5.0)
-    assert (config.max_queue, config.max_in_flight) == (10_000, 6)
+    assert (config.max_queue, config.max_in_flight) == (10_000, 8)
     assert config.strict is False
     assert config.verify is True
     assert config.outbox_dir == outbox_dir  # DOTFLOW_OUTBOX_DIR from the conftest

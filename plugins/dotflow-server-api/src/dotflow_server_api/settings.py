@@ -66,7 +66,7 @@ class ApiSettings:
         read_timeout: float = 10.0,
         flush_timeout: float = 5.0,
         max_queue: int = 10_000,
-        max_in_flight: int = 6,
+        max_in_flight: int = 8,
         ca_bundle: str | None = None,
         outbox_dir: Path | None = None,
     ) -> None:
@@ -129,7 +129,7 @@ _KEYS: Final[dict[str, tuple[str, Any]]] = {
     "read_timeout": ("SERVER_READ_TIMEOUT", 10.0),
     "flush_timeout": ("SERVER_FLUSH_TIMEOUT", 5.0),
     "max_queue": ("SERVER_MAX_QUEUE", 10_000),
-    "max_in_flight": ("SERVER_MAX_IN_FLIGHT", 6),
+    "max_in_flight": ("SERVER_MAX_IN_FLIGHT", 8),
     "ca_bundle": ("SERVER_CA_BUNDLE", None),
     "outbox_dir": (OUTBOX_DIR_ENV, None),
 }
