@@ -18,16 +18,18 @@ the destination holds the final state of every task and of the workflow.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dotflow_core.engine.action import action
 from dotflow_core.engine.context import utc_now
-from dotflow_core.engine.workflow import DotFlow
+from dotflow_core.engine.workflow import WORKFLOW_ID_ENV, DotFlow
 from dotflow_core.hooks.markers import hookimpl
 from dotflow_core.hooks.records import (
     INITIAL_TASK_ID,
@@ -38,9 +40,32 @@ from dotflow_core.hooks.records import (
     WorkflowStatus,
 )
 from dotflow_core.manager import ProviderManager
-from dotflow_core.settings import Settings
+from dotflow_core.settings import HOME_ENV, Settings
 
 PROVIDER_UNDER_TEST = "provider-under-test"
+#: Prefixes of the environment variables dotflow and its providers read.
+DOTFLOW_VARIABLE_PREFIXES = ("DOTFLOW_", "SERVER_")
+
+
+def is_dotflow_variable(name: str) -> bool:
+    """True for a variable that changes what dotflow or a provider does (incl. ``WORKFLOW_ID``)."""
+    return name.startswith(DOTFLOW_VARIABLE_PREFIXES) or name == WORKFLOW_ID_ENV
+
+
+def without_dotflow_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``environ`` without dotflow's variables: for subprocesses that must start clean."""
+    return {name: value for name, value in environ.items() if not is_dotflow_variable(name)}
+
+
+def isolate_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Clear dotflow's variables for this test and give it a private user dir (``DOTFLOW_HOME``).
+
+    So that a test never reads the developer's configuration, token or outbox.
+    """
+    for name in list(os.environ):
+        if is_dotflow_variable(name):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(HOME_ENV, str(home))
 
 
 class RecordingProvider:

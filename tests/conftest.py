@@ -7,18 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dotflow_core.testing import RecordingProvider
-
-DOTFLOW_ENV_VARS = (
-    "DOTFLOW_PROVIDER",
-    "DOTFLOW_CONFIG",
-    "DOTFLOW_TRACE_HOOKS",
-    "WORKFLOW_ID",
-    "SERVER_BASE_URL",
-    "SERVER_USER_TOKEN",
-    "SERVER_USER_TOKEN_FILE",
-    "SERVER_STRICT",
-)
+from dotflow_core.testing import RecordingProvider, isolate_environment
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +15,8 @@ def clean_dotflow_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     """No dotflow variable leaks in from the developer's shell; the user dir is private."""
-    for name in DOTFLOW_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("dotflow-home")
-    monkeypatch.setenv("DOTFLOW_HOME", str(home))
+    isolate_environment(monkeypatch, home)
     yield home
 
 

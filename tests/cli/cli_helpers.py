@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from dotflow_core.testing import without_dotflow_variables
+
 INSTALLED = {ep.name: ep for ep in metadata.entry_points(group="dotflow.server")}
 FAKE_INSTALL_HINT = (
     "the 'fake' provider is not installed; run: "
@@ -64,20 +66,8 @@ def undecorated():
 #: A step module that cannot be imported.
 BROKEN_STEPS_PY = 'raise RuntimeError("this steps module fails at import")\n'
 
-#: Variables that would change what the CLI selects or does; never inherited.
-_SCRUBBED = (
-    "DOTFLOW_PROVIDER",
-    "DOTFLOW_CONFIG",
-    "DOTFLOW_TRACE_HOOKS",
-    "WORKFLOW_ID",
-    "SERVER_BASE_URL",
-    "SERVER_USER_TOKEN",
-    "SERVER_USER_TOKEN_FILE",
-    "FAKE_PROVIDER_LOG",
-    "FAKE_NEXT_TASK_ID",
-    "FAKE_REJECT",
-    "FAKE_STRICT_FAIL",
-)
+#: The fake provider's own variables: never inherited either.
+_FAKE_PREFIX = "FAKE_"
 
 
 @dataclass
@@ -124,7 +114,16 @@ class Project:
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    """The test's environment without dotflow's or the fake provider's variables.
+
+    ``DOTFLOW_HOME`` stays: the test session's private user dir, never the real one.
+    """
+    env = {
+        name: value
+        for name, value in without_dotflow_variables(os.environ).items()
+        if not name.startswith(_FAKE_PREFIX)
+    }
+    env["DOTFLOW_HOME"] = os.environ["DOTFLOW_HOME"]
     env.update(overrides)
     return env
 

@@ -26,6 +26,8 @@ pytest.importorskip("dotflow_server_api", reason="the api provider is not instal
 
 from dotflow_api.process import ServerProcess
 
+from dotflow_core.testing import without_dotflow_variables
+
 TOKEN = "e2e-runner-token-5b0f1c2d9e8a7b6c"
 STEPS = ("e2eflow.extract", "e2eflow.transform", "e2eflow.load")
 DOTFLOW = Path(sys.executable).with_name("dotflow")
@@ -113,11 +115,7 @@ class Runner:
         (self.flow_dir / "e2eflow.py").write_text(FLOW_MODULE)
 
     def environment(self, token: str = TOKEN, **extra: str) -> dict[str, str]:
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("SERVER_", "DOTFLOW_", "WORKFLOW_ID"))
-        }
+        environment = without_dotflow_variables(os.environ)
         environment.update(
             SERVER_BASE_URL=self.server.base_url,
             SERVER_USER_TOKEN=token,

@@ -13,22 +13,7 @@ from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.settings import ApiSettings
 from fake_api import TOKEN, FakeAPI
 
-DOTFLOW_ENV_VARS = (
-    "DOTFLOW_PROVIDER",
-    "DOTFLOW_CONFIG",
-    "DOTFLOW_TRACE_HOOKS",
-    "WORKFLOW_ID",
-    "SERVER_BASE_URL",
-    "SERVER_USER_TOKEN",
-    "SERVER_USER_TOKEN_FILE",
-    "SERVER_STRICT",
-    "SERVER_CONNECT_TIMEOUT",
-    "SERVER_READ_TIMEOUT",
-    "SERVER_FLUSH_TIMEOUT",
-    "SERVER_MAX_QUEUE",
-    "SERVER_MAX_IN_FLIGHT",
-    "SERVER_CA_BUNDLE",
-)
+from dotflow_core.testing import isolate_environment
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +21,8 @@ def clean_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     """No dotflow variable leaks in; the user dir and the outbox are private temp dirs."""
-    for name in DOTFLOW_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("dotflow-home")
-    monkeypatch.setenv("DOTFLOW_HOME", str(home))
+    isolate_environment(monkeypatch, home)
     monkeypatch.setenv("DOTFLOW_OUTBOX_DIR", str(home / "outbox"))
     monkeypatch.chdir(home)  # no pyproject.toml of the repo is found
     yield home
