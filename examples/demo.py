@@ -64,7 +64,7 @@ def print_table(tasks: list[dict[str, Any]]) -> None:
             task["name"],
             task["status"],
             str(task.get("retry_count", 0)),
-            f"{task['duration'] * 1000:.0f} ms" if task.get("duration") is not None else "-",
+            f"{task['duration'] * 1000:.1f} ms" if task.get("duration") is not None else "-",
             (task.get("finished_at") or "-")[:19].replace("T", " "),
         )
         for task in tasks
