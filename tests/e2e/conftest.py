@@ -15,7 +15,6 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 import pytest
@@ -25,6 +24,7 @@ pytest.importorskip("dotflow_api", reason="the reference server (server/) is not
 pytest.importorskip("dotflow_server_api", reason="the api provider is not installed")
 
 from dotflow_api.process import ServerProcess
+from dotflow_server_api.payloads import segment
 
 from dotflow_core.testing import without_dotflow_variables
 
@@ -169,10 +169,10 @@ class Api:
         return self.get("/workflows?limit=1000")["items"]
 
     def workflow(self, workflow_id: str) -> dict[str, Any]:
-        return self.get(f"/workflows/{quote(workflow_id, safe='')}")
+        return self.get(f"/workflows/{segment(workflow_id)}")
 
     def tasks(self, workflow_id: str) -> list[dict[str, Any]]:
-        return self.get(f"/workflows/{quote(workflow_id, safe='')}/tasks")["items"]
+        return self.get(f"/workflows/{segment(workflow_id)}/tasks")["items"]
 
 
 @pytest.fixture

@@ -116,3 +116,13 @@ def test_a_wrong_token_completes_the_run_with_one_clear_error(runner: Runner, ap
     assert "rejected" in errors[0] and "not-the-configured-token" not in run.stderr
     assert api.workflows() == []  # the server holds nothing
     assert runner.outbox_files() == []  # and nothing waits to be replayed under another token
+
+
+@pytest.mark.parametrize("workflow_id", ["..", "a/b?c#d%20e"])
+def test_workflow_ids_that_look_like_url_syntax_arrive_intact(
+    runner: Runner, api: Api, workflow_id: str
+) -> None:
+    run = runner.run(WORKFLOW_ID=workflow_id)
+    assert run.returncode == 0, run.stderr
+    assert [task["id"] for task in api.tasks(workflow_id)] == [1, 2, 3]
+    assert api.workflow(workflow_id)["status"] == "Completed"

@@ -45,6 +45,8 @@ def body(request: payloads.Request) -> Any:
 
 def test_path_segments_are_percent_encoded() -> None:
     assert payloads.segment("a/b c") == "a%2Fb%20c"
+    assert (payloads.segment("."), payloads.segment("..")) == ("%2E", "%2E%2E")
+    assert payloads.segment("v1.2...") == "v1.2..."
     assert payloads.task_path("a/b c", 3) == "/workflows/a%2Fb%20c/tasks/3"
     assert payloads.next_id_path("x?y#z") == "/workflows/x%3Fy%23z/tasks/next-id"
 

@@ -96,8 +96,13 @@ ENDPOINTS: Final = {
 
 
 def segment(value: object) -> str:
-    """One path segment, percent-encoded (``a/b c`` -> ``a%2Fb%20c``)."""
-    return quote(str(value), safe="")
+    """One path segment, percent-encoded (``a/b c`` -> ``a%2Fb%20c``).
+
+    ``.`` and ``..`` are encoded too (``%2E``): left as they are, URL
+    normalisation would remove them as dot-segments and change the path.
+    """
+    encoded = quote(str(value), safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
 def workflow_path(workflow_id: str) -> str:
