@@ -157,10 +157,6 @@ class ProviderManager:
             name for name, plugin in self._plugins.list_name_plugin() if plugin is not None
         )
 
-    def implements(self, hook_name: str) -> bool:
-        """True when at least one active provider implements ``hook_name``."""
-        return hook_name in self.listening
-
     def add_installed(self, name: str) -> str:
         """Import the installed provider ``name`` and activate it under that name."""
         return self.add(load_provider(name), name=name)
