@@ -253,6 +253,10 @@ class FakeAPI:
                     except Exception as error:  # a malformed body: answer like a server would
                         status, payload = 422, {"detail": f"{type(error).__name__}: {error}"}
                 request.status = status
+                # Stamped before the answer leaves: a request the client sends because of
+                # this answer can only arrive later (stamped after, another thread could
+                # record that request's arrival first, and the ordering checks would flake).
+                request.done_at = time.monotonic()
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -263,7 +267,6 @@ class FakeAPI:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
-                request.done_at = time.monotonic()
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
