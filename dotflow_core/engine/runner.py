@@ -48,15 +48,21 @@ class RunControl:
                 events.task_record(record)
             return True
 
-    def change(
+    def advance(
         self,
         task: Task,
         status: TaskStatus,
         events: Events,
         *,
         failure: TaskError | None = None,
+        value: Any = None,
+        clock: float = 0.0,
     ) -> bool:
-        """Move a running task to ``In progress`` or ``Retry`` (recording ``failure``); report it.
+        """Give a running task its next status and report it, unless it was abandoned.
+
+        Records ``failure`` (an attempt's error); ``Retry`` counts a retry; a final
+        status sets ``finished_at`` and ``duration`` (from the ``perf_counter``
+        ``clock`` of its start), and ``Completed`` stores ``value`` as its context.
 
         :returns: False when the task was abandoned; nothing changed then.
         """
@@ -67,31 +73,12 @@ class RunControl:
                 task.errors.append(failure)
             if status is TaskStatus.RETRY:
                 task.retry_count += 1
-            task.status = status
-            events.task_changed(task)
-            return True
-
-    def conclude(
-        self,
-        task: Task,
-        status: TaskStatus,
-        events: Events,
-        clock: float,
-        *,
-        value: Any = None,
-        failure: TaskError | None = None,
-    ) -> bool:
-        """Give a task its final status (and value or error) and report it, unless abandoned."""
-        with self._lock:
-            if task.task_id in self._abandoned:
-                return False
-            if failure is not None:
-                task.errors.append(failure)
-            if status is TaskStatus.COMPLETED:
+            elif status is TaskStatus.COMPLETED:
                 task.current_context = Context(value, task.task_id, task.workflow_id)
+            if status.is_final:
+                task.finished_at = utc_now()
+                task.duration = time.perf_counter() - clock
             task.status = status
-            task.finished_at = utc_now()
-            task.duration = time.perf_counter() - clock
             events.task_changed(task)
             return True
 
@@ -146,7 +133,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
     try:
         while True:
             attempt += 1
-            if not control.change(task, TaskStatus.IN_PROGRESS, events):
+            if not control.advance(task, TaskStatus.IN_PROGRESS, events):
                 return  # abandoned while it waited to retry
             try:
                 value = _attempt(task)
@@ -159,7 +146,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
                     "task %s (%s) attempt %d failed (%s: %s); retrying in %.3g s",
                     task.task_id, task.name, attempt, failure.type, failure.message, delay,
                 )  # fmt: skip
-                if not control.change(task, TaskStatus.RETRY, events, failure=failure):
+                if not control.advance(task, TaskStatus.RETRY, events, failure=failure):
                     return
                 if control.stop.wait(delay):  # the workflow stops: no further attempt
                     _finish(task, TaskStatus.FAILED, clock, events, control)
@@ -219,7 +206,7 @@ def _finish(
     failure: TaskError | None = None,
 ) -> None:
     """End the task with its final status, then log a failure and run its callback."""
-    if not control.conclude(task, status, events, clock, value=value, failure=failure):
+    if not control.advance(task, status, events, failure=failure, value=value, clock=clock):
         return
     if status is TaskStatus.FAILED:
         last = task.errors[-1] if task.errors else None
