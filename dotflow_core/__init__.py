@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dotflow_core._version import __version__
 
 if TYPE_CHECKING:
+    from dotflow_core.discovery import installed_providers
     from dotflow_core.engine.action import Action, action
     from dotflow_core.engine.context import Context
     from dotflow_core.engine.task import Task, TaskBuilder
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
         WorkflowStatus,
         hookimpl,
     )
-    from dotflow_core.manager import ProviderManager, installed_providers
+    from dotflow_core.manager import ProviderManager
     from dotflow_core.settings import Secret, Settings, read_secret_file, user_dir
 
 #: Where each public name lives; imported when first accessed.
@@ -67,7 +68,7 @@ _LAZY: dict[str, str] = {
     "WorkflowStatus": "dotflow_core.hooks",
     "hookimpl": "dotflow_core.hooks",
     "ProviderManager": "dotflow_core.manager",
-    "installed_providers": "dotflow_core.manager",
+    "installed_providers": "dotflow_core.discovery",
     "Secret": "dotflow_core.settings",
     "Settings": "dotflow_core.settings",
     "read_secret_file": "dotflow_core.settings",

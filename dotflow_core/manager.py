@@ -17,19 +17,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
 import attrs
 import pluggy
 
+from dotflow_core.discovery import installed_providers
 from dotflow_core.errors import (
     ConfigurationError,
     ProviderLoadError,
     UnknownProviderError,
 )
 from dotflow_core.hooks import specs
-from dotflow_core.hooks.markers import ENTRY_POINT_GROUP, PROJECT_NAME
+from dotflow_core.hooks.markers import PROJECT_NAME
 from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskRecord, WorkflowRecord
 from dotflow_core.settings import Settings
 
@@ -50,47 +50,6 @@ class HookFailure:
     provider: str
     hook: str
     error: BaseException
-
-
-@attrs.frozen
-class InstalledProvider:
-    """A provider an installed distribution offers, read from metadata without importing it."""
-
-    name: str
-    entry_point: metadata.EntryPoint
-    distribution: str | None
-    version: str | None
-
-
-def installed_providers() -> dict[str, InstalledProvider]:
-    """Every provider in the ``dotflow.server`` entry-point group, by name.
-
-    Reads package metadata only; no provider is imported.
-
-    :raises ConfigurationError: two distributions offer the same provider name.
-    """
-    found: dict[str, InstalledProvider] = {}
-    for entry_point in _entry_points():
-        dist = getattr(entry_point, "dist", None)
-        provider = InstalledProvider(
-            name=entry_point.name,
-            entry_point=entry_point,
-            distribution=dist.metadata["Name"] if dist else None,
-            version=dist.version if dist else None,
-        )
-        earlier = found.get(entry_point.name)
-        if earlier is not None and earlier.entry_point.value != entry_point.value:
-            raise ConfigurationError(
-                f"provider name {entry_point.name!r} is offered by two distributions "
-                f"({earlier.distribution} and {provider.distribution}); uninstall one"
-            )
-        found[entry_point.name] = provider
-    return found
-
-
-@functools.cache
-def _entry_points() -> tuple[metadata.EntryPoint, ...]:
-    return tuple(metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def load_provider(name: str) -> Any:

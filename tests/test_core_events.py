@@ -21,9 +21,9 @@ from dotflow_core import (
     WorkflowRecord,
     WorkflowStatus,
     action,
+    discovery,
     hookimpl,
 )
-from dotflow_core import manager as manager_module
 from dotflow_core.testing import RecordingProvider, sample_task_record, sample_workflow_record
 
 
@@ -220,15 +220,15 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         )
     )
     monkeypatch.syspath_prepend(str(site))
-    manager_module._entry_points.cache_clear()
+    discovery.entry_points.cache_clear()
     yield site
-    manager_module._entry_points.cache_clear()
+    discovery.entry_points.cache_clear()
     for module in ("fake_providers_ok", "fake_providers_broken", "fake_providers_late"):
         sys.modules.pop(module, None)
 
 
 def test_installed_providers_are_read_from_entry_point_metadata(installed: Path) -> None:
-    providers = manager_module.installed_providers()
+    providers = discovery.installed_providers()
     assert {"inproc-recording", "inproc-broken", "inproc-late"} <= set(providers)
     assert providers["inproc-recording"].distribution == "dotflow-fake-providers"
     assert providers["inproc-recording"].version == "1.2.3"

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from dotflow_core import discovery
 from dotflow_core._version import __version__
-from dotflow_core.cli import _metadata
 
 PROG = "dotflow"
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         if arguments and not arguments[0].startswith("-") and arguments[0] not in BUILTIN_COMMANDS:
-            command = _metadata.contributed_commands().get(arguments[0])
+            command = discovery.contributed_commands().get(arguments[0])
             if command is not None:
                 return _run_contributed(command, arguments[1:])
         parser = build_parser()
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_start(commands)
     _add_providers(commands)
-    for name, command in sorted(_metadata.contributed_commands().items()):
+    for name, command in sorted(discovery.contributed_commands().items()):
         commands.add_parser(
             name,
             help=f"(from {command.distribution or 'an unknown distribution'})",
@@ -212,8 +212,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
         lines = [f"dotflow-core {__version__} (Python {sys.version.split()[0]})"]
         for title, entries in (
-            ("providers", _metadata.provider_entry_points()),
-            ("commands", list(_metadata.contributed_commands().values())),
+            ("providers", discovery.entry_points(discovery.ENTRY_POINT_GROUP)),
+            ("commands", list(discovery.contributed_commands().values())),
         ):
             if entries:
                 lines.append(f"{title}:")
@@ -226,7 +226,7 @@ class _VersionAction(argparse.Action):
         parser.exit(EXIT_OK)
 
 
-def _run_contributed(command: _metadata.Contributed, argv: list[str]) -> int:
+def _run_contributed(command: discovery.InstalledEntryPoint, argv: list[str]) -> int:
     """Import a ``dotflow.commands`` entry point and hand it the remaining arguments."""
     try:
         function = command.entry_point.load()

@@ -14,7 +14,8 @@ import json
 import sys
 from typing import Any
 
-from dotflow_core.cli import EXIT_OK, EXIT_USAGE, _metadata, error_line
+from dotflow_core import discovery
+from dotflow_core.cli import EXIT_OK, EXIT_USAGE, error_line
 from dotflow_core.cli.output import Output, route_library_logs
 from dotflow_core.errors import ConfigurationError
 from dotflow_core.selection import (
@@ -40,7 +41,7 @@ def run(options: argparse.Namespace) -> int:
             "active": False,
             "error": load_error(entry.name),
         }
-        for entry in _metadata.provider_entry_points()
+        for entry in discovery.entry_points(discovery.ENTRY_POINT_GROUP)
     ]
     selection: Selection | None = None
     settings: Settings | None = None
@@ -139,7 +140,7 @@ def _table(
         )
     else:
         lines.append(
-            f"no provider installed (entry-point group {_metadata.PROVIDER_GROUP}); "
+            f"no provider installed (entry-point group {discovery.ENTRY_POINT_GROUP}); "
             f"try: pip install dotflow-server-default"
         )
     lines.append("")

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dotflow_core import discovery
 from dotflow_core._version import __version__
-from dotflow_core.cli import EXIT_OK, EXIT_USAGE, CliError, _metadata, error_line
+from dotflow_core.cli import EXIT_OK, EXIT_USAGE, CliError, error_line
 from dotflow_core.hooks import specs
 from dotflow_core.hooks.markers import ENTRY_POINT_GROUP, PROJECT_NAME
 
@@ -80,7 +81,7 @@ def run(options: argparse.Namespace) -> int:
         sys.stderr.write(error_line(str(error)))
         return EXIT_USAGE
     name = options.name
-    for entry in _metadata.provider_entry_points():
+    for entry in discovery.entry_points(discovery.ENTRY_POINT_GROUP):
         if entry.name == name:
             sys.stderr.write(
                 f"dotflow: warning: a provider named {name!r} is already installed "

@@ -24,12 +24,13 @@ from dotflow_core.cli import (
     CliError,
 )
 from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
+from dotflow_core.discovery import installed_providers
 from dotflow_core.engine.action import Action
 from dotflow_core.engine.steps import resolve_callback, resolve_step
 from dotflow_core.engine.workflow import DotFlow
 from dotflow_core.errors import ConfigurationError
 from dotflow_core.hooks.records import TaskStatus, WorkflowStatus
-from dotflow_core.manager import ProviderManager, installed_providers
+from dotflow_core.manager import ProviderManager
 from dotflow_core.selection import Selection, select_providers
 from dotflow_core.settings import Settings
 

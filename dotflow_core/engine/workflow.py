@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from dotflow_core.discovery import installed_providers
 from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.execution import BACKGROUND, SEQUENTIAL, check_mode, execute
@@ -18,7 +19,7 @@ from dotflow_core.engine.runner import RunControl
 from dotflow_core.engine.task import Task, TaskBuilder
 from dotflow_core.errors import ConfigurationError, WorkflowStateError
 from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskStatus, WorkflowRecord, WorkflowStatus
-from dotflow_core.manager import ProviderManager, installed_providers
+from dotflow_core.manager import ProviderManager
 from dotflow_core.selection import select_providers
 from dotflow_core.serialize import record_to_dict
 from dotflow_core.settings import Settings

@@ -16,19 +16,21 @@ from typing import Final
 
 import pluggy
 
+from dotflow_core.discovery import COMMAND_ENTRY_POINT_GROUP, ENTRY_POINT_GROUP
+
 #: The pluggy project name; every marker and manager of dotflow uses it.
 PROJECT_NAME: Final = "dotflow"
-
-#: The entry-point group under which installed providers are found.
-ENTRY_POINT_GROUP: Final = "dotflow.server"
-
-#: The entry-point group through which installed packages add ``dotflow`` subcommands.
-#: Entry-point name = subcommand; value = ``module:function`` taking ``argv`` (list of
-#: str) and returning an exit code. Imported only when that subcommand runs.
-COMMAND_ENTRY_POINT_GROUP: Final = "dotflow.commands"
 
 #: Marks the hook specifications in :mod:`dotflow_core.hooks.specs`.
 hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
 
 #: Marks a provider's hook implementations.
 hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = [
+    "COMMAND_ENTRY_POINT_GROUP",
+    "ENTRY_POINT_GROUP",
+    "PROJECT_NAME",
+    "hookimpl",
+    "hookspec",
+]

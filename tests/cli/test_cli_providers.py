@@ -9,13 +9,11 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 
-import pytest
 from cli_helpers import INSTALLED, Project, Result, base_env
 
 import dotflow_core
-from dotflow_core.cli import MODES, _metadata
+from dotflow_core.cli import MODES
 from dotflow_core.engine import execution
-from dotflow_core.hooks.markers import COMMAND_ENTRY_POINT_GROUP, ENTRY_POINT_GROUP
 
 Dotflow = Callable[..., Result]
 
@@ -158,13 +156,5 @@ def test_a_contributed_command_that_fails_to_import_exits_2(dotflow: Dotflow) ->
     ]
 
 
-@pytest.mark.parametrize(
-    ("cli_value", "core_value"),
-    [
-        (_metadata.PROVIDER_GROUP, ENTRY_POINT_GROUP),
-        (_metadata.COMMAND_GROUP, COMMAND_ENTRY_POINT_GROUP),
-        (MODES, execution.MODES),
-    ],
-)
-def test_the_cli_constants_match_the_core(cli_value: object, core_value: object) -> None:
-    assert cli_value == core_value
+def test_the_cli_modes_match_the_engine() -> None:
+    assert MODES == execution.MODES

@@ -1,0 +1,81 @@
+"""Finding installed providers and contributed commands in package metadata.
+
+Reads entry points only: nothing found here is imported, and this module
+imports neither pluggy, attrs nor the engine (``importlib.metadata`` itself is
+imported on first use), so ``dotflow --help`` and ``--version`` stay fast and
+work even when an installed provider is broken.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from dotflow_core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+#: The entry-point group under which installed providers are found.
+ENTRY_POINT_GROUP: Final = "dotflow.server"
+
+#: The entry-point group through which installed packages add ``dotflow`` subcommands.
+#: Entry-point name = subcommand; value = ``module:function`` taking ``argv`` (list of
+#: str) and returning an exit code. Imported only when that subcommand runs.
+COMMAND_ENTRY_POINT_GROUP: Final = "dotflow.commands"
+
+
+@dataclass(frozen=True)
+class InstalledEntryPoint:
+    """An entry point of a dotflow group and the distribution that offers it."""
+
+    name: str
+    entry_point: EntryPoint
+    distribution: str | None
+    version: str | None
+
+
+@functools.cache
+def entry_points(group: str) -> tuple[InstalledEntryPoint, ...]:
+    """Every entry point of ``group``, one per distinct (name, target), sorted by name."""
+    from importlib import metadata
+
+    found: dict[tuple[str, str], InstalledEntryPoint] = {}
+    for entry_point in metadata.entry_points(group=group):
+        dist = getattr(entry_point, "dist", None)
+        found.setdefault(
+            (entry_point.name, entry_point.value),
+            InstalledEntryPoint(
+                name=entry_point.name,
+                entry_point=entry_point,
+                distribution=dist.metadata["Name"] if dist else None,
+                version=dist.version if dist else None,
+            ),
+        )
+    return tuple(sorted(found.values(), key=lambda entry: (entry.name, entry.distribution or "")))
+
+
+def installed_providers() -> dict[str, InstalledEntryPoint]:
+    """Every provider in the ``dotflow.server`` entry-point group, by name.
+
+    :raises ConfigurationError: two distributions offer the same provider name.
+    """
+    found: dict[str, InstalledEntryPoint] = {}
+    for provider in entry_points(ENTRY_POINT_GROUP):
+        earlier = found.get(provider.name)
+        if earlier is not None:
+            raise ConfigurationError(
+                f"provider name {provider.name!r} is offered by two distributions "
+                f"({earlier.distribution} and {provider.distribution}); uninstall one"
+            )
+        found[provider.name] = provider
+    return found
+
+
+def contributed_commands() -> dict[str, InstalledEntryPoint]:
+    """``dotflow.commands`` entry points by subcommand name; the first distribution wins."""
+    commands: dict[str, InstalledEntryPoint] = {}
+    for entry in entry_points(COMMAND_ENTRY_POINT_GROUP):
+        commands.setdefault(entry.name, entry)
+    return commands
