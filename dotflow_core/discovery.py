@@ -9,6 +9,7 @@ work even when an installed provider is broken.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -36,13 +37,35 @@ class InstalledEntryPoint:
     version: str | None
 
 
-@functools.cache
 def entry_points(group: str) -> tuple[InstalledEntryPoint, ...]:
     """Every entry point of ``group``, one per distinct (name, target), sorted by name."""
+    return _scan().get(group, ())
+
+
+def rescan() -> None:
+    """Forget what was read, so that the next lookup reads the metadata again."""
+    _scan.cache_clear()
+
+
+@functools.cache
+def _scan() -> dict[str, tuple[InstalledEntryPoint, ...]]:
+    """Both dotflow groups, read in one pass over the installed distributions.
+
+    Every pass opens the metadata of every distribution on ``sys.path``; ``dotflow
+    start`` needs both groups, so it pays for one pass, not two.
+    """
     from importlib import metadata
 
+    everything = metadata.entry_points()
+    return {
+        group: _distinct(everything.select(group=group))
+        for group in (ENTRY_POINT_GROUP, COMMAND_ENTRY_POINT_GROUP)
+    }
+
+
+def _distinct(found_in_group: Iterable[EntryPoint]) -> tuple[InstalledEntryPoint, ...]:
     found: dict[tuple[str, str], InstalledEntryPoint] = {}
-    for entry_point in metadata.entry_points(group=group):
+    for entry_point in found_in_group:
         dist = getattr(entry_point, "dist", None)
         found.setdefault(
             (entry_point.name, entry_point.value),

@@ -220,9 +220,9 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         )
     )
     monkeypatch.syspath_prepend(str(site))
-    discovery.entry_points.cache_clear()
+    discovery.rescan()
     yield site
-    discovery.entry_points.cache_clear()
+    discovery.rescan()
     for module in ("fake_providers_ok", "fake_providers_broken", "fake_providers_late"):
         sys.modules.pop(module, None)
 
