@@ -10,7 +10,6 @@ or a file readable only by its owner, never the project file).
 
 from __future__ import annotations
 
-import hmac
 import os
 import stat
 import sys
@@ -22,11 +21,6 @@ from typing import Any
 import attrs
 
 from dotflow_core.errors import ConfigurationError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 #: Points at a config file explicitly, instead of searching from the working directory.
 CONFIG_FILE_ENV = "DOTFLOW_CONFIG"
@@ -59,6 +53,8 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
+        import hmac  # rarely needed; its import (OpenSSL's hashes) is not free
+
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
@@ -104,6 +100,11 @@ def read_secret_file(path: str | os.PathLike[str], *, setting: str) -> Secret:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    # Imported here: most runs have no config file and skip the parser's import.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

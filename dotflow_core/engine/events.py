@@ -1,4 +1,7 @@
-"""Where the engine's events go: the hooks of a provider manager, or a worker's pipe.
+"""Where the engine's events go: the hooks of a provider manager.
+
+A worker process of the parallel mode sends them to its parent instead
+(:class:`dotflow_core.engine.processes.PipeEvents`).
 
 Building a record costs a snapshot (contexts are copied), so no record is
 built for a hook that no active provider implements.
@@ -6,17 +9,11 @@ built for a hook that no active provider implements.
 
 from __future__ import annotations
 
-import pickle
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from dotflow_core.hooks.records import TaskRecord, WorkflowRecord
-from dotflow_core.serialize import capped_repr
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     from dotflow_core.engine.task import Task
     from dotflow_core.manager import ProviderManager
 
@@ -60,32 +57,3 @@ class Events:
         """Report a snapshot that was taken elsewhere (by a worker process)."""
         if caller := self._caller("update_task"):
             caller(task=record)
-
-
-class PipeEvents(Events):
-    """A worker process's events: every task change goes to the parent through a pipe."""
-
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(None)
-        self._connection = connection
-
-    def listens(self, hook_name: str) -> bool:
-        return hook_name == "update_task"
-
-    def task_changed(self, task: Task) -> None:
-        self._connection.send_bytes(pickled(task.snapshot()))
-
-
-def pickled(record: TaskRecord) -> bytes:
-    """The pickled record; contexts that do not pickle travel as their ``repr``."""
-    try:
-        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        changes = {}
-        for field in ("initial_context", "previous_context", "current_context"):
-            value = getattr(record, field)
-            try:
-                pickle.dumps(value)
-            except Exception:
-                changes[field] = capped_repr(value)
-        return pickle.dumps(attrs.evolve(record, **changes), protocol=pickle.HIGHEST_PROTOCOL)

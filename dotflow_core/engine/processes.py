@@ -1,0 +1,181 @@
+"""The parallel mode: tasks run in worker processes that report back through pipes.
+
+Every task of the ``default`` group runs in a process of its own and every
+named group in one process, at most ``max_workers`` at a time. A worker sends
+each task change to the parent as a pickled record; the parent applies it and
+reports it to its providers, so they see the whole run. Imported only when a
+workflow starts in this mode (``multiprocessing`` and ``pickle`` are not free
+to import).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import sys
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import attrs
+
+from dotflow_core.engine.events import Events
+from dotflow_core.engine.execution import SIGNAL_CHECK_INTERVAL
+from dotflow_core.engine.runner import RunControl, run_group
+from dotflow_core.engine.task import DEFAULT_GROUP, Task
+from dotflow_core.hooks.records import TaskRecord, TaskStatus
+from dotflow_core.serialize import capped_repr
+
+
+class PipeEvents(Events):
+    """A worker process's events: every task change goes to the parent through a pipe."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(None)
+        self._connection = connection
+
+    def listens(self, hook_name: str) -> bool:
+        return hook_name == "update_task"
+
+    def task_changed(self, task: Task) -> None:
+        self._connection.send_bytes(pickled(task.snapshot()))
+
+
+def pickled(record: TaskRecord) -> bytes:
+    """The pickled record; contexts that do not pickle travel as their ``repr``."""
+    try:
+        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        changes = {}
+        for field in ("initial_context", "previous_context", "current_context"):
+            value = getattr(record, field)
+            try:
+                pickle.dumps(value)
+            except Exception:
+                changes[field] = capped_repr(value)
+        return pickle.dumps(attrs.evolve(record, **changes), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    # fork keeps steps defined anywhere (closures, __main__) runnable and starts fast;
+    # macOS and Windows lack a safe fork and use spawn (steps must be importable there).
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _units(tasks: Sequence[Task]) -> list[list[Task]]:
+    units: list[list[Task]] = []
+    named: dict[str, list[Task]] = {}
+    for task in tasks:
+        if task.group_name == DEFAULT_GROUP:
+            units.append([task])
+        elif task.group_name in named:
+            named[task.group_name].append(task)
+        else:
+            named[task.group_name] = [task]
+            units.append(named[task.group_name])
+    return units
+
+
+def _worker_main(tasks: list[Task], keep_going: bool, connection: Connection) -> None:
+    try:
+        run_group(tasks, PipeEvents(connection), RunControl(), keep_going=keep_going)
+    except KeyboardInterrupt:
+        pass  # already reported as Failed; the parent decides what happens next
+    finally:
+        connection.close()
+
+
+class _Worker:
+    def __init__(self, process: Any, connection: Connection, tasks: list[Task]) -> None:
+        self.process = process
+        self.connection = connection
+        self.tasks = tasks
+
+
+def run_in_processes(
+    tasks: Sequence[Task],
+    events: Events,
+    control: RunControl,
+    keep_going: bool,
+    max_workers: int,
+) -> None:
+    context = _process_context()
+    by_id = {task.task_id: task for task in tasks}
+    waiting = deque(_units(tasks))
+    running: dict[Any, _Worker] = {}  # keyed by connection and by process sentinel
+
+    def start_next() -> None:
+        unit = waiting.popleft()
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker_main,
+            args=(unit, keep_going, sender),
+            name=f"dotflow-worker-{unit[0].task_id}",
+            daemon=True,
+        )
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that fork() in a threaded process may deadlock the
+            # child; our workers touch no lock of the parent's threads (providers stay here).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            process.start()
+        sender.close()
+        worker = _Worker(process, receiver, unit)
+        running[receiver] = running[process.sentinel] = worker
+
+    def receive(worker: _Worker) -> bool:
+        """Apply one message; False once the pipe is closed."""
+        try:
+            record = pickle.loads(worker.connection.recv_bytes())
+        except (EOFError, OSError):
+            return False
+        task = by_id[record.task_id]
+        task.apply(record)
+        control.report(task, events, record)
+        return True
+
+    def retire(worker: _Worker) -> None:
+        while worker.connection.poll() and receive(worker):
+            pass
+        worker.process.join()
+        worker.connection.close()
+        running.pop(worker.connection, None)
+        running.pop(worker.process.sentinel, None)
+        cut_short = [
+            task
+            for task in worker.tasks
+            if not task.status.is_final and task.status is not TaskStatus.NOT_STARTED
+        ]
+        if cut_short:
+            reason = ChildProcessError(
+                f"worker process exited with code {worker.process.exitcode} "
+                f"before task {cut_short[0].task_id} ended"
+            )
+            control.abandon(cut_short, events, reason)
+
+    try:
+        while waiting or running:
+            while waiting and len(running) // 2 < max_workers:
+                start_next()
+            for ready in wait(list(running), timeout=SIGNAL_CHECK_INTERVAL):
+                worker = running.get(ready)
+                if worker is None:
+                    continue
+                if ready is worker.connection:
+                    if not receive(worker):
+                        retire(worker)
+                else:
+                    retire(worker)
+    except BaseException as error:
+        control.stop.set()
+        for worker in {id(w): w for w in running.values()}.values():
+            worker.process.join(timeout=1.0)
+            while worker.connection.poll() and receive(worker):
+                pass
+            if worker.process.is_alive():
+                worker.process.terminate()
+        control.abandon(list(tasks), events, error)
+        raise
