@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from dotflow_core import discovery
 from dotflow_core._version import __version__
+from dotflow_core.cli import process
 
 PROG = "dotflow"
 
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = discovery.contributed_commands().get(arguments[0])
             if command is not None:
                 return _run_contributed(command, arguments[1:])
-        parser = build_parser()
+        # A built-in command needs no other command's name: skip reading the metadata.
+        parser = build_parser(contributed=not arguments or arguments[0] not in BUILTIN_COMMANDS)
         try:
             options = parser.parse_args(arguments)
         except SystemExit as stop:  # --help, --version, usage errors
@@ -52,10 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.handler is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return int(options.handler(options))
+        exit_code = int(options.handler(options))
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED
+    return exit_code
+
+
+def console_main() -> int:
+    """The ``dotflow`` executable: :func:`main` in a process it owns (see :mod:`.process`)."""
+    with process.owned():
+        return main()
 
 
 def error_line(message: str) -> str:
@@ -63,8 +72,12 @@ def error_line(message: str) -> str:
     return f"{PROG}: error: {' '.join(str(message).split())}\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; contributed commands appear in ``--help`` (read from metadata)."""
+def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; contributed commands appear in ``--help`` (read from metadata).
+
+    ``contributed=False`` leaves them out, for a command line that starts with a
+    built-in command.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run dotflow workflows and manage the server providers they report to.",
@@ -80,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_start(commands)
     _add_providers(commands)
-    for name, command in sorted(discovery.contributed_commands().items()):
+    for name, command in sorted(discovery.contributed_commands().items() if contributed else ()):
         commands.add_parser(
             name,
             help=f"(from {command.distribution or 'an unknown distribution'})",
@@ -246,6 +259,7 @@ def _run_contributed(command: discovery.InstalledEntryPoint, argv: list[str]) ->
             )
         )
         return EXIT_USAGE
+    process.startup_finished()
     result = function(argv)
     if result is None:
         return EXIT_OK
@@ -257,4 +271,12 @@ def _run_contributed(command: discovery.InstalledEntryPoint, argv: list[str]) ->
     return result
 
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TASK_FAILED", "EXIT_USAGE", "CliError", "main"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TASK_FAILED",
+    "EXIT_USAGE",
+    "CliError",
+    "console_main",
+    "main",
+]

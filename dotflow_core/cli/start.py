@@ -22,6 +22,7 @@ from dotflow_core.cli import (
     EXIT_TASK_FAILED,
     EXIT_USAGE,
     CliError,
+    process,
 )
 from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
 from dotflow_core.discovery import installed_providers
@@ -48,6 +49,7 @@ def run(options: argparse.Namespace) -> int:
         settings = Settings.load()
         initial_context = parse_initial_context(options.initial_context)
         selection = select_providers(settings, installed_providers(), flag=options.provider)
+        process.startup_finished()  # user code from here on
         steps = resolve_steps(options.step)
         callback = resolve_callback(options.callback) if options.callback else None
         manager = ProviderManager.from_providers(selection.names, settings)
