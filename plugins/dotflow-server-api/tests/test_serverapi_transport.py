@@ -19,6 +19,7 @@ from dotflow_server_api.outbox import Entry, Outbox
 from dotflow_server_api.payloads import create_task, update_task
 from dotflow_server_api.settings import ApiSettings
 from dotflow_server_api.transport import Outcome, Result, Transport
+from fake_api import FakeAPI
 
 from dotflow_core import ConfigurationError, Secret
 from dotflow_core.testing import sample_task_record
@@ -70,6 +71,32 @@ def test_the_ca_bundle_and_timeouts_are_used(requests_mock: Any, outbox_dir: Pat
     Transport(config).send("PATCH", "/workflows/w", b"{}")
     assert requests_mock.last_request.verify == "/etc/ssl/company.pem"
     assert requests_mock.last_request.timeout == (1.5, 4.0)
+
+
+def test_proxy_and_ca_bundle_come_from_the_environment_read_once(
+    monkeypatch: pytest.MonkeyPatch, outbox_dir: Path
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeAPI(token=None) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/from-env.pem")
+        config = ApiSettings(
+            base_url="http://dotflow.invalid/api", token=Secret(TOKEN), outbox_dir=outbox_dir
+        )
+        transport = Transport(config)
+        monkeypatch.delenv("HTTP_PROXY")  # read when the transport was built, not per request
+        transport.send("PATCH", "/workflows/w", b"{}")
+        # A forward proxy gets the absolute URL in the request line.
+        assert [request.line for request in proxy.requests] == [
+            "PATCH http://dotflow.invalid/api/workflows/w"
+        ]
+        assert proxy.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert transport.verify == "/etc/ssl/from-env.pem"
+    configured = ApiSettings(
+        base_url=BASE, token=Secret(TOKEN), outbox_dir=outbox_dir, ca_bundle="/etc/ssl/mine.pem"
+    )
+    assert Transport(configured).verify == "/etc/ssl/mine.pem"  # the setting wins
 
 
 @pytest.mark.parametrize(
