@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,41 @@ def test_everything_is_delivered_in_order(fake: FakeAPI, make_provider: Callable
     task = fake.tasks[(workflow.workflow_id, 2)]
     assert task["retry_count"] == 1 and len(task["errors"]) == 2
     assert fake.workflows[workflow.workflow_id]["completed_count"] == 3
+
+
+class EncodedWhere:
+    """A context JSON cannot carry: records the thread that encodes it (as its repr)."""
+
+    threads: list[str] = []
+
+    def __repr__(self) -> str:
+        EncodedWhere.threads.append(threading.current_thread().name)
+        return "<encoded>"
+
+
+@action
+def opaque(initial_context: Any) -> EncodedWhere:
+    return EncodedWhere()
+
+
+def test_bodies_are_encoded_by_the_delivery_workers_once_per_request_sent(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    EncodedWhere.threads = []
+    provider = make_provider(fake.url)
+    workflow = DotFlow(providers=[provider])
+    for _ in range(3):
+        workflow.task.add(opaque)
+    workflow.start()  # returns after the flush: everything was sent
+    workflow_thread = threading.current_thread().name
+    assert fake.tasks[(workflow.workflow_id, 3)]["current_context"] == "<encoded>"
+    assert EncodedWhere.threads, "no context was encoded"
+    assert workflow_thread not in EncodedWhere.threads
+    assert all(name.startswith("dotflow-server-api") for name in EncodedWhere.threads)
+    # Each context is encoded once per request that carries it (current and previous
+    # contexts), never for events that were coalesced into a later one before sending.
+    carried = sum(request.body.count(b"<encoded>") for request in fake.requests)
+    assert len(EncodedWhere.threads) == carried
 
 
 def test_500s_then_recovery_deliver_every_event_once(

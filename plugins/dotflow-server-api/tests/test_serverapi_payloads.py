@@ -174,3 +174,58 @@ def test_a_workflow_update_merged_into_its_create_keeps_the_id() -> None:
     assert body(merged)["id"] == "w/1"
     task = payloads.as_create_task(payloads.update_task(sample_task_record("w/1", 2)))
     assert (task.method, task.path) == ("POST", "/workflows/w%2F1/tasks")
+
+
+class CountedRepr:
+    """A context JSON cannot carry; counts how often it is encoded (as its repr)."""
+
+    encoded = 0
+
+    def __repr__(self) -> str:
+        CountedRepr.encoded += 1
+        return "<counted>"
+
+
+def test_a_body_is_encoded_when_first_read_and_only_once() -> None:
+    CountedRepr.encoded = 0
+    record = attrs.evolve(sample_task_record("w"), current_context=CountedRepr())
+    request = payloads.update_task(record)
+    assert CountedRepr.encoded == 0
+    assert "body not built yet" in repr(request)
+    assert json.loads(request.body)["current_context"] == "<counted>"
+    assert json.loads(request.body)["current_context"] == "<counted>"
+    assert CountedRepr.encoded == 1
+    assert json.loads(payloads.as_create_task(request).body)["current_context"] == "<counted>"
+    assert CountedRepr.encoded == 1  # the merged create shares the encoded body
+
+
+def test_a_request_needs_exactly_one_of_body_and_build() -> None:
+    with pytest.raises(TypeError):
+        payloads.Request(kind=payloads.UPDATE_TASK, method="PATCH", path="/x", workflow_id="w")
+    with pytest.raises(TypeError):
+        payloads.Request(
+            kind=payloads.UPDATE_TASK,
+            method="PATCH",
+            path="/x",
+            workflow_id="w",
+            body=b"{}",
+            build=lambda: b"{}",
+        )
+
+
+def test_a_body_builder_that_raises_still_gives_a_body() -> None:
+    def broken() -> bytes:
+        raise MemoryError("out of memory while encoding")
+
+    request = payloads.Request(
+        kind=payloads.UPDATE_TASK,
+        method="PATCH",
+        path="/x",
+        workflow_id="w",
+        task_id=3,
+        build=broken,
+    )
+    data = json.loads(request.body)
+    assert data["id"] == 3
+    assert data["current_context"]["truncated"] is True
+    assert "MemoryError" in data["current_context"]["error"]

@@ -1,9 +1,13 @@
 """Turning a hook's record into the request that reports it (method, path, JSON body).
 
 Bodies are built from an explicit allow-list of fields, never from the raw
-record, and encoded to bytes at hook time, so the queue holds plain data.
-Building a request never raises: a value JSON cannot carry becomes a capped
-``repr`` (:func:`dotflow_core.serialize.to_json_safe`), and a body over
+record. A hook only wraps its record (a frozen snapshot, contexts copied) in a
+:class:`Request`; the JSON body is encoded when it is first needed, by the
+delivery worker that sends it or by the outbox that spools it. So the
+workflow's thread never pays for encoding, and an event coalesced into a later
+one of the same task is never encoded at all. Building a body never raises: a
+value JSON cannot carry becomes a capped ``repr``
+(:func:`dotflow_core.serialize.to_json_safe`), and a body over
 :data:`MAX_BODY_BYTES` has its contexts replaced by a ``{"truncated": true,
 "size": N}`` marker.
 """
@@ -11,6 +15,7 @@ Building a request never raises: a value JSON cannot carry becomes a capped
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -35,10 +40,22 @@ _FINAL_WORKFLOW: Final = frozenset({WorkflowStatus.COMPLETED.value, WorkflowStat
 class Request:
     """One request of the wire contract, ready to send (or to write to the outbox).
 
-    Treated as immutable: :meth:`replace` makes a changed copy.
+    Give either ``body`` (bytes) or ``build``, a function returning them that is
+    called once, when :attr:`body` is first read. Treated as immutable:
+    :meth:`replace` makes a changed copy.
     """
 
-    __slots__ = ("body", "final", "kind", "last", "method", "path", "task_id", "workflow_id")
+    __slots__ = (
+        "_body",
+        "_build",
+        "final",
+        "kind",
+        "last",
+        "method",
+        "path",
+        "task_id",
+        "workflow_id",
+    )
 
     def __init__(
         self,
@@ -46,18 +63,21 @@ class Request:
         kind: str,
         method: str,
         path: str,
-        body: bytes,
         workflow_id: str,
+        body: bytes | None = None,
+        build: Callable[[], bytes] | None = None,
         task_id: int | None = None,
         final: bool = False,
         last: bool = False,
     ) -> None:
+        if (body is None) == (build is None):
+            raise TypeError("give a Request either body or build")
         self.kind = kind
         self.method = method
         #: Path below the base URL, segments percent-encoded, e.g. ``/workflows/a%2Fb/tasks``.
         self.path = path
-        #: The JSON body, ASCII-only JSON bytes.
-        self.body = body
+        self._body = body
+        self._build = build
         self.workflow_id = workflow_id
         self.task_id = task_id
         #: True for the workflow's final status (Completed / Failed): sent after all its tasks.
@@ -65,21 +85,39 @@ class Request:
         #: True for the last event of its task or workflow (status Completed / Failed).
         self.last = last
 
+    @property
+    def body(self) -> bytes:
+        """The JSON body (ASCII-only JSON bytes), encoded on first use; never raises."""
+        body = self._body
+        if body is None:
+            assert self._build is not None
+            # Two threads may race here; both build the same bytes from the same record.
+            body = self._body = _never_failing(self._build, self)
+        return body
+
     def replace(self, **changes: Any) -> Request:
-        """A copy with some fields changed."""
-        fields = {name: getattr(self, name) for name in self.__slots__}
+        """A copy with some fields changed (``body=`` or ``build=`` replace the body)."""
+        fields: dict[str, Any] = {
+            name: getattr(self, name) for name in self.__slots__ if not name.startswith("_")
+        }
+        if "body" not in changes and "build" not in changes:
+            fields.update(body=self._body, build=None if self._body is not None else self._build)
         fields.update(changes)
         return Request(**fields)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        names = [name for name in self.__slots__ if not name.startswith("_")]
+        return self.body == other.body and all(
+            getattr(self, name) == getattr(other, name) for name in names
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Request({self.kind}, {self.method} {self.path}, {len(self.body)} bytes)"
+        size = "body not built yet" if self._body is None else f"{len(self._body)} bytes"
+        return f"Request({self.kind}, {self.method} {self.path}, {size})"
 
     @property
     def endpoint(self) -> str:
@@ -169,27 +207,28 @@ def task_fields(record: TaskRecord) -> dict[str, Any]:
 
 def create_workflow(record: WorkflowRecord) -> Request:
     """``POST /workflows`` with the id and every workflow field."""
-    body = _safe(lambda: {"id": record.workflow_id, **workflow_fields(record)}, record)
     return Request(
         kind=CREATE_WORKFLOW,
         method="POST",
         path="/workflows",
-        body=encode(body),
+        build=lambda: encode(
+            _safe(lambda: {"id": record.workflow_id, **workflow_fields(record)}, record)
+        ),
         workflow_id=record.workflow_id,
     )
 
 
 def update_workflow(record: WorkflowRecord) -> Request:
     """``PATCH /workflows/{id}`` with every workflow field; final for Completed / Failed."""
-    body = _safe(lambda: workflow_fields(record), record)
+    final = _status_text(record) in _FINAL_WORKFLOW
     return Request(
         kind=UPDATE_WORKFLOW,
         method="PATCH",
         path=workflow_path(record.workflow_id),
-        body=encode(body),
+        build=lambda: encode(_safe(lambda: workflow_fields(record), record)),
         workflow_id=record.workflow_id,
-        final=body.get("status") in _FINAL_WORKFLOW,
-        last=body.get("status") in _FINAL_WORKFLOW,
+        final=final,
+        last=final,
     )
 
 
@@ -199,7 +238,7 @@ def create_task(record: TaskRecord) -> Request:
         kind=CREATE_TASK,
         method="POST",
         path=tasks_path(record.workflow_id),
-        body=task_body(record),
+        build=lambda: task_body(record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
     )
@@ -211,7 +250,7 @@ def update_task(record: TaskRecord) -> Request:
         kind=UPDATE_TASK,
         method="PATCH",
         path=task_path(record.workflow_id, record.task_id),
-        body=task_body(record),
+        build=lambda: task_body(record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
         last=_is_final_task(record),
@@ -220,12 +259,12 @@ def update_task(record: TaskRecord) -> Request:
 
 def as_create_workflow(update: Request) -> Request:
     """A workflow update turned into the create it is merged into (same fields, plus ``id``)."""
-    fields = json.loads(update.body)
     return update.replace(
         kind=CREATE_WORKFLOW,
         method="POST",
         path="/workflows",
-        body=encode({"id": update.workflow_id, **fields}),
+        body=None,
+        build=lambda: encode({"id": update.workflow_id, **json.loads(update.body)}),
         final=False,
         last=False,
     )
@@ -271,6 +310,26 @@ def _safe(build: Any, record: TaskRecord | WorkflowRecord) -> dict[str, Any]:
                 "previous_context": None,
             }
         return {"id": record.workflow_id, "status": _text(getattr(record, "status", ""))}
+
+
+def _never_failing(build: Callable[[], bytes], request: Request) -> bytes:
+    """``build()``; should it raise after all, a minimal body that says why."""
+    try:
+        return build()
+    except Exception as error:
+        reason = {"truncated": True, "error": f"{type(error).__name__}: {capped_repr(error, 200)}"}
+        if request.task_id is not None:
+            fallback: dict[str, Any] = {"id": request.task_id, "current_context": reason}
+        else:
+            fallback = {"id": request.workflow_id, "error": reason}
+        return encode(fallback)
+
+
+def _status_text(record: WorkflowRecord) -> str | None:
+    try:
+        return _text(record.status)
+    except Exception:
+        return None
 
 
 def _is_final_task(record: TaskRecord) -> bool:
