@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -224,7 +223,7 @@ class Outbox:
         self._ensure_directory()
         name = (
             f"{workflow_prefix(workflow_id)}{time.time_ns()}.{os.getpid()}."
-            f"{secrets.token_hex(4)}{SUFFIX}"
+            f"{os.urandom(4).hex()}{SUFFIX}"
         )
         final = self.directory / name
         temporary = self.directory / f".{name}.tmp"
