@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_managed.py
 
 clean:
-	rm -rf $(VENV) bench/.venv-dotflow .pytest_cache .ruff_cache
+	rm -rf $(VENV) bench/.venv-dotflow bench/.venv-ours .pytest_cache .ruff_cache

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-from _venvs import BENCH_DIR, dotflow_python
+from _venvs import BENCH_DIR, dotflow_python, ours_python
 
 TARGET_RATIO = 0.5
 
@@ -34,7 +32,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
 
-    ours = str(Path(sys.executable).parent / "dotflow")
+    ours = str(ours_python().parent / "dotflow")
     theirs = str(dotflow_python().parent / "dotflow")
     commands = {
         "dotflow-core --help": [ours, "--help"],

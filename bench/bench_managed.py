@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from _venvs import dotflow_python
+from _venvs import dotflow_python, ours_python
 
 SERVER_DELAY = 0.020
 TOKEN = "bench-token"
@@ -171,7 +171,7 @@ class Bench:
         (work / "bench_flow_v1.py").write_text(
             textwrap.dedent(THEIRS_FLOW.format(step_seconds=args.step_ms / 1000, tasks=args.tasks))
         )
-        self.ours = str(Path(sys.executable).parent / "dotflow")
+        self.ours = str(ours_python().parent / "dotflow")
         self.theirs = str(dotflow_python().parent / "dotflow")
         self.samples: dict[str, list[dict[str, float]]] = {}
 
