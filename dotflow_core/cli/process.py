@@ -30,13 +30,17 @@ _owned = False
 def owned() -> Iterator[None]:
     """Wrap the whole command in a process that ``dotflow`` owns."""
     global _owned
+    was_enabled = gc.isenabled()
     _owned = True
     gc.disable()
     try:
         yield
     finally:
+        _owned = False
         gc.collect()  # runs whether or not the collector is enabled
         gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 def startup_finished() -> None:
