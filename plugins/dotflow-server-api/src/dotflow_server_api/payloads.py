@@ -97,9 +97,7 @@ class Request:
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed (``body=`` or ``build=`` replace the body)."""
-        fields: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__slots__ if not name.startswith("_")
-        }
+        fields: dict[str, Any] = {name: getattr(self, name) for name in _PLAIN_FIELDS}
         if "body" not in changes and "build" not in changes:
             fields.update(body=self._body, build=None if self._body is not None else self._build)
         fields.update(changes)
@@ -108,9 +106,8 @@ class Request:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
-        names = [name for name in self.__slots__ if not name.startswith("_")]
         return self.body == other.body and all(
-            getattr(self, name) == getattr(other, name) for name in names
+            getattr(self, name) == getattr(other, name) for name in _PLAIN_FIELDS
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -124,6 +121,9 @@ class Request:
         """Method and path template, for log lines that must not flood per id."""
         return f"{self.method} {ENDPOINTS[self.kind]}"
 
+
+#: The fields of a :class:`Request` other than its body.
+_PLAIN_FIELDS: Final = tuple(name for name in Request.__slots__ if not name.startswith("_"))
 
 ENDPOINTS: Final = {
     CREATE_WORKFLOW: "/workflows",
@@ -300,7 +300,7 @@ def _safe(build: Any, record: TaskRecord | WorkflowRecord) -> dict[str, Any]:
     try:
         return build()
     except Exception as error:
-        reason = {"truncated": True, "error": f"{type(error).__name__}: {capped_repr(error, 200)}"}
+        reason = _failure(error)
         if hasattr(record, "task_id"):
             return {
                 "id": record.task_id,
@@ -312,12 +312,17 @@ def _safe(build: Any, record: TaskRecord | WorkflowRecord) -> dict[str, Any]:
         return {"id": record.workflow_id, "status": _text(getattr(record, "status", ""))}
 
 
+def _failure(error: Exception) -> dict[str, Any]:
+    """The marker that stands in for what could not be encoded."""
+    return {"truncated": True, "error": f"{type(error).__name__}: {capped_repr(error, 200)}"}
+
+
 def _never_failing(build: Callable[[], bytes], request: Request) -> bytes:
     """``build()``; should it raise after all, a minimal body that says why."""
     try:
         return build()
     except Exception as error:
-        reason = {"truncated": True, "error": f"{type(error).__name__}: {capped_repr(error, 200)}"}
+        reason = _failure(error)
         if request.task_id is not None:
             fallback: dict[str, Any] = {"id": request.task_id, "current_context": reason}
         else:
