@@ -40,13 +40,15 @@ class CliError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dotflow`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    first = arguments[0] if arguments else ""
+    builtin = first in BUILTIN_COMMANDS
     try:
-        if arguments and not arguments[0].startswith("-") and arguments[0] not in BUILTIN_COMMANDS:
-            command = discovery.contributed_commands().get(arguments[0])
+        if first and not first.startswith("-") and not builtin:
+            command = discovery.contributed_commands().get(first)
             if command is not None:
                 return _run_contributed(command, arguments[1:])
         # A built-in command needs no other command's name: skip reading the metadata.
-        parser = build_parser(contributed=not arguments or arguments[0] not in BUILTIN_COMMANDS)
+        parser = build_parser(contributed=not builtin)
         try:
             options = parser.parse_args(arguments)
         except SystemExit as stop:  # --help, --version, usage errors
