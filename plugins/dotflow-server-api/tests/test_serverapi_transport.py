@@ -58,6 +58,33 @@ def test_headers_url_and_body(requests_mock: Any, transport: Transport) -> None:
     assert "Cookie" not in sent.headers
 
 
+def test_the_base_url_is_normalised_once_and_paths_kept_as_encoded(
+    requests_mock: Any, outbox_dir: Path
+) -> None:
+    config = ApiSettings(
+        base_url="https://Bücher.example/api/v1", token=Secret(TOKEN), outbox_dir=outbox_dir
+    )
+    url = "https://xn--bcher-kva.example/api/v1/workflows/a%2Fb%20c/tasks/1"
+    requests_mock.patch(url, json={})
+    result = Transport(config).send("PATCH", "/workflows/a%2Fb%20c/tasks/1", b'{"id": 1}')
+    assert result.outcome is Outcome.DELIVERED
+    assert requests_mock.last_request.url == url
+    assert requests_mock.last_request.headers["Content-Length"] == "9"
+
+
+def test_cookies_the_server_sets_are_never_sent_back(
+    requests_mock: Any, transport: Transport
+) -> None:
+    requests_mock.post(
+        f"{BASE}/workflows", status_code=201, json={}, headers={"Set-Cookie": "session=abc; Path=/"}
+    )
+    requests_mock.get(f"{BASE}/workflows/w/tasks/next-id", json={"next_id": 1})
+    transport.send("POST", "/workflows", b"{}")
+    transport.send("GET", "/workflows/w/tasks/next-id")
+    assert "Cookie" not in requests_mock.last_request.headers
+    assert "Content-Length" not in requests_mock.last_request.headers  # a GET has no body
+
+
 def test_the_ca_bundle_and_timeouts_are_used(requests_mock: Any, outbox_dir: Path) -> None:
     config = ApiSettings(
         base_url=BASE,

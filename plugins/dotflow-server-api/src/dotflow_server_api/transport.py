@@ -201,6 +201,12 @@ class Transport:
             }
         )
         self.session = session
+        self._proxies = dict(session.proxies)
+        # requests normalises the base URL once (IDNA host, quoting); the paths that
+        # follow it are percent-encoded already (see payloads).
+        base = requests.PreparedRequest()
+        base.prepare_url(self.base_url, None)
+        self._url_prefix = (base.url or self.base_url).rstrip("/")
 
     def send(
         self,
@@ -215,14 +221,12 @@ class Transport:
         timeout = timeout or (self.config.connect_timeout, self.config.read_timeout)
         try:
             with quiet_http_client:
-                response = self.session.request(
-                    method,
-                    self.base_url + path,
-                    data=body,
-                    auth=self._auth,
+                response = self.session.send(
+                    self._prepare(method, path, body),
                     timeout=timeout,
                     allow_redirects=False,
                     verify=self.verify,
+                    proxies=self._proxies,
                 )
                 try:
                     content = response.content
@@ -253,6 +257,26 @@ class Transport:
             detail=self.redact(snippet),
             retry_after=response.headers.get("Retry-After"),
         )
+
+    def _prepare(self, method: str, path: str, body: bytes | None) -> requests.PreparedRequest:
+        """The request, built directly rather than by ``Session.request``.
+
+        ``Session.request`` parses and re-quotes the URL, checks the body's type
+        and merges the session's settings again for every event, which was a third
+        of each request's CPU time; here all of that was done once, in ``__init__``.
+        """
+        prepared = self._requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = self._url_prefix + path
+        headers = self._requests.structures.CaseInsensitiveDict(self.session.headers)
+        if body is not None:
+            prepared.body = body
+            headers["Content-Length"] = str(len(body))
+        elif method not in ("GET", "HEAD"):
+            headers["Content-Length"] = "0"
+        prepared.headers = headers
+        prepared.prepare_cookies(self.session.cookies)  # always empty: its policy refuses all
+        return self._auth(prepared)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing must never raise
