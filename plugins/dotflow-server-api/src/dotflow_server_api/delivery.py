@@ -708,7 +708,10 @@ class Delivery:
         loaded: list[Item] = []
         try:
             seq = _REPLAY_SEQ_START
-            for claimed, entries in self.outbox.claim(self._owned_claims):
+            # No outbox directory at all (a fresh machine or CI runner): nothing to
+            # replay, and no need to import the outbox module.
+            claims = self.outbox.claim(self._owned_claims) if self._outbox_exists() else ()
+            for claimed, entries in claims:
                 self._owned_claims.add(claimed.path)
                 for entry in entries:
                     seq += 1
@@ -740,6 +743,9 @@ class Delivery:
                 )
             self._replayed = True
             self._cond.notify_all()
+
+    def _outbox_exists(self) -> bool:
+        return self._outbox is not None or os.path.isdir(self.config.outbox_dir)
 
     def _insert_replayed(self, loaded: list[Item]) -> None:
         """Put replayed requests ahead of this run's in their streams (lock held)."""
