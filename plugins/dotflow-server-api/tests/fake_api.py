@@ -73,6 +73,12 @@ class RecordedRequest:
         return f"{self.method} {self.path}"
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5; a burst of new connections would
+    # overflow it and stall a client for a SYN retransmission (1 s).
+    request_queue_size = 128
+
+
 class FakeAPI:
     """A threaded HTTP server with the dotflow API's behaviour and scriptable failures.
 
@@ -94,7 +100,7 @@ class FakeAPI:
         self._actions: deque[Action] = deque()
         self._default: Callable[[RecordedRequest], Action | None] | None = None
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(

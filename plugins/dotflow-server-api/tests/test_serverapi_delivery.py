@@ -334,6 +334,20 @@ def test_requests_really_run_concurrently_and_keep_their_order(
         assert stats.delivered == events_of(workflow) and stats.coalesced > 0
 
 
+def test_by_default_a_finished_workflow_of_twenty_tasks_takes_three_round_trips(
+    make_provider: Callable[..., ServerAPI],
+) -> None:
+    with FakeAPI(token=TOKEN, delay=0.15) as slow:
+        provider = make_provider(slow.url)  # the default max_in_flight
+        workflow = run(provider, [quick] * 20)
+        # The workflow's create, then its 20 task creates all at once (each carrying
+        # its task's latest state), then its final status.
+        assert slow.max_in_flight == 20
+        assert len(slow.requests) == 22
+        assert slow.delivered_state(workflow.workflow_id) == expected_state(workflow)
+        assert_ordering(slow.requests, workflow.workflow_id)
+
+
 def test_several_workflows_at_once_keep_their_own_order(
     make_provider: Callable[..., ServerAPI],
 ) -> None:

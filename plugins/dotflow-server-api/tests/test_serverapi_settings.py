@@ -26,7 +26,7 @@ def test_defaults(outbox_dir: Path) -> None:
     assert config.base_url == "https://dotflow.example.com/api/v1"
     assert config.token == Secret("tok")
     assert (config.connect_timeout, config.read_timeout, config.flush_timeout) == (3.0, 10.0, 5.0)
-    assert (config.max_queue, config.max_in_flight) == (10_000, 8)
+    assert (config.max_queue, config.max_in_flight) == (10_000, 32)
     assert config.strict is False
     assert config.verify is True
     assert config.outbox_dir == outbox_dir  # DOTFLOW_OUTBOX_DIR from the conftest
@@ -45,14 +45,14 @@ def test_environment_wins_over_the_config_file_which_wins_over_defaults() -> Non
             {"SERVER_READ_TIMEOUT": "7.5", "SERVER_STRICT": "yes"},
             read_timeout=99,
             connect_timeout=1.5,
-            max_in_flight=32,
+            max_in_flight=12,
             strict=False,
         )
     )
     assert config.read_timeout == 7.5
     assert config.strict is True
     assert config.connect_timeout == 1.5
-    assert config.max_in_flight == 32
+    assert config.max_in_flight == 12
 
 
 def test_constructor_arguments_win_over_settings() -> None:
@@ -152,8 +152,8 @@ def test_a_token_in_the_config_file_is_refused() -> None:
         ("SERVER_FLUSH_TIMEOUT", "-1", "number of seconds >= 0"),
         ("SERVER_MAX_QUEUE", "0", "integer >= 1"),
         ("SERVER_MAX_QUEUE", "1.5", "integer >= 1"),
-        ("SERVER_MAX_IN_FLIGHT", "33", "integer from 1 to 32"),
-        ("SERVER_MAX_IN_FLIGHT", "zero", "integer from 1 to 32"),
+        ("SERVER_MAX_IN_FLIGHT", "65", "integer from 1 to 64"),
+        ("SERVER_MAX_IN_FLIGHT", "zero", "integer from 1 to 64"),
         ("SERVER_STRICT", "maybe", "true/false"),
         ("SERVER_CA_BUNDLE", "/no/such/bundle.pem", "no such file"),
     ],

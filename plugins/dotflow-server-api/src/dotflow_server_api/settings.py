@@ -28,7 +28,13 @@ TOKEN_ENV: Final = "SERVER_USER_TOKEN"
 STRICT_ENV: Final = "SERVER_STRICT"
 OUTBOX_DIR_ENV: Final = "DOTFLOW_OUTBOX_DIR"
 
-MAX_IN_FLIGHT_LIMIT: Final = 32
+#: Concurrent requests by default. A finishing workflow queues one create per task
+#: at once, and the wire contract orders them between the workflow's create and its
+#: final status; with this many in flight, a workflow of up to 32 tasks is reported
+#: in three round trips. The server is not pressed when it struggles: after any
+#: retryable failure, delivery sends one request at a time until it answers again.
+DEFAULT_MAX_IN_FLIGHT: Final = 32
+MAX_IN_FLIGHT_LIMIT: Final = 64
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 #: Visible ASCII only: a token with spaces or control characters would corrupt the header.
@@ -66,7 +72,7 @@ class ApiSettings:
         read_timeout: float = 10.0,
         flush_timeout: float = 5.0,
         max_queue: int = 10_000,
-        max_in_flight: int = 8,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         ca_bundle: str | None = None,
         outbox_dir: Path | None = None,
     ) -> None:
@@ -129,7 +135,7 @@ _KEYS: Final[dict[str, tuple[str, Any]]] = {
     "read_timeout": ("SERVER_READ_TIMEOUT", 10.0),
     "flush_timeout": ("SERVER_FLUSH_TIMEOUT", 5.0),
     "max_queue": ("SERVER_MAX_QUEUE", 10_000),
-    "max_in_flight": ("SERVER_MAX_IN_FLIGHT", 8),
+    "max_in_flight": ("SERVER_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT),
     "ca_bundle": ("SERVER_CA_BUNDLE", None),
     "outbox_dir": (OUTBOX_DIR_ENV, None),
 }
