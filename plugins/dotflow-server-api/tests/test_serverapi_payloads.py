@@ -229,3 +229,37 @@ def test_a_body_builder_that_raises_still_gives_a_body() -> None:
     assert data["id"] == 3
     assert data["current_context"]["truncated"] is True
     assert "MemoryError" in data["current_context"]["error"]
+
+
+@pytest.fixture
+def encode_fails_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first body encoded raises MemoryError; later ones encode as usual."""
+    real_encode = payloads.encode
+    calls = 0
+
+    def encode(value: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise MemoryError("out of memory while encoding")
+        return real_encode(value)
+
+    monkeypatch.setattr(payloads, "encode", encode)
+
+
+@pytest.mark.usefixtures("encode_fails_once")
+@pytest.mark.parametrize("build", [payloads.create_task, payloads.update_task])
+def test_a_task_body_that_cannot_be_encoded_still_carries_id_name_and_status(build: Any) -> None:
+    record = sample_task_record("w", task_id=5, status=TaskStatus.COMPLETED)
+    data = json.loads(build(record).body)
+    assert (data["id"], data["name"], data["status"]) == (5, record.name, "Completed")
+    assert "MemoryError" in data["current_context"]["error"]
+
+
+@pytest.mark.usefixtures("encode_fails_once")
+@pytest.mark.parametrize("build", [payloads.create_workflow, payloads.update_workflow])
+def test_a_workflow_body_that_cannot_be_encoded_still_carries_its_status(build: Any) -> None:
+    record = sample_workflow_record(status=WorkflowStatus.COMPLETED)
+    data = json.loads(build(record).body)
+    assert data["status"] == "Completed"
+    assert "MemoryError" in data["error"]["error"]

@@ -211,8 +211,8 @@ def create_workflow(record: WorkflowRecord) -> Request:
         kind=CREATE_WORKFLOW,
         method="POST",
         path="/workflows",
-        build=lambda: encode(
-            _safe(lambda: {"id": record.workflow_id, **workflow_fields(record)}, record)
+        build=lambda: _encoded(
+            lambda: encode({"id": record.workflow_id, **workflow_fields(record)}), record
         ),
         workflow_id=record.workflow_id,
     )
@@ -225,7 +225,7 @@ def update_workflow(record: WorkflowRecord) -> Request:
         kind=UPDATE_WORKFLOW,
         method="PATCH",
         path=workflow_path(record.workflow_id),
-        build=lambda: encode(_safe(lambda: workflow_fields(record), record)),
+        build=lambda: _encoded(lambda: encode(workflow_fields(record)), record),
         workflow_id=record.workflow_id,
         final=final,
         last=final,
@@ -238,7 +238,7 @@ def create_task(record: TaskRecord) -> Request:
         kind=CREATE_TASK,
         method="POST",
         path=tasks_path(record.workflow_id),
-        build=lambda: task_body(record),
+        build=lambda: _encoded(lambda: task_body(record), record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
     )
@@ -250,7 +250,7 @@ def update_task(record: TaskRecord) -> Request:
         kind=UPDATE_TASK,
         method="PATCH",
         path=task_path(record.workflow_id, record.task_id),
-        build=lambda: task_body(record),
+        build=lambda: _encoded(lambda: task_body(record), record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
         last=_is_final_task(record),
@@ -276,8 +276,11 @@ def as_create_task(update: Request) -> Request:
 
 
 def task_body(record: TaskRecord, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The encoded task body, at most ``limit`` bytes where the contexts can make it so."""
-    fields = _safe(lambda: task_fields(record), record)
+    """The encoded task body, at most ``limit`` bytes where the contexts can make it so.
+
+    Raises what reading the record raises; the requests built from it never do.
+    """
+    fields = task_fields(record)
     data = encode(fields)
     if len(data) <= limit:
         return data
@@ -295,21 +298,34 @@ def task_body(record: TaskRecord, limit: int = MAX_BODY_BYTES) -> bytes:
     return encode(fields)
 
 
-def _safe(build: Any, record: TaskRecord | WorkflowRecord) -> dict[str, Any]:
-    """``build()``, or a minimal body saying what could be said if it raised."""
+def _encoded(build: Callable[[], bytes], record: TaskRecord | WorkflowRecord) -> bytes:
+    """``build()``; if it raises, the minimal body of ``record``, saying why.
+
+    Reading a field or encoding it may raise (a record a third-party engine built
+    wrongly, or MemoryError); the minimal body still carries the id and the
+    status the server needs, and a marker in place of what was lost.
+    """
     try:
         return build()
     except Exception as error:
         reason = _failure(error)
         if hasattr(record, "task_id"):
-            return {
-                "id": record.task_id,
-                "name": _text(getattr(record, "name", "")),
-                "status": _text(getattr(record, "status", TaskStatus.FAILED)),
-                "current_context": reason,
-                "previous_context": None,
+            return encode(
+                {
+                    "id": record.task_id,
+                    "name": _text(getattr(record, "name", "")),
+                    "status": _text(getattr(record, "status", TaskStatus.FAILED)),
+                    "current_context": reason,
+                    "previous_context": None,
+                }
+            )
+        return encode(
+            {
+                "id": record.workflow_id,
+                "status": _text(getattr(record, "status", "")),
+                "error": reason,
             }
-        return {"id": record.workflow_id, "status": _text(getattr(record, "status", ""))}
+        )
 
 
 def _failure(error: Exception) -> dict[str, Any]:
@@ -318,7 +334,7 @@ def _failure(error: Exception) -> dict[str, Any]:
 
 
 def _never_failing(build: Callable[[], bytes], request: Request) -> bytes:
-    """``build()``; should it raise after all, a minimal body that says why."""
+    """``build()``; should even the record's minimal body fail, the least one that says why."""
     try:
         return build()
     except Exception as error:
