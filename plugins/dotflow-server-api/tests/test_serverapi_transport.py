@@ -204,6 +204,26 @@ def test_a_token_echoed_by_the_server_is_masked(requests_mock: Any, transport: T
     assert "********" in result.detail
 
 
+@pytest.mark.parametrize(
+    ("token", "answer", "shown"),
+    [
+        (
+            "ab",
+            "bad token ab; about 'ab' (token=ab&x=1)",
+            "bad token ********; about '********' (token=********&x=1)",
+        ),
+        ("7", "HTTP 401 for token 7 at 17:00", "HTTP 401 for token ******** at 17:00"),
+        ("s3cr3t-to", "xs3cr3t-toy", "x********y"),
+    ],
+)
+def test_a_short_token_is_masked_where_it_stands_alone(
+    requests_mock: Any, outbox_dir: Path, token: str, answer: str, shown: str
+) -> None:
+    config = ApiSettings(base_url=BASE, token=Secret(token), outbox_dir=outbox_dir)
+    requests_mock.post(f"{BASE}/workflows", status_code=400, text=answer)
+    assert Transport(config).send("POST", "/workflows", b"{}").detail == shown
+
+
 def test_http_client_debug_output_is_off_while_we_send(
     requests_mock: Any, transport: Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:

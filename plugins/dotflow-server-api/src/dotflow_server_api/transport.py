@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import re
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +30,10 @@ RETRY_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 AUTH_STATUSES: Final = frozenset({401, 403})
 #: Longest piece of a response body quoted in a log line.
 SNIPPET_LIMIT: Final = 200
+MASK: Final = "********"
+#: A token shorter than this is masked only where it stands alone (not inside a word):
+#: masking every "ab" of a message would garble it.
+SHORT_TOKEN: Final = 8
 
 
 class Outcome(enum.Enum):
@@ -149,7 +154,7 @@ def _bearer_auth(token_value: Any) -> Any:
             return request
 
         def __repr__(self) -> str:
-            return "BearerAuth(********)"
+            return f"BearerAuth({MASK})"
 
     return BearerAuth()
 
@@ -285,7 +290,11 @@ class Transport:
     def redact(self, text: str) -> str:
         """``text`` with the token masked, should it ever appear (e.g. echoed by a server)."""
         token = self.config.token.reveal()
-        return text.replace(token, "********") if token else text
+        if not token:
+            return text
+        if len(token) >= SHORT_TOKEN:
+            return text.replace(token, MASK)
+        return re.sub(rf"(?<![A-Za-z0-9]){re.escape(token)}(?![A-Za-z0-9])", MASK, text)
 
     def _describe(self, error: BaseException) -> str:
         return self.redact(one_line(f"{type(error).__name__}: {error}", 300))
