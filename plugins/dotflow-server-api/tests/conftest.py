@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from dotflow_server_api import ServerAPI
-from dotflow_server_api.delivery import Delivery
+from dotflow_server_api.delivery import IDLE_RETIREMENT, Delivery
 from dotflow_server_api.settings import ApiSettings
 from fake_api import TOKEN, FakeAPI
 
@@ -50,10 +50,14 @@ def make_provider(outbox_dir: Path) -> Iterator[Callable[..., ServerAPI]]:
     made: list[ServerAPI] = []
 
     def build(
-        base_url: str, token: str = TOKEN, delay: Any = no_wait, **settings: Any
+        base_url: str,
+        token: str = TOKEN,
+        delay: Any = no_wait,
+        idle_retirement: float = IDLE_RETIREMENT,
+        **settings: Any,
     ) -> ServerAPI:
         def delivery(config: ApiSettings) -> Delivery:
-            return Delivery(config, delay=delay)
+            return Delivery(config, delay=delay, idle_retirement=idle_retirement)
 
         provider = ServerAPI(base_url=base_url, token=token, delivery_factory=delivery, **settings)
         made.append(provider)

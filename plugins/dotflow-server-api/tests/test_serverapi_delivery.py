@@ -348,6 +348,37 @@ def test_by_default_a_finished_workflow_of_twenty_tasks_takes_three_round_trips(
         assert_ordering(slow.requests, workflow.workflow_id)
 
 
+def delivery_workers() -> int:
+    return sum(thread.name.startswith("dotflow-server-api-") for thread in threading.enumerate())
+
+
+def test_idle_workers_leave_and_new_ones_start_when_work_comes(
+    make_provider: Callable[..., ServerAPI],
+) -> None:
+    before = delivery_workers()
+    with FakeAPI(token=TOKEN, delay=0.05) as server:
+        provider = make_provider(server.url, idle_retirement=0.2)
+        first = run(provider, [quick] * 12)
+        assert server.max_in_flight == 12  # twelve workers sent at once...
+        assert server.wait_for(lambda: delivery_workers() <= before)  # ...then all left
+        second = run(provider, [quick] * 3)
+        for workflow in (first, second):
+            assert server.delivered_state(workflow.workflow_id) == expected_state(workflow)
+
+
+def test_after_an_outage_longer_than_idleness_delivery_widens_again(
+    make_provider: Callable[..., ServerAPI],
+) -> None:
+    with FakeAPI(token=TOKEN, delay=0.1) as server:
+        server.script(*[Action(status=503, delay=0.4, match="^POST /workflows$")] * 2)
+        # The other workers, idle for 0.2 s while the one probe waits for its answer, leave.
+        provider = make_provider(server.url, idle_retirement=0.2)
+        workflow = run(provider, [quick] * 10)
+        assert [request.status for request in server.requests[:3]] == [503, 503, 201]
+        assert server.max_in_flight == 10  # one probe during the outage, then all tasks
+        assert server.delivered_state(workflow.workflow_id) == expected_state(workflow)
+
+
 def test_several_workflows_at_once_keep_their_own_order(
     make_provider: Callable[..., ServerAPI],
 ) -> None:

@@ -57,6 +57,10 @@ _REPLAY_SEQ_START = -(10**15)
 #: the import of requests and the first connections; a longer one loses nothing (its
 #: events wait, coalesced).
 START_DELAY = 0.1
+#: Seconds a worker waits with nothing to send before it leaves (another is started when
+#: work comes): the extra workers of a burst do not linger, each woken by every later
+#: completion.
+IDLE_RETIREMENT = 2.0
 
 StreamKey = tuple[str, int | None]
 
@@ -208,6 +212,7 @@ class Delivery:
     :param clock: a monotonic clock, for scheduling.
     :param wall: wall-clock time, for ``first_enqueued_at``.
     :param start_delay: see :data:`START_DELAY`.
+    :param idle_retirement: see :data:`IDLE_RETIREMENT`.
     """
 
     def __init__(
@@ -220,9 +225,11 @@ class Delivery:
         wall: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         start_delay: float = START_DELAY,
+        idle_retirement: float = IDLE_RETIREMENT,
     ) -> None:
         self.config = config
         self._start_delay = start_delay
+        self._idle_retirement = idle_retirement
         self._outbox: Outbox | None = None
         self._transport_factory = transport_factory
         self._delay = delay or _default_delay(rand)
@@ -256,7 +263,6 @@ class Delivery:
         self._seq = 0
         self._generation = getattr(self, "_generation", 0) + 1
         self._workers = 0
-        self._idle = 0
         self._cannot_start = False
         self._replay_started = False
         self._replayed = False
@@ -410,11 +416,12 @@ class Delivery:
         """Start workers up to ``min(max_in_flight, queued requests)`` (lock held).
 
         Before delivery begins (see :data:`START_DELAY`) one worker is enough: it
-        starts the others when it starts sending.
+        starts the others when it starts sending. During an outage, one worker
+        probes; the others start again when a request gets through.
         """
         wanted = min(self.config.max_in_flight, max(self._size, 1))
-        if not self._delivering:
-            wanted = 1
+        if not self._delivering or self._outage_since is not None:
+            wanted = 1  # one worker waits for the start, or probes the server during an outage
         while self._workers < wanted and not self._cannot_start:
             thread = threading.Thread(
                 target=self._work,
@@ -455,6 +462,7 @@ class Delivery:
             self._cond.notify_all()
 
     def _work(self, generation: int) -> None:
+        counted = True  # among self._workers
         try:
             self._wait_for_start(generation)
             self._replay_if_first(generation)
@@ -462,6 +470,9 @@ class Delivery:
                 with self._cond:
                     item = self._wait_for_item(generation)
                     if item is None:
+                        if generation == self._generation:  # idle too long: retire, counted
+                            self._workers -= 1  # out under the lock that found no work
+                            counted = False
                         return
                 try:
                     result = self.transport().send(
@@ -473,29 +484,38 @@ class Delivery:
                     )
                 with self._cond:
                     self._complete(item, result)
-                    self._cond.notify_all()
                     if generation != self._generation:
                         return
+                    self._start_workers()  # e.g. an outage ended: back to full width
+                    self._cond.notify_all()
         except Exception:
             logger.exception("delivery worker stopped unexpectedly; the events stay queued")
         finally:
             with self._cond:
-                if generation == self._generation:
+                if counted and generation == self._generation:
                     self._workers -= 1
                 self._cond.notify_all()
 
     def _wait_for_item(self, generation: int) -> Item | None:
-        """The next request to send (lock held); None when this worker should stop."""
+        """The next request to send (lock held); None when this worker should stop.
+
+        A worker stops when the delivery is closed, or when nothing at all was
+        queued for it (not even a retry for later) during ``idle_retirement``.
+        """
+        idle_since: float | None = None
         while generation == self._generation:
             now = self._clock()
             item, wait = self._next_item(now)
             if item is not None:
                 return item
-            self._idle += 1
-            try:
-                self._cond.wait(wait)
-            finally:
-                self._idle -= 1
+            if wait is None:
+                idle_since = now if idle_since is None else idle_since
+                wait = self._idle_retirement - (now - idle_since)
+                if wait <= 0:
+                    return None
+            else:
+                idle_since = None
+            self._cond.wait(wait)
         return None
 
     def _next_item(self, now: float) -> tuple[Item | None, float | None]:
