@@ -1,8 +1,9 @@
 """Delivery: the queue between the hooks and the server.
 
 Hooks only :meth:`Delivery.submit` requests; daemon worker threads send them
-over one pooled session, up to ``max_in_flight`` at once, while order holds
-where it matters:
+over one pooled session, up to ``max_in_flight`` at once (workers start as
+requests queue up and leave after ``IDLE_RETIREMENT`` with nothing to send),
+while order holds where it matters:
 
 - a *stream* is the sequence of requests of one task, or of one workflow;
   a stream has at most one request in flight, and sends in order;
