@@ -261,7 +261,7 @@ def main() -> int:
     parser.add_argument("--step-ms", type=float, default=0.0, help="work per step (sleep)")
     parser.add_argument("--flush-timeout", type=float, default=5.0, help="SERVER_FLUSH_TIMEOUT")
     parser.add_argument(
-        "--max-in-flight", type=int, default=None, help="SERVER_MAX_IN_FLIGHT (default 8)"
+        "--max-in-flight", type=int, default=None, help="SERVER_MAX_IN_FLIGHT (default 32)"
     )
     args = parser.parse_args()
 
