@@ -233,6 +233,20 @@ def test_a_rejected_token_logs_once_and_stops_sending(
     assert outbox_files(outbox_dir) == []  # never replayed later under another token
 
 
+def test_a_token_rejected_by_many_requests_at_once_is_logged_once(
+    make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    with FakeAPI(token=TOKEN, delay=0.1) as server:
+        provider = make_provider(server.url, token="wrong-token")
+        # A caller-supplied id: no workflow create first, so the task creates go together.
+        workflow = run(provider, [quick] * 10, workflow_id="external-1")
+        rejected = [request for request in server.requests if request.status == 401]
+        assert server.max_in_flight > 1 and len(rejected) > 1
+        errors = [r.getMessage() for r in api_logs.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "rejected the token" in errors[0]
+        assert provider.stats().dropped == events_of(workflow)
+
+
 def test_other_4xx_drop_the_event_and_log_once_per_endpoint(
     fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
 ) -> None:
