@@ -17,7 +17,7 @@ The server is a small threaded stdlib server that accepts both wire formats
 (``/workflows...`` and dotflow 1.0.1's ``/cli/workflows...``), answers 200/201
 and ``{"next_id": 1}``, after 20 ms.
 
-Usage: python bench/bench_managed.py [--runs 9] [--tasks 20] [--step-ms 0] [--flush-timeout 5]
+Usage: python bench/bench_managed.py [--runs 15] [--tasks 20] [--step-ms 0] [--flush-timeout 5]
                                     [--max-in-flight N]
 """
 
@@ -255,7 +255,7 @@ def hanging() -> tuple[str, BenchServer]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=9, help="repetitions per scenario")
+    parser.add_argument("--runs", type=int, default=15, help="repetitions per scenario")
     parser.add_argument("--outage-runs", type=int, default=3, help="repetitions when down/hung")
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--step-ms", type=float, default=0.0, help="work per step (sleep)")
