@@ -273,13 +273,9 @@ class Transport:
         prepared = self._requests.PreparedRequest()
         prepared.method = method
         prepared.url = self._url_prefix + path
-        headers = self._requests.structures.CaseInsensitiveDict(self.session.headers)
-        if body is not None:
-            prepared.body = body
-            headers["Content-Length"] = str(len(body))
-        elif method not in ("GET", "HEAD"):
-            headers["Content-Length"] = "0"
-        prepared.headers = headers
+        prepared.headers = self._requests.structures.CaseInsensitiveDict(self.session.headers)
+        prepared.body = body
+        prepared.prepare_content_length(body)
         prepared.prepare_cookies(self.session.cookies)  # always empty: its policy refuses all
         return self._auth(prepared)
 
