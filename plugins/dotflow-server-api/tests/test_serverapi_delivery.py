@@ -16,9 +16,13 @@ import attrs
 import pytest
 from dotflow_server_api import ServerAPI
 from dotflow_server_api.backoff import retry_delay
+from dotflow_server_api.delivery import Delivery
+from dotflow_server_api.payloads import create_task, create_workflow
+from dotflow_server_api.settings import ApiSettings
+from dotflow_server_api.transport import Transport
 from fake_api import TOKEN, Action, FakeAPI, RecordedRequest
 
-from dotflow_core import DotFlow, TaskStatus, WorkflowStatus, action
+from dotflow_core import DotFlow, Secret, TaskStatus, WorkflowStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
 
 FINAL = {"Completed", "Failed"}
@@ -364,6 +368,34 @@ def test_by_default_a_finished_workflow_of_twenty_tasks_takes_three_round_trips(
 
 def delivery_workers() -> int:
     return sum(thread.name.startswith("dotflow-server-api-") for thread in threading.enumerate())
+
+
+def test_the_other_workers_start_while_the_first_request_is_on_the_wire(
+    outbox_dir: Path,
+) -> None:
+    # Starting a burst's threads before the transport exists would delay the first
+    # request (the import of requests) by that many thread starts.
+    before = delivery_workers()
+    workers_when_built: list[int] = []
+
+    def transport(config: ApiSettings) -> Transport:
+        workers_when_built.append(delivery_workers() - before)
+        return Transport(config)
+
+    with FakeAPI(token=TOKEN, delay=0.1) as server:
+        server.script(Action(delay=0.4, match="^POST /workflows$"))
+        config = ApiSettings(base_url=server.url, token=Secret(TOKEN), outbox_dir=outbox_dir)
+        delivery = Delivery(config, transport_factory=transport, start_delay=0)
+        workflow = sample_workflow_record()
+        delivery.submit(create_workflow(workflow))
+        for task_id in range(1, 11):
+            delivery.submit(create_task(sample_task_record(workflow.workflow_id, task_id)))
+        # One worker per queued request, all started while the create is in flight.
+        assert server.wait_for(lambda: delivery_workers() - before == 11)
+        assert server.lines() == ["POST /workflows"] and server.in_flight == 1
+        assert workers_when_built == [1]
+        assert delivery.close(10).delivered == 11
+        assert server.max_in_flight == 10  # then the ten task creates at once
 
 
 def test_idle_workers_leave_and_new_ones_start_when_work_comes(

@@ -414,16 +414,20 @@ class Delivery:
     # -- workers -------------------------------------------------------------
 
     def _start_workers(self) -> None:
-        """Start workers up to ``min(max_in_flight, queued requests)`` (lock held).
+        """Start one more worker while fewer run than wanted (lock held).
 
-        Before delivery begins (see :data:`START_DELAY`) one worker is enough: it
-        starts the others when it starts sending. During an outage, one worker
-        probes; the others start again when a request gets through.
+        Wanted: ``min(max_in_flight, queued requests)``. One is enough before
+        delivery begins (see :data:`START_DELAY`) and until the transport is
+        built (that worker imports requests; nothing can be sent before), and
+        during an outage (one worker probes the server). Every worker calls this
+        when it starts and before it takes each request, so a burst's workers
+        start as a chain, one thread after the other, while the first request is
+        on the wire, rather than all at once before it can be sent.
         """
         wanted = min(self.config.max_in_flight, max(self._size, 1))
-        if not self._delivering or self._outage_since is not None:
-            wanted = 1  # one worker waits for the start, or probes the server during an outage
-        while self._workers < wanted and not self._cannot_start:
+        if not self._delivering or self._transport is None or self._outage_since is not None:
+            wanted = 1
+        if self._workers < wanted and not self._cannot_start:
             thread = threading.Thread(
                 target=self._work,
                 args=(self._generation,),
@@ -440,9 +444,16 @@ class Delivery:
     def transport(self) -> Transport:
         """The shared transport, built on first use (imports ``requests``)."""
         with self._transport_lock:
-            if self._transport is None:
-                self._transport = self._transport_factory(self.config)
-            return self._transport
+            transport = self._transport
+            if transport is None:
+                transport = self._transport = self._transport_factory(self.config)
+                built = True
+            else:
+                built = False
+        if built:
+            with self._cond:
+                self._start_workers()  # more requests can be sent now
+        return transport
 
     def _wait_for_start(self, generation: int) -> None:
         """Hold the workers until ``START_DELAY`` after the first event, or a flush."""
@@ -469,6 +480,7 @@ class Delivery:
             self._replay_if_first(generation)
             while True:
                 with self._cond:
+                    self._start_workers()  # the next link of a chain of starts
                     item = self._wait_for_item(generation)
                     if item is None:
                         if generation == self._generation:  # idle too long: retire, counted
