@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import time
 
+from _options import at_least
 from _venvs import BENCH_DIR, dotflow_python, ours_python
 
 TARGET_RATIO = 0.5
@@ -29,7 +30,7 @@ def wall_time(command: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--runs", type=at_least(1), default=21)
     args = parser.parse_args()
 
     ours = str(ours_python().parent / "dotflow")

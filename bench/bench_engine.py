@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _options import at_least
 from _venvs import BENCH_DIR, dotflow_python
 
 TARGET_RATIO = 8.0
@@ -41,9 +42,9 @@ def measure(python: Path | str, variant: str, tasks: int, repeats: int) -> float
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tasks", type=at_least(1), default=1000)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--repeats", type=at_least(1), default=5)
     args = parser.parse_args()
 
     peer = dotflow_python()

@@ -17,8 +17,8 @@ The server is a small threaded stdlib server that accepts both wire formats
 (``/workflows...`` and dotflow 1.0.1's ``/cli/workflows...``), answers 200/201
 and ``{"next_id": 1}``, after 20 ms.
 
-Usage: python bench/bench_managed.py [--runs 15] [--tasks 20] [--step-ms 0] [--flush-timeout 5]
-                                    [--max-in-flight N]
+Usage: python bench/bench_managed.py [--runs 15] [--outage-runs 3] [--tasks 20] [--step-ms 0]
+                                    [--flush-timeout 5] [--max-in-flight N]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from _options import at_least
 from _venvs import dotflow_python, ours_python
 
 SERVER_DELAY = 0.020
@@ -255,13 +256,25 @@ def hanging() -> tuple[str, BenchServer]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15, help="repetitions per scenario")
-    parser.add_argument("--outage-runs", type=int, default=3, help="repetitions when down/hung")
-    parser.add_argument("--tasks", type=int, default=20)
-    parser.add_argument("--step-ms", type=float, default=0.0, help="work per step (sleep)")
-    parser.add_argument("--flush-timeout", type=float, default=5.0, help="SERVER_FLUSH_TIMEOUT")
+    parser.add_argument("--runs", type=at_least(1), default=15, help="repetitions per scenario")
     parser.add_argument(
-        "--max-in-flight", type=int, default=None, help="SERVER_MAX_IN_FLIGHT (default 32)"
+        "--outage-runs",
+        type=at_least(0),
+        default=3,
+        help="repetitions when down/hung (0: not measured)",
+    )
+    parser.add_argument("--tasks", type=at_least(1), default=20)
+    parser.add_argument(
+        "--step-ms", type=at_least(0, float), default=0.0, help="work per step (sleep)"
+    )
+    parser.add_argument(
+        "--flush-timeout", type=at_least(0, float), default=5.0, help="SERVER_FLUSH_TIMEOUT"
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=at_least(1),
+        default=None,
+        help="SERVER_MAX_IN_FLIGHT (default 32)",
     )
     args = parser.parse_args()
 
@@ -320,6 +333,9 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     )
     limit = args.flush_timeout + TARGET_EXIT_MARGIN
     for name in ("ours: server down", "ours: server hangs"):
+        if name not in bench.samples:
+            print(f"{name.removeprefix('ours: ')}: not measured (--outage-runs 0)")
+            continue
         worst = max(sample["wall"] for sample in bench.samples[name])
         print(
             f"{name.removeprefix('ours: ')}: process ended after {worst:.2f} s at worst "
