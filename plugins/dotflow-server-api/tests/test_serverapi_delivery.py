@@ -398,6 +398,19 @@ def test_the_other_workers_start_while_the_first_request_is_on_the_wire(
         assert server.max_in_flight == 10  # then the ten task creates at once
 
 
+def test_asking_for_the_next_task_id_starts_no_delivery_worker(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    # The lookup builds the transport on the workflow's thread; delivery itself still
+    # waits for the first event (and START_DELAY) before any worker runs.
+    before = delivery_workers()
+    provider = make_provider(fake.url)
+    assert provider.get_next_task_id("resumed") == 1
+    time.sleep(0.1)
+    assert delivery_workers() == before
+    assert fake.lines() == ["GET /api/v1/workflows/resumed/tasks/next-id"]
+
+
 def test_idle_workers_leave_and_new_ones_start_when_work_comes(
     make_provider: Callable[..., ServerAPI],
 ) -> None:

@@ -452,7 +452,8 @@ class Delivery:
                 built = False
         if built:
             with self._cond:
-                self._start_workers()  # more requests can be sent now
+                if self._delivering:  # not for the next-id lookup before delivery starts
+                    self._start_workers()  # more requests can be sent now
         return transport
 
     def _wait_for_start(self, generation: int) -> None:
