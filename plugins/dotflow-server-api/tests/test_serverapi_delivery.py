@@ -370,11 +370,20 @@ def delivery_workers() -> int:
     return sum(thread.name.startswith("dotflow-server-api-") for thread in threading.enumerate())
 
 
+def no_delivery_workers_left(timeout: float = 10.0) -> bool:
+    """Wait until the workers of closed deliveries (earlier tests) have left."""
+    deadline = time.monotonic() + timeout
+    while delivery_workers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return delivery_workers() == 0
+
+
 def test_the_other_workers_start_while_the_first_request_is_on_the_wire(
     outbox_dir: Path,
 ) -> None:
     # Starting a burst's threads before the transport exists would delay the first
     # request (the import of requests) by that many thread starts.
+    assert no_delivery_workers_left()  # earlier tests' workers: counted apart from ours
     before = delivery_workers()
     workers_when_built: list[int] = []
 
@@ -403,11 +412,11 @@ def test_asking_for_the_next_task_id_starts_no_delivery_worker(
 ) -> None:
     # The lookup builds the transport on the workflow's thread; delivery itself still
     # waits for the first event (and START_DELAY) before any worker runs.
-    before = delivery_workers()
+    assert no_delivery_workers_left()
     provider = make_provider(fake.url)
     assert provider.get_next_task_id("resumed") == 1
     time.sleep(0.1)
-    assert delivery_workers() == before
+    assert delivery_workers() == 0
     assert fake.lines() == ["GET /api/v1/workflows/resumed/tasks/next-id"]
 
 
@@ -415,7 +424,7 @@ def test_idle_workers_leave_and_new_ones_start_when_work_comes(
     make_provider: Callable[..., ServerAPI],
 ) -> None:
     before = delivery_workers()
-    with FakeAPI(token=TOKEN, delay=0.05) as server:
+    with FakeAPI(token=TOKEN, delay=0.2) as server:
         provider = make_provider(server.url, idle_retirement=0.2)
         first = run(provider, [quick] * 12)
         assert server.max_in_flight == 12  # twelve workers sent at once...
