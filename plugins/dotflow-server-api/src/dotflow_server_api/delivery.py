@@ -445,11 +445,9 @@ class Delivery:
         """The shared transport, built on first use (imports ``requests``)."""
         with self._transport_lock:
             transport = self._transport
+            built = transport is None
             if transport is None:
                 transport = self._transport = self._transport_factory(self.config)
-                built = True
-            else:
-                built = False
         if built:
             with self._cond:
                 if self._delivering:  # not for the next-id lookup before delivery starts
@@ -481,7 +479,8 @@ class Delivery:
             self._replay_if_first(generation)
             while True:
                 with self._cond:
-                    self._start_workers()  # the next link of a chain of starts
+                    # The next link of a chain of starts; after an outage, back to full width.
+                    self._start_workers()
                     item = self._wait_for_item(generation)
                     if item is None:
                         if generation == self._generation:  # idle too long: retire, counted
@@ -500,7 +499,6 @@ class Delivery:
                     self._complete(item, result)
                     if generation != self._generation:
                         return
-                    self._start_workers()  # e.g. an outage ended: back to full width
                     self._cond.notify_all()
         except Exception:
             logger.exception("delivery worker stopped unexpectedly; the events stay queued")
