@@ -178,6 +178,26 @@ def test_a_claim_whose_owner_died_is_taken_over(fake: FakeAPI, outbox_dir: Path)
     assert left.name.startswith(live_id) and f".{os.getppid()}." in left.name
 
 
+def test_replay_counts_what_it_queued_even_when_already_sent(
+    fake: FakeAPI, outbox_dir: Path
+) -> None:
+    # The workers start sending as soon as the outbox is queued; `dotflow outbox flush`
+    # must not report "nothing waits" because they were quicker than replay() returned.
+    spool(fake.url, outbox_dir, workflows=1)
+
+    class QuickWorkers(Delivery):
+        def _replay_if_first(self, generation: int | None = None) -> int:
+            queued = super()._replay_if_first(generation)
+            if generation is None:  # the caller's thread: let the workers finish first
+                assert fake.wait_for(lambda: len(fake.requests) == 3)
+                assert fake.wait_for(lambda: self.pending() == 0)
+            return queued
+
+    delivery = QuickWorkers(config_for(fake.url, outbox_dir), start_delay=0)
+    assert delivery.replay() == 3
+    assert delivery.close(10).delivered == 3
+
+
 def test_unreadable_lines_are_skipped(
     fake: FakeAPI, outbox_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -730,12 +730,15 @@ class Delivery:
 
     # -- replay --------------------------------------------------------------
 
-    def _replay_if_first(self, generation: int | None = None) -> None:
-        """Claim and queue the outbox once per generation, before this run's requests go."""
+    def _replay_if_first(self, generation: int | None = None) -> int:
+        """Claim and queue the outbox once per generation, before this run's requests go.
+
+        :returns: how many requests the outbox added to the queue (0 if already done).
+        """
         with self._cond:
             generation = self._generation if generation is None else generation
             if self._replay_started or generation != self._generation:
-                return
+                return 0
             self._replay_started = True
         loaded: list[Item] = []
         try:
@@ -763,9 +766,9 @@ class Delivery:
         with self._cond:
             if generation != self._generation:  # closed meanwhile: back to the outbox
                 self._write_outbox(loaded)
-                return
+                return 0
+            queued = self._insert_replayed(loaded) if loaded else 0
             if loaded:
-                self._insert_replayed(loaded)
                 self._start_workers()
                 self.stats.replayed += len(loaded)
                 logger.info(
@@ -775,12 +778,17 @@ class Delivery:
                 )
             self._replayed = True
             self._cond.notify_all()
+        return queued
 
     def _outbox_exists(self) -> bool:
         return self._outbox is not None or os.path.isdir(self.config.outbox_dir)
 
-    def _insert_replayed(self, loaded: list[Item]) -> None:
-        """Put replayed requests ahead of this run's in their streams (lock held)."""
+    def _insert_replayed(self, loaded: list[Item]) -> int:
+        """Put replayed requests ahead of this run's in their streams (lock held).
+
+        :returns: how many requests the queue gained (replayed ones merge where they can).
+        """
+        added = 0
         by_stream: dict[StreamKey, list[Item]] = {}
         for item in loaded:
             by_stream.setdefault((item.request.workflow_id, item.request.task_id), []).append(item)
@@ -792,22 +800,26 @@ class Delivery:
             for item in [*items, *stream.pending]:
                 if not (merged and self._merge(merged[-1], item)):
                     merged.append(item)
-            self._size += len(merged) - len(stream.pending)
+            gained = len(merged) - len(stream.pending)
+            self._size += gained
+            added += gained
             stream.pending = deque(merged)
             self._touch(state, stream)
             self._wake(stream)
+        return added
 
     def replay(self) -> int:
         """Load the outbox now, on this thread, and start sending (``dotflow outbox flush``).
 
-        :returns: the number of requests queued.
+        :returns: how many requests the outbox queued (counted when queued: workers may
+            have sent some already).
         """
-        self._replay_if_first()
+        queued = self._replay_if_first()
         with self._cond:
             self._hurry_up()
             if self._size:
                 self._start_workers()
-            return self._size
+        return queued
 
     # -- flush, close, spool -----------------------------------------------------
 
