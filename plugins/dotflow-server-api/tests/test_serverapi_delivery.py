@@ -15,6 +15,7 @@ from urllib.parse import unquote
 import attrs
 import pytest
 from dotflow_server_api import ServerAPI
+from dotflow_server_api import delivery as delivery_module
 from dotflow_server_api.backoff import retry_delay
 from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.payloads import create_task, create_workflow
@@ -185,11 +186,72 @@ def test_500s_then_recovery_deliver_every_event_once(
     assert stats.dropped == stats.spooled == 0
     mine = [r for r in api_logs.records if r.name.startswith("dotflow.server.api")]
     warnings = [r.getMessage() for r in mine if r.levelno == logging.WARNING]
-    infos = [r.getMessage() for r in mine if "recovered" in r.getMessage()]
-    # Two outages (the 500s, then a 502): one warning as each starts, one line as it ends.
-    assert len(warnings) == 2 and all("cannot deliver" in line for line in warnings)
-    assert "HTTP 500" in warnings[0] and "HTTP 502" in warnings[1]
-    assert len(infos) == 2
+    recovered = [r.levelno for r in mine if "recovered" in r.getMessage()]
+    # Two outages (the 500s, then a 502): a WARNING as the first starts, an INFO as it
+    # ends; the second follows within OUTAGE_LOG_INTERVAL, so it is logged at DEBUG.
+    assert len(warnings) == 1 and "cannot deliver" in warnings[0] and "HTTP 500" in warnings[0]
+    assert recovered == [logging.INFO, logging.DEBUG]
+    again = [r for r in mine if "cannot deliver" in r.getMessage() and "again" in r.getMessage()]
+    assert [r.levelno for r in again] == [logging.DEBUG] and "HTTP 502" in again[0].getMessage()
+
+
+def alternate_503(fake: FakeAPI) -> None:
+    """Every other request answered 503: a flapping server."""
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def rule(request: RecordedRequest) -> Action | None:
+        with lock:
+            return Action(status=503) if next(counter) % 2 == 0 else None
+
+    fake.always(rule)
+
+
+def test_a_flapping_server_logs_one_outage_warning(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    alternate_503(fake)
+    provider = make_provider(fake.url)
+    workflow = run(provider, [quick] * 30)
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    mine = [r for r in api_logs.records if r.name.startswith("dotflow.server.api")]
+    outages = [r for r in mine if "cannot deliver" in r.getMessage()]
+    assert len(outages) > 5  # the server did flap
+    assert [r.levelno for r in outages].count(logging.WARNING) == 1
+    assert [r.levelno for r in mine if "recovered" in r.getMessage()].count(logging.INFO) == 1
+
+
+def test_an_outage_after_the_quiet_interval_warns_again_and_counts_the_short_ones(
+    fake: FakeAPI,
+    make_provider: Callable[..., ServerAPI],
+    api_logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery_module, "OUTAGE_LOG_INTERVAL", 0.5)
+    alternate_503(fake)
+    provider = make_provider(fake.url)
+    run(provider, [quick] * 6)
+    time.sleep(0.6)
+    run(provider, [quick])
+    warnings = [r.getMessage() for r in api_logs.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "short outage(s) since the last warning" in warnings[1]
+    assert "short outage" not in warnings[0]
+
+
+def test_a_failed_request_waits_one_backoff_draw(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    """Full jitter: the retry waits the drawn delay, not the larger of two draws."""
+    draws = iter([0.0, 5.0, 5.0, 5.0])
+    fake.script(Action(status=503))
+    provider = make_provider(fake.url, delay=lambda failures, header: next(draws))
+    workflow = run(provider, [quick])
+    provider.flush(workflow.workflow_id, timeout=3.0)
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    failed, retried = fake.requests[0], fake.requests[1]
+    assert failed.status == 503 and retried.path == failed.path
+    assert retried.at - failed.done_at < 1.0
 
 
 def test_429_retry_after_is_honoured(fake: FakeAPI, make_provider: Callable[..., ServerAPI]):

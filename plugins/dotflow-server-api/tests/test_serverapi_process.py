@@ -7,6 +7,7 @@ Python 3.12+'s warning about it is silenced there.
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -21,10 +22,12 @@ from typing import Any
 
 import pytest
 import requests
-from dotflow_server_api import ServerAPI
+from dotflow_server_api import ServerAPI, payloads
+from dotflow_server_api.outbox import Entry, Outbox
+from dotflow_server_api.settings import token_fingerprint
 from fake_api import TOKEN, Action, FakeAPI
 
-from dotflow_core import ConfigurationError, DotFlow, action
+from dotflow_core import ConfigurationError, DotFlow, Secret, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
 
 SECRET = "tk_live_9f8e7d6c5b4a-SECRET"
@@ -97,6 +100,49 @@ def test_a_hanging_server_cannot_hold_the_process(
     spooled = list(outbox_dir.glob("*/*.jsonl"))
     assert len(spooled) == 1
     assert SECRET not in spooled[0].read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["hanging", "down"])
+def test_an_earlier_runs_outbox_adds_no_second_deadline(
+    server: str, outbox_dir: Path, tmp_path: Path
+) -> None:
+    """Replayed requests the server does not take cannot make the exit wait again."""
+    with FakeAPI(token=SECRET) as fake:
+        fake.always(lambda r: Action(hang=True))
+        url = fake.url if server == "hanging" else f"http://127.0.0.1:{free_port()}"
+        earlier = sample_workflow_record()
+        Outbox(outbox_dir, url, token_fingerprint(Secret(SECRET))).write(
+            earlier.workflow_id,
+            [
+                Entry(request=payloads.create_workflow(earlier), first_enqueued_at=time.time()),
+                Entry(
+                    request=payloads.create_task(sample_task_record(earlier.workflow_id, 1)),
+                    first_enqueued_at=time.time(),
+                ),
+            ],
+        )
+        (tmp_path / "steps_module.py").write_text(SCRIPT.split("workflow =")[0])
+        started = time.monotonic()
+        finished = subprocess.run(
+            [dotflow_command(), "start", "--step", "steps_module.step"],
+            cwd=tmp_path,
+            env=child_environment(url, outbox_dir),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+    assert finished.returncode == 0, finished.stderr
+    assert elapsed < FLUSH_DEADLINE + 1.0, f"the process took {elapsed:.2f} s"
+    spooled = [
+        json.loads(line)
+        for path in outbox_dir.glob("*/*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    workflows = {entry["workflow_id"] for entry in spooled}
+    assert earlier.workflow_id in workflows, "the earlier run's requests were lost"
+    assert len(workflows) == 2, "this run's requests were not spooled"
 
 
 def free_port() -> int:

@@ -62,6 +62,9 @@ START_DELAY = 0.1
 #: work comes): the extra workers of a burst do not linger, each woken by every later
 #: completion.
 IDLE_RETIREMENT = 2.0
+#: Seconds after an outage WARNING during which a new outage is logged at DEBUG only
+#: (with its recovery): a server that fails every other request does not flood the log.
+OUTAGE_LOG_INTERVAL = 60.0
 
 StreamKey = tuple[str, int | None]
 
@@ -83,6 +86,7 @@ class Item:
         "origins",
         "probe",
         "request",
+        "sent_at",
         "seq",
         "unsent_replay",
     )
@@ -111,6 +115,8 @@ class Item:
         self.failures = 0
         #: Monotonic time before which it is not sent again.
         self.not_before = 0.0
+        #: Monotonic time it was last taken for sending.
+        self.sent_at = 0.0
         #: Outbox files whose entries this request carries (settled when it is).
         self.origins: list[ClaimedFile] = origins or []
         #: Spooled or dropped while in flight: its result no longer matters.
@@ -279,6 +285,16 @@ class Delivery:
         self._outage_since: float | None = None
         self._outage_failures = 0
         self._pause_until = 0.0
+        #: When the last outage WARNING was logged; whether the current outage was not
+        #: (too soon after it), and how many such quiet outages there were since.
+        self._outage_warned_at: float | None = None
+        self._outage_quiet = False
+        self._quiet_outages = 0
+        #: Requests the server answered (anything but "retry"); that count and the time
+        #: when a flush or close last ran out of time with requests left: see
+        #: :meth:`_close_deadline`.
+        self._answered = 0
+        self._gave_up: tuple[int, float] | None = None
         self._logged: set[tuple[str, int | None]] = set()
         self._queue_full_logged = False
         self.stats = Stats()
@@ -575,6 +591,7 @@ class Delivery:
             stream.pending.popleft()
             stream.in_flight = item
             item.attempts += 1
+            item.sent_at = now
             item.probe = self._outage_since is not None
             self._in_flight += 1
             return item, None
@@ -606,11 +623,13 @@ class Delivery:
         state = self._workflow(item.request.workflow_id)
         stream = self._stream(state, item.request.task_id)
         stream.in_flight = None
+        outcome = result.outcome
+        if outcome is not Outcome.RETRY:
+            self._answered += 1
         if item.abandoned:
             self._touch(state, stream)
             self._wake(stream)
             return
-        outcome = result.outcome
         if outcome is Outcome.RETRY:
             self._retry_later(stream, item, result)
         else:
@@ -632,7 +651,8 @@ class Delivery:
     def _delivered(self, item: Item) -> None:
         self._settle(item, dropped=False)
         if self._outage_since is not None:
-            logger.info(
+            logger.log(
+                logging.DEBUG if self._outage_quiet else logging.INFO,
                 "delivery to %s recovered after %.1f s; %d request(s) waiting",
                 self.config.base_url,
                 self._clock() - self._outage_since,
@@ -659,24 +679,23 @@ class Delivery:
                 task_stream = self._streams.get((item.request.workflow_id, task_id))
                 if task_stream and task_stream.pending and task_stream.pending[0].unsent_replay:
                     self._replay_sent(task_stream.pending[0])
-        item.not_before = now + self._delay(item.failures, result.retry_after)
-        if self._outage_since is None:
-            self._outage_since = now
-            self._outage_failures = 1
-            self._pause_until = now + self._delay(1, result.retry_after)
-            logger.warning(
-                "cannot deliver to %s (%s: %s); events are kept and retried, "
-                "one request at a time, until it answers",
-                self.config.base_url,
-                item.request.endpoint,
-                result.describe(),
+        wait = self._delay(item.failures, result.retry_after)
+        if self._outage_since is None or item.probe:
+            if self._outage_since is None:
+                self._outage_began(now, item, result)
+            else:
+                self._outage_failures += 1
+            # One draw when this request's own backoff and the outage's are the same
+            # step (the usual probe): full jitter, not the larger of two draws.
+            pause = (
+                wait
+                if item.failures == self._outage_failures
+                else self._delay(self._outage_failures, result.retry_after)
             )
-        elif item.probe:
-            self._outage_failures += 1
-            self._pause_until = now + self._delay(self._outage_failures, result.retry_after)
+            self._pause_until = now + pause
         # The next probe is another request when there is one: a request the server keeps
         # refusing (while it takes others) cannot hold everything else back.
-        item.not_before = max(item.not_before, self._pause_until + 0.001)
+        item.not_before = max(now + wait, self._pause_until + 0.001)
         logger.debug(
             "%s attempt %d failed (%s); retry in %.2f s",
             item.request.endpoint,
@@ -688,6 +707,37 @@ class Delivery:
         if len(stream.pending) > 1 and self._merge(item, stream.pending[1]):
             del stream.pending[1]
             self._size -= 1
+
+    def _outage_began(self, now: float, item: Item, result: Result) -> None:
+        """Enter the outage state; one WARNING, unless one was logged a moment ago."""
+        self._outage_since = now
+        self._outage_failures = 1
+        warned_at = self._outage_warned_at
+        self._outage_quiet = warned_at is not None and now - warned_at < OUTAGE_LOG_INTERVAL
+        if self._outage_quiet:
+            self._quiet_outages += 1
+            logger.debug(
+                "cannot deliver to %s again (%s: %s); retrying",
+                self.config.base_url,
+                item.request.endpoint,
+                result.describe(),
+            )
+            return
+        self._outage_warned_at = now
+        since = (
+            f"; {self._quiet_outages} short outage(s) since the last warning"
+            if self._quiet_outages
+            else ""
+        )
+        self._quiet_outages = 0
+        logger.warning(
+            "cannot deliver to %s (%s: %s); events are kept and retried, "
+            "one request at a time, until it answers%s",
+            self.config.base_url,
+            item.request.endpoint,
+            result.describe(),
+            since,
+        )
 
     def _log_rejected(self, item: Item, result: Result) -> None:
         key = (item.request.endpoint, result.status)
@@ -834,6 +884,7 @@ class Delivery:
                     break
                 self._cond.wait(remaining)
             if self._workflow_live(workflow_id):
+                self._gave_up = (self._answered, self._clock())
                 items = self._take(lambda item: item.request.workflow_id == workflow_id)
                 self._write_outbox(items)
 
@@ -843,8 +894,8 @@ class Delivery:
         Returns the counts since the last ``close`` and logs them. The delivery
         can be used again afterwards (a new ``submit`` starts new workers).
         """
-        deadline = self._clock() + max(timeout, 0.0)
         with self._cond:
+            deadline = self._close_deadline(timeout)
             self._hurry_up()
             while (self._size > 0 or not self._replay_done()) and self._can_progress():
                 remaining = deadline - self._clock()
@@ -852,6 +903,7 @@ class Delivery:
                     break
                 self._cond.wait(remaining)
             if self._size > 0:
+                self._gave_up = (self._answered, self._clock())
                 self._write_outbox(self._take(lambda item: True))
             stats, self.stats = self.stats, Stats()
             self._generation += 1  # workers of the old generation exit
@@ -866,6 +918,31 @@ class Delivery:
             transport.close()
         self._log_summary(stats)
         return stats
+
+    def _close_deadline(self, timeout: float) -> float:
+        """When ``close`` stops waiting (lock held).
+
+        ``timeout`` from now; but now when a flush (or close) already ran out of time,
+        the server has answered nothing since, and no request sent since is still
+        waiting for its answer. The exit after a workflow whose flush gave up then
+        adds no second deadline: what is left is what a down or hanging server
+        already did not take (requests replayed from the outbox, say).
+        """
+        now = self._clock()
+        if self._gave_up is not None:
+            answered, gave_up_at = self._gave_up
+            if answered == self._answered and not any(
+                stream.in_flight is not None
+                and not stream.in_flight.abandoned
+                and stream.in_flight.sent_at > gave_up_at
+                for stream in self._streams.values()
+            ):
+                logger.debug(
+                    "not waiting for %s: it has answered nothing since the last wait ran out",
+                    self.config.base_url,
+                )
+                return now
+        return now + max(timeout, 0.0)
 
     def _replay_done(self) -> bool:
         return self._replayed or not self._replay_started
