@@ -19,11 +19,12 @@ from dotflow_server_api import delivery as delivery_module
 from dotflow_server_api.backoff import retry_delay
 from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.payloads import create_task, create_workflow
+from dotflow_server_api.provider import NEXT_ID_DEADLINE
 from dotflow_server_api.settings import ApiSettings
 from dotflow_server_api.transport import Transport
 from fake_api import TOKEN, Action, FakeAPI, RecordedRequest
 
-from dotflow_core import DotFlow, Secret, TaskStatus, WorkflowStatus, action
+from dotflow_core import ConfigurationError, DotFlow, Secret, TaskStatus, WorkflowStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
 
 FINAL = {"Completed", "Failed"}
@@ -550,6 +551,73 @@ def test_a_resumed_workflow_continues_its_numbering(
     assert sorted(tid for (wid, tid) in fake.tasks if wid == "nightly/etl 1") == [1, 2, 3, 4, 5]
     assert not [r for r in fake.requests if r.line == "POST /api/v1/workflows"]
     assert "GET /api/v1/workflows/nightly%2Fetl%201/tasks/next-id" in fake.lines()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads a request, then hangs or trickles its answer."""
+
+    ANSWER = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n"
+        b'{"next_id": 5}'
+    )
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.requests = 0
+        self._stop = threading.Event()
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            self.requests += 1
+            for byte in self.ANSWER if self.mode == "trickle" else b"":
+                if self._stop.wait(0.3):
+                    return
+                connection.sendall(bytes([byte]))
+            self._stop.wait(30)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._socket.close()
+
+
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_next_id_lookup_is_bounded_whatever_the_server_does(
+    mode: str,
+    strict: bool,
+    make_provider: Callable[..., ServerAPI],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Per-read timeouts do not bound a server that sends a byte every 0.3 s."""
+    server = RawServer(mode)
+    try:
+        provider = make_provider(server.url, strict=strict)
+        started = time.monotonic()
+        if strict:
+            with pytest.raises(ConfigurationError, match="SERVER_STRICT"):
+                provider.get_next_task_id("nightly")
+        else:
+            assert provider.get_next_task_id("nightly") is None
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert elapsed < NEXT_ID_DEADLINE + 1.0, f"the lookup took {elapsed:.2f} s"
+    assert server.requests == 1  # a slow first attempt leaves no time for a retry
+    if not strict:
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "INITIAL_TASK_ID" in warnings[0]
 
 
 def test_tasks_of_a_workflow_whose_create_was_rejected_are_still_tried(

@@ -315,9 +315,10 @@ def test_the_backoff_gets_the_failure_count_and_the_retry_after_header(
     # Never dropped after N tries: 41 failures, then delivered.
     assert stats.delivered == 1 and stats.dropped == 0 and stats.spooled == 0
     assert len(transport.calls) == 42
-    item_delays = [count for count, _ in asked[::2]]
-    assert item_delays[:5] == [1, 2, 3, 4, 5]
-    assert asked[0] == (1, "9") and asked[1] == (1, "9")  # the item's and the outage's pause
+    # One draw per failure: the probe's own backoff is the outage's pause (full jitter).
+    assert len(asked) == 41
+    assert [count for count, _ in asked[:5]] == [1, 2, 3, 4, 5]
+    assert asked[0] == (1, "9") and asked[1] == (2, None)
 
 
 def test_waits_follow_the_computed_delays(config: ApiSettings) -> None:
@@ -401,11 +402,11 @@ def test_an_unusable_next_id_warns_and_falls_back(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert cause in warnings[0]
-    assert "falls back to 1" in warnings[0] and "may collide" in warnings[0]
+    assert "falls back to INITIAL_TASK_ID (1)" in warnings[0] and "may collide" in warnings[0]
     assert requests_mock.call_count <= 2
 
 
-@pytest.mark.parametrize(("answer", "cause"), BAD_ANSWERS[:6])
+@pytest.mark.parametrize(("answer", "cause"), BAD_ANSWERS)
 def test_strict_mode_raises_instead(
     requests_mock: Any, strict_provider: ServerAPI, answer: dict[str, Any], cause: str
 ) -> None:

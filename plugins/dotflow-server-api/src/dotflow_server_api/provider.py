@@ -30,12 +30,20 @@ from dotflow_core import (
 from dotflow_server_api import payloads
 from dotflow_server_api.delivery import Delivery, Stats
 from dotflow_server_api.settings import STRICT_ENV, ApiSettings, load_settings
-from dotflow_server_api.transport import Outcome
+from dotflow_server_api.transport import Outcome, Result, Transport
 
 logger = logging.getLogger("dotflow.server.api")
 
 #: Connect and read timeout of the synchronous next-id request (seconds).
 NEXT_ID_TIMEOUT: Final = (2.0, 2.0)
+#: The whole next-id lookup, its one retry included, gives up after this many seconds:
+#: the timeouts above bound each connect and each socket read, not a server that
+#: trickles its answer a byte at a time.
+NEXT_ID_DEADLINE: Final = 2.5
+#: Pause before the one retry, which is made only when the first attempt failed fast
+#: enough to leave it at least :data:`NEXT_ID_RETRY_MIN` seconds.
+NEXT_ID_RETRY_PAUSE: Final = 0.2
+NEXT_ID_RETRY_MIN: Final = 1.0
 #: A next task id above this is taken as a server bug.
 MAX_TASK_ID: Final = 2**53
 
@@ -193,7 +201,7 @@ class ServerAPI:
             return local + 1
         logger.warning(
             "could not read the next task id of workflow %s from %s (%s); numbering falls "
-            "back to %d and may collide with the earlier run's task ids",
+            "back to INITIAL_TASK_ID (%d) and may collide with the earlier run's task ids",
             workflow_id,
             config.base_url,
             cause,
@@ -213,15 +221,17 @@ class ServerAPI:
 
     @staticmethod
     def _ask_next_id(delivery: Delivery, workflow_id: str) -> tuple[int | None, str]:
-        """The server's ``next_id`` or ``(None, cause)``; at most one retry."""
+        """The server's ``next_id`` or ``(None, cause)``; at most one retry, all within
+        :data:`NEXT_ID_DEADLINE`."""
         path = payloads.next_id_path(workflow_id)
         try:
             transport = delivery.transport()
         except Exception as error:
             return None, f"{type(error).__name__}: {error}"
+        deadline = time.monotonic() + NEXT_ID_DEADLINE
         cause = ""
         for attempt in (1, 2):
-            result = transport.send("GET", path, None, timeout=NEXT_ID_TIMEOUT)
+            result = _get_within(transport, path, deadline - time.monotonic())
             if result.outcome is Outcome.DELIVERED and result.status != 200:
                 return None, f"HTTP {result.status} (expected 200)"
             if result.outcome is Outcome.DELIVERED:
@@ -231,7 +241,9 @@ class ServerAPI:
             cause = result.describe()
             if result.outcome is not Outcome.RETRY or attempt == 2:
                 break
-            time.sleep(0.2)
+            if deadline - time.monotonic() < NEXT_ID_RETRY_PAUSE + NEXT_ID_RETRY_MIN:
+                break
+            time.sleep(NEXT_ID_RETRY_PAUSE)
         return None, cause
 
     # -- lifecycle ---------------------------------------------------------------
@@ -260,6 +272,26 @@ class ServerAPI:
         deadline = time.monotonic() + (config.flush_timeout if timeout is None else timeout)
         for delivery in deliveries:
             delivery.close(max(deadline - time.monotonic(), 0.0))
+
+
+def _get_within(transport: Transport, path: str, seconds: float) -> Result:
+    """``GET path``, given up after ``seconds`` whatever the server does.
+
+    The request runs on a daemon thread; one that overruns is left to finish (or
+    time out) on its own, and the workflow goes on.
+    """
+    answers: list[Result] = []
+    timeout = (min(NEXT_ID_TIMEOUT[0], seconds), min(NEXT_ID_TIMEOUT[1], seconds))
+    thread = threading.Thread(
+        target=lambda: answers.append(transport.send("GET", path, None, timeout=timeout)),
+        name="dotflow-server-api-next-id",
+        daemon=True,
+    )
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if answers:
+        return answers[0]
+    return Result(outcome=Outcome.RETRY, detail=f"no complete answer within {NEXT_ID_DEADLINE:g} s")
 
 
 def _parse_next_id(content: bytes) -> tuple[int | None, str]:
