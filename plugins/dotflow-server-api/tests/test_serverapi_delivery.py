@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -348,6 +349,46 @@ def test_connection_refused_ends_within_the_deadline_and_spools(
     ]
     assert len(warnings) == 1  # one line as the outage starts, however many retries
     assert "ConnectionError" in warnings[0]
+
+
+@pytest.mark.parametrize("server", ["up", "down"])
+def test_a_workflow_id_with_undecodable_bytes_is_delivered_or_spooled(
+    server: str, fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    workflow_id = os.fsdecode(b"nightly-\xff")  # as os.environ gives WORKFLOW_ID
+    url = fake.url if server == "up" else f"http://127.0.0.1:{free_port()}"
+    provider = make_provider(url, flush_timeout=0.5)
+    workflow = run(provider, [quick, quick], workflow_id=workflow_id)
+    stats = provider.stats()
+    assert stats.dropped == 0
+    if server == "up":
+        assert stats.delivered == events_of(workflow)
+        assert "PATCH /api/v1/workflows/nightly-%FF" in fake.lines()
+    else:
+        assert stats.spooled == events_of(workflow)
+        assert len(outbox_files(outbox_dir)) == 1
+
+
+def test_an_event_that_cannot_be_queued_is_counted_as_dropped_and_logged_once(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    class Refusing(Delivery):
+        def submit(self, request: Any) -> None:
+            if request.task_id is not None:
+                raise RuntimeError("cannot queue")
+            super().submit(request)
+
+    provider = ServerAPI(base_url=fake.url, token=TOKEN, delivery_factory=Refusing)
+    try:
+        workflow = run(provider, [quick, quick])
+        stats = provider.stats()
+    finally:
+        provider.shutdown(timeout=0)
+    task_events = events_of(workflow) - 3  # all but the workflow's create, start and end
+    assert stats.dropped == task_events
+    errors = [r.getMessage() for r in api_logs.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2  # create_task and update_task, once each
+    assert all("counted as dropped" in line and "cannot queue" in line for line in errors)
 
 
 def test_a_server_that_never_answers_cannot_hold_the_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import attrs
@@ -49,6 +50,13 @@ def test_path_segments_are_percent_encoded() -> None:
     assert payloads.segment("v1.2...") == "v1.2..."
     assert payloads.task_path("a/b c", 3) == "/workflows/a%2Fb%20c/tasks/3"
     assert payloads.next_id_path("x?y#z") == "/workflows/x%3Fy%23z/tasks/next-id"
+
+
+def test_ids_holding_lone_surrogates_still_make_a_path() -> None:
+    """A WORKFLOW_ID with bytes that are not UTF-8 reaches Python as surrogate escapes."""
+    undecodable = os.fsdecode(b"run-\xff")
+    assert payloads.workflow_path(undecodable) == "/workflows/run-%FF"
+    assert payloads.segment("a\ud800b") == "a%ED%A0%80b"
 
 
 def test_create_workflow() -> None:

@@ -321,6 +321,11 @@ class Delivery:
             self._start_workers()
             self._cond.notify()
 
+    def count_dropped(self, events: int) -> None:
+        """Count events lost before they could be queued (a request that could not be built)."""
+        with self._cond:
+            self.stats.dropped += events
+
     def _attach(self, item: Item) -> None:
         """Coalesce ``item`` into its stream's pending tail, or append it (lock held)."""
         state = self._workflow(item.request.workflow_id)

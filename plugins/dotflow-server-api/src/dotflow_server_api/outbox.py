@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from dotflow_server_api.payloads import CREATE_TASK, KINDS, UPDATE_TASK, Request
+from dotflow_server_api.payloads import CREATE_TASK, KINDS, UPDATE_TASK, Request, utf8
 
 logger = logging.getLogger("dotflow.server.api.outbox")
 
@@ -63,7 +63,7 @@ def destination_dirname(base_url: str, fingerprint: str) -> str:
 
 def workflow_prefix(workflow_id: str) -> str:
     """The start of the file names holding one workflow's requests."""
-    slug = quote(workflow_id, safe="")[:80]
+    slug = quote(utf8(workflow_id), safe="")[:80]
     digest = hashlib.sha256(workflow_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{slug}~{digest}."
 

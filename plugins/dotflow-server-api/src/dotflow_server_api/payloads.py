@@ -139,8 +139,24 @@ def segment(value: object) -> str:
     ``.`` and ``..`` are encoded too (``%2E``): left as they are, URL
     normalisation would remove them as dot-segments and change the path.
     """
-    encoded = quote(str(value), safe="")
+    encoded = quote(utf8(str(value)), safe="")
     return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8, never raising on lone surrogates.
+
+    An id read from the environment holds the bytes that were not UTF-8 as
+    surrogate escapes: those bytes come back as they were; any other lone
+    surrogate is kept as its three-byte form.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "surrogatepass")
 
 
 def workflow_path(workflow_id: str) -> str:

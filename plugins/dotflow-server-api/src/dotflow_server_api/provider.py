@@ -8,6 +8,7 @@ Every hook only serialises its record and queues the request (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -158,11 +159,14 @@ class ServerAPI:
     def _submit(self, hook: str, build: Callable[[Any], payloads.Request], record: Any) -> None:
         try:
             self.delivery().submit(build(record))
-        except Exception as error:  # never into the workflow; log once per hook
+        except Exception as error:  # never into the workflow; counted; logged once per hook
+            with contextlib.suppress(Exception):  # no delivery at all: nothing to count in
+                self.delivery().count_dropped(1)
             if hook not in self._failed_hooks:
                 self._failed_hooks.add(hook)
                 logger.error(
-                    "%s: event not queued: %s: %s (further failures of this hook are not logged)",
+                    "%s: event not queued, counted as dropped: %s: %s (further failures of "
+                    "this hook are not logged)",
                     hook,
                     type(error).__name__,
                     error,
