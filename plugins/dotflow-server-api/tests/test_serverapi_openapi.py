@@ -72,3 +72,11 @@ def test_bodies_use_the_contracts_fields(
         expected["properties"]["status"]["$ref"].rsplit("/", 1)[-1]
     ]
     assert body["status"] in status_schema["enum"]
+
+
+def test_the_next_id_answer_needs_only_next_id(contract: dict[str, Any]) -> None:
+    """``{"next_id": N}`` is a whole answer; ``last_id`` is optional."""
+    operation = contract["paths"]["/workflows/{workflow_id}/tasks/next-id"]["get"]
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    reference = answer["$ref"].rsplit("/", 1)[-1]
+    assert contract["components"]["schemas"][reference]["required"] == ["next_id"]

@@ -272,7 +272,10 @@ class NextTaskId(BaseModel):
     """Answer of ``GET /workflows/{workflow_id}/tasks/next-id``."""
 
     next_id: int = Field(description="The id to give the next task: last_id + 1, or 1.")
-    last_id: int | None = Field(description="The highest task id stored, or null.")
+    last_id: int | None = Field(
+        default=None,
+        description="The highest task id stored, or null. Optional: clients need only next_id.",
+    )
 
 
 class Health(BaseModel):
