@@ -20,7 +20,7 @@ from dotflow_server_api.cli import main
 from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.outbox import CLAIM_MARK, Entry, Outbox, _host_tag
 from dotflow_server_api.payloads import create_task, create_workflow, update_task
-from dotflow_server_api.settings import ApiSettings
+from dotflow_server_api.settings import ApiSettings, token_fingerprint
 from fake_api import TOKEN, Action, FakeAPI
 
 from dotflow_core import DotFlow, Secret, TaskStatus, action
@@ -281,6 +281,25 @@ def test_flush_keeps_what_the_server_does_not_take(
     assert main(["flush", "--timeout", "0.5"]) == 1
     (left,) = files(outbox_dir)
     assert left.name.endswith(".jsonl")
+
+
+def test_flush_mentions_events_waiting_under_another_token(
+    fake: FakeAPI,
+    outbox_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spool(fake.url, outbox_dir, workflows=2)  # under TOKEN
+    monkeypatch.setenv("SERVER_BASE_URL", fake.url)
+    monkeypatch.setenv("SERVER_USER_TOKEN", "rotated-token-0123456789")
+    assert main(["flush"]) == 0
+    out = capsys.readouterr().out
+    assert "Nothing waits in the outbox" in out
+    fingerprint = token_fingerprint(Secret(TOKEN))
+    assert f"6 event(s) for {fake.url} wait under another token (fingerprint {fingerprint})" in out
+    assert TOKEN not in out and "rotated-token" not in out
+    assert not fake.requests  # never sent under the other token
+    assert len(files(outbox_dir)) == 2
 
 
 def test_the_dotflow_command_runs_it(fake: FakeAPI, outbox_dir: Path) -> None:

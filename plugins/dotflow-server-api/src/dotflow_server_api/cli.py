@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from dotflow_core import ConfigurationError, Settings
@@ -112,14 +113,40 @@ def _flush(settings: Settings, timeout: float, out: TextIO) -> int:
     if not queued:
         print(f"Nothing waits in the outbox for {config.base_url} and this token.", file=out)
         delivery.close(0)
+    else:
+        stats = delivery.close(timeout)
+        print(
+            f"{stats.delivered} event(s) sent to {config.base_url}, {stats.spooled} still "
+            f"waiting, {stats.dropped} rejected by the server.",
+            file=out,
+        )
+    _mention_other_tokens(config.outbox_dir, config.base_url, config.fingerprint, out)
+    if not queued:
         return EXIT_OK
-    stats = delivery.close(timeout)
-    print(
-        f"{stats.delivered} event(s) sent to {config.base_url}, {stats.spooled} still waiting, "
-        f"{stats.dropped} rejected by the server.",
-        file=out,
-    )
     return EXIT_OK if not (stats.spooled or stats.dropped) else EXIT_REMAINING
+
+
+def _mention_other_tokens(root: Path, base_url: str, fingerprint: str, out: TextIO) -> None:
+    """Say so when events for this server wait under another token (a rotated one, say).
+
+    They are sent only with the token that spooled them: replaying them under this
+    one could file one identity's workflows under another's.
+    """
+    from dotflow_server_api.outbox import summarize
+
+    others = [
+        summary
+        for summary in summarize(root)
+        if summary.base_url == base_url and summary.fingerprint != fingerprint
+    ]
+    if others:
+        fingerprints = ", ".join(sorted({summary.fingerprint for summary in others}))
+        print(
+            f"{sum(summary.events for summary in others)} event(s) for {base_url} wait under "
+            f"another token (fingerprint {fingerprints}): a run with that token sends them "
+            "(dotflow outbox lists them).",
+            file=out,
+        )
 
 
 def _log_to_stderr_if_unconfigured() -> None:
