@@ -48,6 +48,8 @@ class Action:
     disconnect: bool = False
     match: str | None = None
     headers: dict[str, str] = attrs.field(factory=dict)
+    #: Sent as the body as it is (with ``status``, default 200) instead of JSON.
+    raw: bytes | None = None
 
 
 @attrs.define
@@ -251,6 +253,8 @@ class FakeAPI:
                 expected = f"Bearer {api.token}"
                 if api.token is not None and request.headers.get("Authorization") != expected:
                     status, payload = 401, {"detail": "invalid token"}
+                elif action.raw is not None:
+                    status, payload = action.status or 200, None
                 elif action.status is not None:
                     status, payload = action.status, action.body or {"detail": "scripted"}
                 else:
@@ -263,7 +267,7 @@ class FakeAPI:
                 # this answer can only arrive later (stamped after, another thread could
                 # record that request's arrival first, and the ordering checks would flake).
                 request.done_at = time.monotonic()
-                data = json.dumps(payload).encode()
+                data = action.raw if action.raw is not None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

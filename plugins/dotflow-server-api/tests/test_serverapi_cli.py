@@ -1,0 +1,300 @@
+"""Managed mode through its public faces: the ``dotflow`` CLI and a forked process.
+
+- ``SERVER_STRICT=1``: an unusable next-id answer stops ``dotflow start`` (exit 2)
+  before any task runs; without it, one WARNING and the run goes on.
+- A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable.
+- A 3xx answer to a POST/PATCH is logged as an ERROR and never followed.
+- A fork while the parent's worker is delivering: each process sends its own events once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dotflow_server_api import ServerAPI
+from fake_api import TOKEN, Action, FakeAPI, RecordedRequest
+
+from dotflow_core import DotFlow, action
+from dotflow_core.testing import sample_task_record, sample_workflow_record
+
+WORKFLOW_ID = "nightly-etl-42"
+SECRET = "tk_live_5e4d3c2b1a-CLI-SECRET"
+STEPS = textwrap.dedent(
+    """
+    from pathlib import Path
+    from dotflow_core import action
+
+    @action
+    def step(initial_context):
+        (Path(__file__).parent / "step-ran").write_text("yes")
+        return 1
+    """
+)
+NEXT_ID = r"^GET /api/v1/workflows/[^/]+/tasks/next-id$"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeAPI]:
+    with FakeAPI(token=TOKEN, prefix="/api/v1") as api:
+        yield api
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory holding ``steps_module.step``, which leaves ``step-ran`` when it runs."""
+    (tmp_path / "steps_module.py").write_text(STEPS)
+    return tmp_path
+
+
+def dotflow_start(
+    project: Path, outbox_dir: Path, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """``dotflow start --provider api --step steps_module.step`` in ``project``."""
+    command = shutil.which("dotflow", path=str(Path(sys.executable).parent))
+    assert command is not None, "the dotflow console script is not installed"
+    environment = {
+        **os.environ,  # already cleaned of dotflow variables by the autouse fixture
+        "SERVER_FLUSH_TIMEOUT": "1",
+        "DOTFLOW_OUTBOX_DIR": str(outbox_dir),
+        **variables,
+    }
+    return subprocess.run(
+        [command, "start", "--provider", "api", "--step", "steps_module.step"],
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("dotflow: error:")]
+
+
+def fail_next_id(server: FakeAPI, failure: str) -> None:
+    """Make the next-id endpoint fail the way ``failure`` names."""
+    actions = {
+        "not json": [Action(raw=b"<html>Bad gateway</html>", match=NEXT_ID)],
+        "http 500": [Action(status=500, match=NEXT_ID), Action(status=500, match=NEXT_ID)],
+        "http 404": [Action(status=404, match=NEXT_ID)],
+        "string": [Action(status=200, body={"next_id": "x"}, match=NEXT_ID)],
+        "zero": [Action(status=200, body={"next_id": 0}, match=NEXT_ID)],
+        "missing": [Action(status=200, body={"last_id": 7}, match=NEXT_ID)],
+    }
+    server.script(*actions[failure])
+
+
+#: Each failure and a piece of the cause the error line must name.
+FAILURES = {
+    "http 500": "HTTP 500",
+    "http 404": "HTTP 404",
+    "not json": "not JSON",
+    "string": "not an integer",
+    "zero": "outside",
+    "missing": "no next_id",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_strict_mode_stops_the_run_before_any_task_when_the_next_id_is_unusable(
+    failure: str, server: FakeAPI, project: Path, outbox_dir: Path
+) -> None:
+    fail_next_id(server, failure)
+
+    finished = dotflow_start(
+        project,
+        outbox_dir,
+        SERVER_BASE_URL=server.url,
+        SERVER_USER_TOKEN=TOKEN,
+        WORKFLOW_ID=WORKFLOW_ID,
+        SERVER_STRICT="1",
+    )
+
+    assert finished.returncode == 2, finished.stderr
+    assert not (project / "step-ran").exists(), "a step ran although the run was refused"
+    errors = error_lines(finished.stderr)
+    assert len(errors) == 1, finished.stderr
+    assert WORKFLOW_ID in errors[0]
+    assert FAILURES[failure] in errors[0]
+    assert "Traceback" not in finished.stderr
+    assert TOKEN not in finished.stdout + finished.stderr
+    asked = [line for line in server.lines() if line.endswith("/next-id")]
+    assert len(asked) == (2 if failure == "http 500" else 1), asked  # at most one retry
+    sent = [line for line in server.lines() if not line.startswith("GET ")]
+    assert sent == [], "the server heard of a run that never started"
+
+
+@pytest.mark.slow
+def test_without_strict_mode_an_unusable_next_id_warns_and_the_run_goes_on(
+    server: FakeAPI, project: Path, outbox_dir: Path
+) -> None:
+    fail_next_id(server, "http 500")
+
+    finished = dotflow_start(
+        project,
+        outbox_dir,
+        SERVER_BASE_URL=server.url,
+        SERVER_USER_TOKEN=TOKEN,
+        WORKFLOW_ID=WORKFLOW_ID,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert (project / "step-ran").exists()
+    warnings = [line for line in finished.stderr.splitlines() if "may collide" in line]
+    assert len(warnings) == 1, finished.stderr
+    assert "warning" in warnings[0].lower()
+    assert WORKFLOW_ID in warnings[0]
+    assert "HTTP 500" in warnings[0]
+    assert error_lines(finished.stderr) == []
+    assert f"POST /api/v1/workflows/{WORKFLOW_ID}/tasks" in server.lines()  # still reported
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("url", ["ftp://example.com", "/relative/path", "not a url", "http://"])
+def test_a_base_url_that_is_not_absolute_http_is_a_configuration_error(
+    url: str, project: Path, outbox_dir: Path
+) -> None:
+    finished = dotflow_start(project, outbox_dir, SERVER_BASE_URL=url, SERVER_USER_TOKEN=SECRET)
+
+    assert finished.returncode == 2, finished.stderr
+    assert not (project / "step-ran").exists()
+    errors = error_lines(finished.stderr)
+    assert len(errors) == 1, finished.stderr
+    assert "SERVER_BASE_URL" in errors[0]
+    assert SECRET not in finished.stdout + finished.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("token", ["", "   "], ids=["empty", "blank"])
+def test_an_empty_token_is_a_configuration_error(
+    token: str, server: FakeAPI, project: Path, outbox_dir: Path
+) -> None:
+    finished = dotflow_start(
+        project, outbox_dir, SERVER_BASE_URL=server.url, SERVER_USER_TOKEN=token
+    )
+
+    assert finished.returncode == 2, finished.stderr
+    assert not (project / "step-ran").exists()
+    errors = error_lines(finished.stderr)
+    assert len(errors) == 1, finished.stderr
+    assert "SERVER_USER_TOKEN" in errors[0]
+    assert server.requests == []
+
+
+@action
+def ok(initial_context: Any) -> int:
+    return 1
+
+
+REDIRECTED = {
+    "POST": r"^POST /api/v1/workflows/[^/]+/tasks$",  # the task's create
+    "PATCH": r"^PATCH /api/v1/workflows/[^/]+$",  # the workflow's final status
+}
+
+
+@pytest.mark.parametrize("method", list(REDIRECTED))
+@pytest.mark.parametrize("target", ["same server", "other server"])
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_redirect_is_logged_as_an_error_and_not_followed(
+    status: int,
+    target: str,
+    method: str,
+    fake: FakeAPI,
+    make_provider: Callable[..., ServerAPI],
+    api_logs: pytest.LogCaptureFixture,
+) -> None:
+    with FakeAPI(token=None, prefix="/api/v1") as other:
+        location = f"{(fake if target == 'same server' else other).url}/moved"
+        fake.script(Action(status=status, headers={"Location": location}, match=REDIRECTED[method]))
+        provider = make_provider(fake.url)
+        run = DotFlow(providers=[provider])
+        run.task.add(ok)
+        run.start()
+        provider.shutdown(5)
+        everything = fake.requests + other.requests
+
+    redirected = [r for r in fake.requests if r.status == status]
+    assert len(redirected) == 1, fake.lines()
+    assert redirected[0].method == method
+    matching = [line for line in fake.lines() if line == redirected[0].line]
+    assert len(matching) == 1, "the redirected request was sent again"
+    assert not [r.line for r in everything if r.path.endswith("/moved")], (
+        "the redirect was followed"
+    )
+    assert other.requests == []
+    assert not [r.line for r in everything if r.method == "GET"], "re-sent as a GET"
+    errors = [
+        r.getMessage()
+        for r in api_logs.records
+        if r.levelno == logging.ERROR and "redirect" in r.getMessage()
+    ]
+    assert len(errors) == 1, api_logs.text
+    assert str(status) in errors[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_mid_delivery_and_its_parent_each_deliver_their_events_once(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    parent = sample_workflow_record()
+    parent_id = parent.workflow_id
+
+    def slow_for_the_parent(request: RecordedRequest) -> Action | None:
+        mine = parent_id in request.path or parent_id.encode() in request.body
+        return Action(delay=0.5) if mine else None
+
+    fake.always(slow_for_the_parent)
+    provider = make_provider(fake.url)
+    provider.create_workflow(parent)
+    for task_id in (1, 2, 3):
+        provider.create_task(sample_task_record(parent_id, task_id))
+    assert fake.wait_for(lambda: fake.in_flight >= 1)  # the parent's worker is sending now
+    assert provider.delivery().pending(parent_id) > 0
+
+    pid = os.fork()
+    if pid == 0:  # the child: report a workflow of its own with the same provider
+        code = 1
+        try:
+            run = DotFlow(providers=[provider])
+            run.task.add(ok)
+            run.task.add(ok)
+            run.start()
+            code = 0 if provider.delivery().pending() == 0 else 3
+            provider.shutdown(5)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    provider.shutdown(5)  # the parent's worker still delivers its own queue
+
+    repeated = Counter((r.method, r.path, r.body) for r in fake.requests)
+    assert [key for key, count in repeated.items() if count > 1] == []
+    created = [r.json["id"] for r in fake.requests if r.line == "POST /api/v1/workflows"]
+    assert len(created) == 2 and parent_id in created, created
+    (child_id,) = {*created} - {parent_id}
+
+    def task_creates(workflow_id: str) -> list[int]:
+        path = f"/api/v1/workflows/{workflow_id}/tasks"
+        return sorted(r.json["id"] for r in fake.requests if r.line == f"POST {path}")
+
+    assert task_creates(parent_id) == [1, 2, 3]
+    assert task_creates(child_id) == [1, 2]
+    parents = [r for r in fake.requests if parent_id in r.path or parent_id.encode() in r.body]
+    assert len(parents) == 4, [r.line for r in parents]
+    assert fake.delivered_state(child_id) == {
+        "status": "Completed",
+        "tasks": {1: "Completed", 2: "Completed"},
+    }
