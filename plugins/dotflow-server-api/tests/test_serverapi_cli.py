@@ -78,6 +78,11 @@ def dotflow_start(
     )
 
 
+def resumed(server: FakeAPI) -> dict[str, str]:
+    """The variables of a managed run of ``WORKFLOW_ID`` reporting to ``server``."""
+    return {"SERVER_BASE_URL": server.url, "SERVER_USER_TOKEN": TOKEN, "WORKFLOW_ID": WORKFLOW_ID}
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("dotflow: error:")]
 
@@ -113,14 +118,7 @@ def test_strict_mode_stops_the_run_before_any_task_when_the_next_id_is_unusable(
 ) -> None:
     fail_next_id(server, failure)
 
-    finished = dotflow_start(
-        project,
-        outbox_dir,
-        SERVER_BASE_URL=server.url,
-        SERVER_USER_TOKEN=TOKEN,
-        WORKFLOW_ID=WORKFLOW_ID,
-        SERVER_STRICT="1",
-    )
+    finished = dotflow_start(project, outbox_dir, **resumed(server), SERVER_STRICT="1")
 
     assert finished.returncode == 2, finished.stderr
     assert not (project / "step-ran").exists(), "a step ran although the run was refused"
@@ -142,13 +140,7 @@ def test_without_strict_mode_an_unusable_next_id_warns_and_the_run_goes_on(
 ) -> None:
     fail_next_id(server, "http 500")
 
-    finished = dotflow_start(
-        project,
-        outbox_dir,
-        SERVER_BASE_URL=server.url,
-        SERVER_USER_TOKEN=TOKEN,
-        WORKFLOW_ID=WORKFLOW_ID,
-    )
+    finished = dotflow_start(project, outbox_dir, **resumed(server))
 
     assert finished.returncode == 0, finished.stderr
     assert (project / "step-ran").exists()

@@ -70,6 +70,15 @@ def dotflow_command() -> str:
     return command
 
 
+def run_timed(
+    command: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``command`` to its end: its result, and how many seconds it took."""
+    started = time.monotonic()
+    finished = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+    return finished, time.monotonic() - started
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["dotflow start", "script"])
 def test_a_hanging_server_cannot_hold_the_process(
@@ -84,16 +93,7 @@ def test_a_hanging_server_cannot_hold_the_process(
         else:
             command = [dotflow_command(), "start", "--step", "steps_module.step", "-vv"]
             command += ["--step", "steps_module.step"]
-        started = time.monotonic()
-        finished = subprocess.run(
-            command,
-            cwd=tmp_path,
-            env=child_environment(hanging.url, outbox_dir),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        elapsed = time.monotonic() - started
+        finished, elapsed = run_timed(command, tmp_path, child_environment(hanging.url, outbox_dir))
     assert finished.returncode == 0, finished.stderr
     assert elapsed < FLUSH_DEADLINE + 1.0, f"the process took {elapsed:.2f} s"
     assert SECRET not in finished.stdout + finished.stderr
@@ -123,16 +123,11 @@ def test_an_earlier_runs_outbox_adds_no_second_deadline(
             ],
         )
         (tmp_path / "steps_module.py").write_text(SCRIPT.split("workflow =")[0])
-        started = time.monotonic()
-        finished = subprocess.run(
+        finished, elapsed = run_timed(
             [dotflow_command(), "start", "--step", "steps_module.step"],
-            cwd=tmp_path,
-            env=child_environment(url, outbox_dir),
-            capture_output=True,
-            text=True,
-            timeout=30,
+            tmp_path,
+            child_environment(url, outbox_dir),
         )
-        elapsed = time.monotonic() - started
     assert finished.returncode == 0, finished.stderr
     assert elapsed < FLUSH_DEADLINE + 1.0, f"the process took {elapsed:.2f} s"
     spooled = [
