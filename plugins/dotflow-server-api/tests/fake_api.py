@@ -65,6 +65,8 @@ class RecordedRequest:
     status: int | None = None
     #: Monotonic time the answer was sent (None: hung or disconnected).
     done_at: float | None = None
+    #: The client's port: requests with the same one came on the same connection.
+    client_port: int = 0
 
     @property
     def json(self) -> Any:
@@ -225,6 +227,7 @@ class FakeAPI:
                     headers=dict(self.headers.items()),
                     body=body,
                     at=time.monotonic(),
+                    client_port=self.client_address[1],
                 )
                 with api._lock:
                     api.requests.append(request)

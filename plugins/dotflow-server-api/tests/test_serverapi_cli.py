@@ -24,7 +24,7 @@ import pytest
 from dotflow_server_api import ServerAPI
 from fake_api import TOKEN, Action, FakeAPI, RecordedRequest
 
-from dotflow_core import DotFlow, action
+from dotflow_core import DotFlow, TaskStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
 
 WORKFLOW_ID = "nightly-etl-42"
@@ -244,15 +244,20 @@ def test_a_child_forked_mid_delivery_and_its_parent_each_deliver_their_events_on
     parent = sample_workflow_record()
     parent_id = parent.workflow_id
 
-    def slow_for_the_parent(request: RecordedRequest) -> Action | None:
-        mine = parent_id in request.path or parent_id.encode() in request.body
-        return Action(delay=0.5) if mine else None
+    def slow_parent_updates(request: RecordedRequest) -> Action | None:
+        return (
+            Action(delay=0.5) if request.method == "PATCH" and parent_id in request.path else None
+        )
 
-    fake.always(slow_for_the_parent)
+    fake.always(slow_parent_updates)
     provider = make_provider(fake.url)
     provider.create_workflow(parent)
     for task_id in (1, 2, 3):
         provider.create_task(sample_task_record(parent_id, task_id))
+    assert fake.wait_for(lambda: len(fake.requests) == 4 and fake.in_flight == 0)
+    # The task creates went at once, on several connections, now idle in the pool; one
+    # slow update takes one of them.
+    provider.update_task(sample_task_record(parent_id, 1, TaskStatus.COMPLETED))
     assert fake.wait_for(lambda: fake.in_flight >= 1)  # the parent's worker is sending now
     assert provider.delivery().pending(parent_id) > 0
 
@@ -285,7 +290,11 @@ def test_a_child_forked_mid_delivery_and_its_parent_each_deliver_their_events_on
     assert task_creates(parent_id) == [1, 2, 3]
     assert task_creates(child_id) == [1, 2]
     parents = [r for r in fake.requests if parent_id in r.path or parent_id.encode() in r.body]
-    assert len(parents) == 4, [r.line for r in parents]
+    assert len(parents) == 5, [r.line for r in parents]
+    # The child opened connections of its own: a socket shared with the parent would
+    # interleave two processes' requests and answers.
+    childs = [r for r in fake.requests if child_id in r.path or child_id.encode() in r.body]
+    assert not {r.client_port for r in parents} & {r.client_port for r in childs}
     assert fake.delivered_state(child_id) == {
         "status": "Completed",
         "tasks": {1: "Completed", 2: "Completed"},
