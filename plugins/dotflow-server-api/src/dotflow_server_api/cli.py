@@ -109,21 +109,20 @@ def _flush(settings: Settings, timeout: float, out: TextIO) -> int:
     config = load_settings(settings)
     _log_to_stderr_if_unconfigured()
     delivery = Delivery(config)
-    queued = delivery.replay()
-    if not queued:
-        print(f"Nothing waits in the outbox for {config.base_url} and this token.", file=out)
-        delivery.close(0)
-    else:
+    if delivery.replay():
         stats = delivery.close(timeout)
         print(
             f"{stats.delivered} event(s) sent to {config.base_url}, {stats.spooled} still "
             f"waiting, {stats.dropped} rejected by the server.",
             file=out,
         )
+        code = EXIT_REMAINING if stats.spooled or stats.dropped else EXIT_OK
+    else:
+        print(f"Nothing waits in the outbox for {config.base_url} and this token.", file=out)
+        delivery.close(0)
+        code = EXIT_OK
     _mention_other_tokens(config.outbox_dir, config.base_url, config.fingerprint, out)
-    if not queued:
-        return EXIT_OK
-    return EXIT_OK if not (stats.spooled or stats.dropped) else EXIT_REMAINING
+    return code
 
 
 def _mention_other_tokens(root: Path, base_url: str, fingerprint: str, out: TextIO) -> None:
