@@ -225,8 +225,10 @@ class ServerAPI:
 
     @staticmethod
     def _ask_next_id(delivery: Delivery, workflow_id: str) -> tuple[int | None, str]:
-        """The server's ``next_id`` or ``(None, cause)``; at most one retry, all within
-        :data:`NEXT_ID_DEADLINE`."""
+        """The server's ``next_id``, or ``(None, cause)``.
+
+        At most one retry, and all within :data:`NEXT_ID_DEADLINE`.
+        """
         path = payloads.next_id_path(workflow_id)
         try:
             transport = delivery.transport()
