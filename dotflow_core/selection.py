@@ -17,7 +17,7 @@ them); the word ``none`` selects no provider at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
@@ -56,12 +56,17 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
 
     :raises ConfigurationError: an empty name, or ``none`` mixed with others.
     """
-    items = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:  # a number, a boolean or a table from a config file
+        items = [None]
     names: list[str] = []
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise ConfigurationError(
-                f"{origin}: {value!r} is not a provider list; "
+                f"{origin}: {_shown(value)} is not a provider list; "
                 f"use comma-separated names such as 'api,default', or 'none'"
             )
         name = item.strip()
@@ -72,6 +77,17 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
             raise ConfigurationError(f"{origin}: 'none' cannot be combined with other providers")
         return ()
     return tuple(names)
+
+
+def _shown(value: object) -> str:
+    """A setting's value as its user wrote it (TOML words, not Python reprs)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return repr(list(value))
+    if isinstance(value, Mapping):
+        return "a table"
+    return repr(value)
 
 
 def select_providers(

@@ -119,7 +119,10 @@ def _dotflow_table(path: Path) -> dict[str, Any] | None:
     document = _read_toml(path)
     if path.name != PYPROJECT_NAME:
         return document
-    table = document.get("tool", {}).get("dotflow")
+    tools = document.get("tool", {})
+    if not isinstance(tools, dict):
+        raise ConfigurationError(f"{path}: [tool] must be a table, not {tools!r}")
+    table = tools.get("dotflow")
     if table is None:
         return None
     if not isinstance(table, dict):

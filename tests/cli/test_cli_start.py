@@ -290,6 +290,10 @@ def test_a_strict_get_next_task_id_failure_exits_2_and_shuts_down(
         ({"dotflow.toml": "provider = [broken"}, {}, "invalid TOML"),
         ({}, {"DOTFLOW_CONFIG": "/nonexistent/dotflow.toml"}, "DOTFLOW_CONFIG"),
         ({"dotflow.toml": 'provider = ""'}, {}, "not a provider list"),
+        ({"dotflow.toml": "provider = 42"}, {}, "42 is not a provider list"),
+        ({"dotflow.toml": "provider = true"}, {}, "true is not a provider list"),
+        ({"dotflow.toml": "provider = {fake = 1}"}, {}, "a table is not a provider list"),
+        ({"dotflow.toml": 'provider = ["fake", 3]'}, {}, "not a provider list"),
     ],
 )
 def test_a_bad_config_file_exits_2(
@@ -298,6 +302,12 @@ def test_a_bad_config_file_exits_2(
     for name, text in files.items():
         (project.path / name).write_text(text)
     assert_usage_error(dotflow("start", "-s", "flow.extract", env=env), fragment)
+
+
+def test_a_pyproject_whose_tool_is_not_a_table_exits_2(dotflow: Dotflow, project: Project) -> None:
+    (project.path / "dotflow.toml").unlink()
+    (project.path / "pyproject.toml").write_text("tool = 5\n")
+    assert_usage_error(dotflow("start", "-s", "flow.extract"), "[tool] must be a table, not 5")
 
 
 @pytest.mark.parametrize(
