@@ -101,12 +101,21 @@ class ProviderManager:
             or a provider rejects its settings.
         """
         manager = cls()
-        for provider in providers:
-            if isinstance(provider, str):
-                manager.add_installed(provider)
-            else:
-                manager.add(provider)
-        manager.configure(settings if settings is not None else Settings.load())
+        armed_before = set(_EXIT_PLUGINS)
+        try:
+            for provider in providers:
+                if isinstance(provider, str):
+                    manager.add_installed(provider)
+                else:
+                    manager.add(provider)
+            manager.configure(settings if settings is not None else Settings.load())
+        except BaseException:
+            # The run is refused: providers added here never heard of it, so they get
+            # no shutdown at exit either (unless another manager still uses them).
+            for _, plugin in manager._plugins.list_name_plugin():
+                if id(plugin) not in armed_before:
+                    _EXIT_PLUGINS.pop(id(plugin), None)
+            raise
         return manager
 
     @property
@@ -145,6 +154,7 @@ class ProviderManager:
         )
         if self._shutdown_at_exit:
             _EXIT_PLUGINS.setdefault(id(plugin), (plugin, name))
+            _SHUT_DOWN.discard(id(plugin))
         return name
 
     def configure(self, settings: Settings) -> None:
@@ -199,17 +209,23 @@ class ProviderManager:
                 if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
                     # HookImpl.function is Final for type checkers only; swapping it
                     # keeps pluggy's own call loop, ordering and monitoring intact.
-                    impl.function = self._guarded(impl.function, provider, caller.name)  # type: ignore[misc]
+                    impl.function = self._guarded(impl.function, provider, caller.name, id(plugin))  # type: ignore[misc]
 
     def _guarded(
-        self, function: Callable[..., Any], provider: str, hook: str
+        self, function: Callable[..., Any], provider: str, hook: str, plugin_id: int
     ) -> Callable[..., Any]:
         passthrough: tuple[type[BaseException], ...] = (
             (ConfigurationError,) if hook in _CONFIGURATION_HOOKS else ()
         )
+        is_shutdown = hook == "shutdown"
 
         @functools.wraps(function)
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            # A plugin whose last hook was shutdown gets no second one at exit.
+            if is_shutdown:
+                _SHUT_DOWN.add(plugin_id)
+            elif _SHUT_DOWN:
+                _SHUT_DOWN.discard(plugin_id)
             try:
                 return function(*args, **kwargs)
             except passthrough:
@@ -244,6 +260,9 @@ def _one_line(error: BaseException) -> str:
 #: Every plugin any manager activated in this process, so that each gets one
 #: ``shutdown`` call at interpreter exit, even after its workflow was collected.
 _EXIT_PLUGINS: dict[int, tuple[object, str]] = {}
+#: Plugins (by id) whose last hook call was ``shutdown`` (``dotflow start`` ends with
+#: one): the exit hook leaves them alone; any later hook call takes them off.
+_SHUT_DOWN: set[int] = set()
 
 
 @atexit.register
@@ -252,9 +271,11 @@ def _shutdown_at_exit() -> None:
         return
     manager = ProviderManager(shutdown_at_exit=False)
     for plugin, name in list(_EXIT_PLUGINS.values()):
-        manager.add(plugin, name=None if manager._plugins.has_plugin(name) else name)
+        if id(plugin) not in _SHUT_DOWN:
+            manager.add(plugin, name=None if manager._plugins.has_plugin(name) else name)
     _EXIT_PLUGINS.clear()
-    manager.shutdown(timeout=None)
+    if manager.names:
+        manager.shutdown(timeout=None)
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -312,3 +313,51 @@ def test_every_hook_can_be_called_through_the_manager(recorder: RecordingProvide
         "flush",
         "shutdown",
     ]
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from dotflow_core import DotFlow, action, hookimpl
+
+    class Counting:
+        @hookimpl
+        def shutdown(self, timeout):
+            print("shutdown", timeout, flush=True)
+
+    @action
+    def step():
+        return 1
+
+    provider = Counting()
+    workflow = DotFlow(providers=[provider])
+    workflow.task.add(step)
+    workflow.start()
+    if "shut" in sys.argv:
+        workflow.providers.shutdown(timeout=1.0)
+    if "again" in sys.argv:
+        again = DotFlow(providers=[provider])
+        again.task.add(step)
+        again.start()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), ["shutdown None"]),  # at exit only
+        (("shut",), ["shutdown 1.0"]),  # shut down already: nothing more at exit
+        (("shut", "again"), ["shutdown 1.0", "shutdown None"]),  # used again: at exit too
+    ],
+)
+def test_every_provider_gets_one_shutdown_after_its_last_use(
+    tmp_path: Path, args: tuple[str, ...], expected: list[str]
+) -> None:
+    script = tmp_path / "exit_script.py"
+    script.write_text(EXIT_SCRIPT)
+    finished = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.splitlines() == expected

@@ -47,8 +47,8 @@ def test_steps_next_to_flow_py_run_in_order_and_every_hook_reaches_the_provider(
     assert hooks[1:4] == ["create_workflow", "create_task", "create_task"]
     flushed = hooks.index("flush")
     assert hooks[flushed - 1] == "update_workflow"
-    # shutdown from the CLI, then (idempotent) once more from the core's exit handler
-    assert set(hooks[flushed + 1 :]) == {"shutdown"}
+    # one shutdown, from the CLI: the core's exit handler leaves a shut-down provider alone
+    assert hooks[flushed + 1 :] == ["shutdown"]
     assert task_updates(project) == [
         (1, "In progress"),
         (1, "Completed"),
@@ -284,6 +284,14 @@ def test_a_strict_get_next_task_id_failure_exits_2_and_shuts_down(
     assert "shutdown" in hooks
 
 
+def test_a_provider_loaded_for_a_refused_run_hears_nothing(
+    dotflow: Dotflow, project: Project
+) -> None:
+    """Not even shutdown at exit: the run it was loaded for never started."""
+    assert_usage_error(dotflow("start", "-s", "flow.extract", "-p", "fake,nosuch"), "nosuch")
+    assert project.hooks() == []
+
+
 @pytest.mark.parametrize(
     ("files", "env", "fragment"),
     [
@@ -437,8 +445,8 @@ def test_ctrl_c_exits_130_after_failing_the_running_task_and_flushing(
     final = [e for e in project.events() if e["hook"] == "update_workflow"][-1]["record"]
     assert final["status"] == "Failed"
     assert hooks.index("flush") > hooks.index("update_workflow")
-    first_shutdown = next(e for e in project.events() if e["hook"] == "shutdown")
-    assert first_shutdown["timeout"] == 5.0  # a bounded chance to deliver
+    shutdowns = [e["timeout"] for e in project.events() if e["hook"] == "shutdown"]
+    assert shutdowns == [5.0]  # a bounded chance to deliver, and no unbounded one after it
 
 
 def test_verbose_shows_library_debug_logs(dotflow: Dotflow) -> None:
