@@ -267,15 +267,14 @@ _SHUT_DOWN: set[int] = set()
 
 @atexit.register
 def _shutdown_at_exit() -> None:
-    if not _EXIT_PLUGINS:
+    waiting = [entry for entry in _EXIT_PLUGINS.values() if id(entry[0]) not in _SHUT_DOWN]
+    _EXIT_PLUGINS.clear()
+    if not waiting:  # the usual end of ``dotflow start``: no manager to build
         return
     manager = ProviderManager(shutdown_at_exit=False)
-    for plugin, name in list(_EXIT_PLUGINS.values()):
-        if id(plugin) not in _SHUT_DOWN:
-            manager.add(plugin, name=None if manager._plugins.has_plugin(name) else name)
-    _EXIT_PLUGINS.clear()
-    if manager.names:
-        manager.shutdown(timeout=None)
+    for plugin, name in waiting:
+        manager.add(plugin, name=None if manager._plugins.has_plugin(name) else name)
+    manager.shutdown(timeout=None)
 
 
 def _short(value: Any, limit: int = 80) -> str:
