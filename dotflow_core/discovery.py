@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
-
-from dotflow_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -35,6 +33,9 @@ class InstalledEntryPoint:
     entry_point: EntryPoint
     distribution: str | None
     version: str | None
+    #: Other distributions offering a provider of the same name: it cannot be loaded
+    #: until all but one are uninstalled (other providers are not affected).
+    also_offered_by: tuple[str | None, ...] = ()
 
 
 def entry_points(group: str) -> tuple[InstalledEntryPoint, ...]:
@@ -82,17 +83,19 @@ def _distinct(found_in_group: Iterable[EntryPoint]) -> tuple[InstalledEntryPoint
 def installed_providers() -> dict[str, InstalledEntryPoint]:
     """Every provider in the ``dotflow.server`` entry-point group, by name.
 
-    :raises ConfigurationError: two distributions offer the same provider name.
+    A name that several distributions offer maps to the first by distribution
+    name, its ``also_offered_by`` naming the others: loading it is an error
+    (:func:`dotflow_core.manager.load_provider`), and no other provider is affected.
     """
     found: dict[str, InstalledEntryPoint] = {}
     for provider in entry_points(ENTRY_POINT_GROUP):
         earlier = found.get(provider.name)
-        if earlier is not None:
-            raise ConfigurationError(
-                f"provider name {provider.name!r} is offered by two distributions "
-                f"({earlier.distribution} and {provider.distribution}); uninstall one"
+        if earlier is None:
+            found[provider.name] = provider
+        else:
+            found[provider.name] = replace(
+                earlier, also_offered_by=(*earlier.also_offered_by, provider.distribution)
             )
-        found[provider.name] = provider
     return found
 
 

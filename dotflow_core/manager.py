@@ -61,8 +61,14 @@ def load_provider(name: str) -> Any:
     installed = installed_providers()
     if name not in installed:
         raise UnknownProviderError(name, list(installed))
+    entry = installed[name]
+    if entry.also_offered_by:
+        offering = ", ".join(str(dist) for dist in (entry.distribution, *entry.also_offered_by))
+        raise ProviderLoadError(
+            name, f"more than one distribution offers it ({offering}); uninstall all but one"
+        )
     try:
-        return installed[name].entry_point.load()
+        return entry.entry_point.load()
     except Exception as error:
         raise ProviderLoadError(name, f"{type(error).__name__}: {error}") from error
 

@@ -257,6 +257,27 @@ def test_a_provider_that_fails_to_import_is_named_with_its_cause(installed: Path
     )
 
 
+def test_a_name_two_distributions_offer_fails_alone(installed: Path) -> None:
+    """The clash is an error for that name only; every other provider still works."""
+    twin = installed / "dotflow_twin-0.1.dist-info"
+    twin.mkdir()
+    (twin / "METADATA").write_text("Metadata-Version: 2.1\nName: dotflow-twin\nVersion: 0.1\n")
+    (twin / "entry_points.txt").write_text(
+        "[dotflow.server]\ninproc-recording = fake_providers_late\n"
+    )
+    discovery.rescan()
+    providers = discovery.installed_providers()
+    assert providers["inproc-recording"].also_offered_by == ("dotflow-twin",)
+    assert providers["inproc-late"].also_offered_by == ()
+    with pytest.raises(ProviderLoadError) as caught:
+        DotFlow(providers=["inproc-recording"])
+    assert str(caught.value) == (
+        "provider 'inproc-recording' failed to load: more than one distribution offers it "
+        "(dotflow-fake-providers, dotflow-twin); uninstall all but one"
+    )
+    assert DotFlow(providers=["inproc-late"]).providers.names == ("inproc-late",)
+
+
 def test_an_unknown_provider_lists_the_installed_ones(installed: Path) -> None:
     with pytest.raises(UnknownProviderError) as caught:
         ProviderManager.from_providers(["nope"])
