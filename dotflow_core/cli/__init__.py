@@ -10,6 +10,7 @@ what it needs when it runs. Subcommands contributed by other distributions
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_contributed(command, arguments[1:])
         # A built-in command needs no other command's name: skip reading the metadata.
         parser = build_parser(contributed=not builtin)
+        _Parser.json_errors = _asks_for_json(arguments)
         try:
             options = parser.parse_args(arguments)
         except SystemExit as stop:  # --help, --version, usage errors
@@ -80,7 +82,7 @@ def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
     ``contributed=False`` leaves them out, for a command line that starts with a
     built-in command.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Run dotflow workflows and manage the server providers they report to.",
         epilog=f"Run '{PROG} COMMAND --help' for a command's options. Docs: docs/cli.md.",
@@ -216,6 +218,32 @@ def _lazy(module: str, function: str) -> Any:
         return int(getattr(target, function)(options))
 
     return handler
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the CLI's one error line, and exit code 2.
+
+    Subcommand parsers are of this class too (argparse builds them with the
+    parent's class). ``json_errors``: the line is an ``error`` event, for a
+    command line that asks for ``--log-format json``.
+    """
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        from dotflow_core.cli.output import JSON, TEXT, Output
+
+        text = f"{self.prog}: {message}; see '{self.prog} --help'"
+        Output(JSON if self.json_errors else TEXT).error(text, EXIT_USAGE)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _asks_for_json(arguments: Sequence[str]) -> bool:
+    """Whether the command line asks for ``--log-format json`` (read before parsing it)."""
+    return any(
+        argument == "--log-format=json" or (argument == "--log-format" and value == "json")
+        for argument, value in itertools.pairwise([*arguments, ""])
+    )
 
 
 class _VersionAction(argparse.Action):

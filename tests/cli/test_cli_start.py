@@ -319,19 +319,34 @@ def test_a_pyproject_whose_tool_is_not_a_table_exits_2(dotflow: Dotflow, project
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "fragment"),
     [
-        ("start",),
-        ("start", "-s", "flow.extract", "--mode", "sideways"),
-        ("start", "-s", "flow.extract", "--log-format", "xml"),
-        ("nosuchcommand",),
-        (),
+        (("start",), "required: -s/--step"),
+        (("start", "-s", "flow.extract", "--mode", "sideways"), "invalid choice: 'sideways'"),
+        (("start", "-s", "flow.extract", "--log-format", "xml"), "invalid choice: 'xml'"),
+        (("start", "-s", "flow.extract", "--no-such-flag"), "unrecognized arguments"),
+        (("nosuchcommand",), "invalid choice: 'nosuchcommand'"),
     ],
 )
-def test_usage_errors_exit_2(dotflow: Dotflow, args: tuple[str, ...]) -> None:
-    result = dotflow(*args)
+def test_usage_errors_are_one_line_and_exit_2(
+    dotflow: Dotflow, args: tuple[str, ...], fragment: str
+) -> None:
+    assert_usage_error(dotflow(*args), fragment, "--help")
+
+
+def test_a_usage_error_is_a_json_event_when_json_is_asked_for(dotflow: Dotflow) -> None:
+    result = dotflow("start", "--log-format", "json", "-s", "flow.extract", "-m", "turbo")
     assert result.returncode == 2, result
-    assert "Traceback" not in result.stderr
+    (line,) = result.lines
+    event = json.loads(line)
+    assert event["event"] == "error" and event["exit_code"] == 2
+    assert "invalid choice: 'turbo'" in event["message"]
+
+
+def test_no_command_prints_the_help_and_exits_2(dotflow: Dotflow) -> None:
+    result = dotflow()
+    assert result.returncode == 2, result
+    assert "usage: dotflow" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_workflow_id_flag_continues_the_numbering_the_provider_gives(
