@@ -102,6 +102,24 @@ class Provider:
     result.stdout.fnmatch_lines(["*blocked for more than 10 s*"])
 
 
+def test_a_flush_that_overruns_its_timeout_fails_the_kit(pytester: pytest.Pytester) -> None:
+    """Late but not hung: 1 s timeout, 2.5 s taken (the limit is timeout + 1 s)."""
+    result = run_kit(
+        pytester,
+        """
+import time
+
+class Provider:
+    @hookimpl
+    def flush(self, workflow_id, timeout):
+        if timeout == 1.0:
+            time.sleep(timeout + 1.5)
+""",
+    )
+    result.stdout.fnmatch_lines(["*flush(timeout=1) took 2.* s*"])
+    assert result.parseoutcomes()["failed"] == 1
+
+
 def test_a_wrong_signature_fails_every_test_with_a_clear_error(pytester: pytest.Pytester) -> None:
     result = run_kit(
         pytester,

@@ -369,13 +369,21 @@ _TEST = '''\
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from dotflow_core import installed_providers
-from dotflow_core.testing import ProviderContract
+from dotflow_core.testing import ProviderContract, isolate_environment
 
 from {module} import {class_name}, provider
 
 
 class Test{class_name}(ProviderContract):
+    @pytest.fixture(autouse=True)
+    def private_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        # None of your DOTFLOW_*/SERVER_* variables; user_dir() is a temporary directory.
+        isolate_environment(monkeypatch, tmp_path / "home")
+
     def make_provider(self) -> object:
         return {class_name}()
 
