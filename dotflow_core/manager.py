@@ -78,7 +78,9 @@ class ProviderManager:
 
     ``manager.hook.<name>(...)`` calls a hook on every active provider.
     Providers are added by name (an installed entry point) or as objects
-    carrying ``@hookimpl`` functions (a module, a class instance).
+    carrying ``@hookimpl`` functions (a module, a class instance). An
+    exception a provider raises in a hook is logged once and kept in
+    ``failures`` (:class:`HookFailure`: provider, hook, error); the call goes on.
     """
 
     def __init__(self, *, shutdown_at_exit: bool = True) -> None:

@@ -66,7 +66,7 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise ConfigurationError(
-                f"{origin}: {_shown(value)} is not a provider list; "
+                f"{origin}: {shown_value(value)} is not a provider list; "
                 f"use comma-separated names such as 'api,default', or 'none'"
             )
         name = item.strip()
@@ -79,7 +79,7 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _shown(value: object) -> str:
+def shown_value(value: object) -> str:
     """A setting's value as its user wrote it (TOML words, not Python reprs)."""
     if isinstance(value, bool):
         return "true" if value else "false"

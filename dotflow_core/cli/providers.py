@@ -25,6 +25,7 @@ from dotflow_core.selection import (
     TOKEN_ENV,
     Selection,
     select_providers,
+    shown_value,
 )
 from dotflow_core.settings import Settings
 
@@ -99,7 +100,9 @@ def _reason(selection: Selection, settings: Settings) -> str:
     if selection.source == "env":
         return f"{PROVIDER_ENV}={settings.environ.get(PROVIDER_ENV, '').strip()}"
     if selection.source == "config":
-        return f"provider = {settings.config.get('provider')!r} in {settings.config_path}"
+        return (
+            f"provider = {shown_value(settings.config.get('provider'))} in {settings.config_path}"
+        )
     if selection.source == "auto":
         return (
             f"{BASE_URL_ENV} and {TOKEN_ENV} are set and the {MANAGED_PROVIDER!r} provider "

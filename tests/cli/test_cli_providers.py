@@ -54,6 +54,14 @@ def test_providers_explains_the_default_choice(dotflow: Dotflow) -> None:
         assert re.search(r"^active: default \(default\): nothing chosen", result.stdout, re.M)
 
 
+def test_providers_quotes_the_config_setting_as_written(dotflow: Dotflow, project: Project) -> None:
+    (project.path / "dotflow.toml").write_text('provider = ["fake"]\n')
+    result = dotflow("providers")
+    assert result.returncode == 0, result
+    expected = f"active: fake (config): provider = ['fake'] in {project.path / 'dotflow.toml'}"
+    assert expected in result.stdout, result
+
+
 def test_providers_json_document(dotflow: Dotflow, project: Project) -> None:
     (project.path / "dotflow.toml").write_text('provider = "fake"\n')
 
