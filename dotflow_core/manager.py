@@ -148,12 +148,12 @@ class ProviderManager:
         try:
             self._plugins.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as error:
-            raise ProviderLoadError(name, _one_line(error)) from error
+            raise ProviderLoadError(name, _plugin_error(error, plugin)) from error
         try:
             self._plugins.check_pending()
         except pluggy.PluginValidationError as error:
             self._plugins.unregister(plugin)
-            raise ProviderLoadError(name, _one_line(error)) from error
+            raise ProviderLoadError(name, _plugin_error(error, plugin)) from error
         self._isolate(plugin, name)
         self.listening = frozenset(
             caller.name
@@ -259,6 +259,12 @@ class ProviderManager:
                 _one_line(error),
                 exc_info=error,
             )
+
+
+def _plugin_error(error: BaseException, plugin: object) -> str:
+    """pluggy's validation message on one line, without the plugin's memory-address repr."""
+    text = _one_line(error)
+    return text.replace(f"plugin {plugin!r}", "this provider").replace(repr(plugin), "it")
 
 
 def _one_line(error: BaseException) -> str:
