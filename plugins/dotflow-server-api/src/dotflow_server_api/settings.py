@@ -184,7 +184,8 @@ def _base_url(value: Any, origin: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ConfigurationError(
             f"{BASE_URL_ENV} is not set; the 'api' provider needs the server's URL, "
-            f"e.g. {BASE_URL_ENV}=https://dotflow.example.com/api/v1"
+            f"e.g. {BASE_URL_ENV}=https://dotflow.example.com/api/v1 (or base_url in "
+            f"[tool.dotflow.{SECTION}])"
         )
     if not isinstance(value, str):
         raise ConfigurationError(f"{origin}={value!r}: expected a URL string")
