@@ -215,6 +215,21 @@ class Settings:
         table = self.section(section) if section else self.config
         return table.get(key, default)
 
+    def origin(self, key: str, *, env: str | None = None, section: str | None = None) -> str:
+        """Where :meth:`lookup` takes ``key`` from, to name it in an error message.
+
+        ``env`` when that variable is set; else ``<key> in [tool.dotflow.<section>]
+        of <file>`` when the config file has it; else (the default) where a user
+        would set it: ``env``, or the config key.
+        """
+        if env is not None and self.environ.get(env):
+            return env
+        in_table = f"{key} in [tool.dotflow{'.' + section if section else ''}]"
+        table = self.section(section) if section else self.config
+        if key in table:
+            return f"{in_table} of {self.config_path}" if self.config_path else in_table
+        return env or in_table
+
     def secret(
         self, key: str, *, env: str | None = None, section: str | None = None
     ) -> Secret | None:

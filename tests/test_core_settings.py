@@ -69,6 +69,23 @@ def test_lookup_prefers_a_non_empty_environment_variable() -> None:
     assert settings.lookup("missing", section="server", default=3) == 3
 
 
+def test_origin_names_where_lookup_found_the_value() -> None:
+    settings = Settings(
+        config={"server": {"read_timeout": 7}, "colour": "never"},
+        config_path=Path("/project/pyproject.toml"),
+        environ={"SERVER_READ_TIMEOUT": "12", "EMPTY": ""},
+    )
+    assert settings.origin("read_timeout", env="SERVER_READ_TIMEOUT", section="server") == (
+        "SERVER_READ_TIMEOUT"
+    )
+    assert settings.origin("read_timeout", env="EMPTY", section="server") == (
+        "read_timeout in [tool.dotflow.server] of /project/pyproject.toml"
+    )
+    assert settings.origin("colour") == "colour in [tool.dotflow] of /project/pyproject.toml"
+    assert settings.origin("missing", env="SERVER_MISSING", section="server") == "SERVER_MISSING"
+    assert settings.origin("missing", section="server") == "missing in [tool.dotflow.server]"
+
+
 def test_settings_are_read_only_and_hide_the_environment_from_repr() -> None:
     settings = Settings(config={"server": {"x": [1]}}, environ={"SERVER_USER_TOKEN": "s3cret"})
     assert "s3cret" not in repr(settings)

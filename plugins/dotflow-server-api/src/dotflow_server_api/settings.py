@@ -153,13 +153,11 @@ def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None
     for key, (env, default) in _KEYS.items():
         if key in overrides:
             raw[key] = (overrides[key], f"ServerAPI({key}=...)")
-        elif env and settings.environ.get(env):
-            raw[key] = (settings.environ[env], env)
-        elif key in settings.section(SECTION):
-            where = f" of {settings.config_path}" if settings.config_path else ""
-            raw[key] = (settings.section(SECTION)[key], f"{key} in [tool.dotflow.{SECTION}]{where}")
         else:
-            raw[key] = (default, env)
+            raw[key] = (
+                settings.lookup(key, env=env, section=SECTION, default=default),
+                settings.origin(key, env=env, section=SECTION),
+            )
 
     base_url = _base_url(*raw["base_url"])
     token = _token(settings, overrides.get("token"))
