@@ -90,9 +90,10 @@ def test_a_base_url_with_credentials_is_rejected_without_echoing_them() -> None:
     assert "pa55word" not in str(raised.value)
 
 
-def test_a_missing_base_url_names_the_variable() -> None:
-    with pytest.raises(ConfigurationError, match="SERVER_BASE_URL is not set"):
+def test_a_missing_base_url_names_the_variable_and_the_config_key() -> None:
+    with pytest.raises(ConfigurationError, match="SERVER_BASE_URL is not set") as raised:
         load_settings(Settings(config={}, environ={"SERVER_USER_TOKEN": "tok"}))
+    assert "base_url in [tool.dotflow.server]" in str(raised.value)
 
 
 @pytest.mark.parametrize("token", [None, "", "   "])
