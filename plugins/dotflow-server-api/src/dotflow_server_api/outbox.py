@@ -63,8 +63,9 @@ def destination_dirname(base_url: str, fingerprint: str) -> str:
 
 def workflow_prefix(workflow_id: str) -> str:
     """The start of the file names holding one workflow's requests."""
-    slug = quote(utf8(workflow_id), safe="")[:80]
-    digest = hashlib.sha256(workflow_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    encoded = utf8(workflow_id)
+    slug = quote(encoded, safe="")[:80]
+    digest = hashlib.sha256(encoded).hexdigest()[:8]
     return f"{slug}~{digest}."
 
 
