@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from dotflow_core import (
     InvalidStepError,
     StepTimeoutError,
     TaskStatus,
+    WorkflowStatus,
     action,
 )
 from dotflow_core.engine import runner
@@ -281,7 +283,30 @@ def test_a_raising_callback_is_logged_and_changes_nothing(
     workflow.task.add(add_one, callback=callback, initial_context=1)
     workflow.start()
     assert workflow.result_task()[0].status is TaskStatus.COMPLETED
-    assert "callback of task 1" in caplog.text
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        "callback test_a_raising_callback_is_logged_and_changes_nothing.<locals>.callback of "
+        "task 1 ("
+        in message
+        and message.endswith("raised RuntimeError: callback bug")
+        for message in messages
+    ), messages
+
+
+@pytest.mark.parametrize("mode", ["sequential", "background"])
+def test_a_step_calling_sys_exit_fails_its_task_and_the_run_goes_on(mode: str) -> None:
+    @action
+    def leaves() -> None:
+        sys.exit(0)
+
+    workflow = DotFlow(providers=[])
+    workflow.task.add([leaves, add_one], initial_context=1)
+    workflow.start(mode=mode, keep_going=True)
+    workflow.wait()
+    first, second = workflow.result_task()
+    assert first.status is TaskStatus.FAILED and first.errors[-1].type == "SystemExit"
+    assert second.status is TaskStatus.COMPLETED
+    assert workflow.status is WorkflowStatus.FAILED
 
 
 def test_steps_and_callbacks_can_be_given_as_dotted_paths() -> None:

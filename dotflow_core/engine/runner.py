@@ -137,7 +137,9 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
                 return  # abandoned while it waited to retry
             try:
                 value = _attempt(task)
-            except Exception as error:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # sys.exit() in a step fails the task, not the run
                 failure = TaskError.from_exception(error, attempt)
                 if attempt >= action.retry or control.stop.is_set():
                     _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
@@ -156,7 +158,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
             else:
                 _finish(task, TaskStatus.COMPLETED, clock, events, control, value=value)
                 return
-    except BaseException as error:  # KeyboardInterrupt, SystemExit: record, report, re-raise
+    except BaseException as error:  # KeyboardInterrupt: record, report, re-raise
         failure = TaskError.from_exception(error, attempt)
         _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
         raise
@@ -218,5 +220,9 @@ def _finish(
     if task.callback is not None:
         try:
             task.callback(task=task)
-        except Exception:
-            logger.exception("callback of task %s (%s) raised", task.task_id, task.name)
+        except Exception as error:
+            logger.exception(
+                "callback %s of task %s (%s) raised %s: %s",
+                getattr(task.callback, "__qualname__", repr(task.callback)),
+                task.task_id, task.name, type(error).__name__, error,
+            )  # fmt: skip
