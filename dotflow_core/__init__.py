@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         hookimpl,
     )
     from dotflow_core.manager import ProviderManager
-    from dotflow_core.settings import Secret, Settings, read_secret_file, user_dir
+    from dotflow_core.settings import Secret, Settings, parse_flag, read_secret_file, user_dir
 
 #: Where each public name lives; imported when first accessed.
 _LAZY: dict[str, str] = {
@@ -71,6 +71,7 @@ _LAZY: dict[str, str] = {
     "installed_providers": "dotflow_core.discovery",
     "Secret": "dotflow_core.settings",
     "Settings": "dotflow_core.settings",
+    "parse_flag": "dotflow_core.settings",
     "read_secret_file": "dotflow_core.settings",
     "user_dir": "dotflow_core.settings",
 }
@@ -116,6 +117,7 @@ __all__ = [
     "action",
     "hookimpl",
     "installed_providers",
+    "parse_flag",
     "read_secret_file",
     "user_dir",
 ]

@@ -31,16 +31,33 @@ from dotflow_core.errors import (
 from dotflow_core.hooks import specs
 from dotflow_core.hooks.markers import PROJECT_NAME
 from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskRecord, WorkflowRecord
-from dotflow_core.settings import Settings
+from dotflow_core.settings import FLAG_CHOICES, Settings, parse_flag
 
 logger = logging.getLogger("dotflow.providers")
 
-#: Set to 1 to print every hook call to stderr (hook, providers, arguments, result, time).
+#: A true value (1, true, yes, on) prints every hook call to stderr (hook, providers,
+#: arguments, result, time).
 TRACE_ENV = "DOTFLOW_TRACE_HOOKS"
 #: Hooks whose ConfigurationError stops the run instead of being isolated.
 _CONFIGURATION_HOOKS = frozenset({"configure", "get_next_task_id"})
 #: A next task id above this is treated as a provider bug, not a number to use.
 MAX_TASK_ID = 2**53
+
+
+def tracing_requested() -> bool:
+    """Whether ``DOTFLOW_TRACE_HOOKS`` asks for hook tracing; a value that is no flag warns."""
+    return _tracing(os.environ.get(TRACE_ENV, ""))
+
+
+@functools.lru_cache(maxsize=4)
+def _tracing(raw: str) -> bool:  # cached: one warning per process for a bad value
+    if not raw.strip():
+        return False
+    wanted = parse_flag(raw)
+    if wanted is None:
+        logger.warning("%s=%r: expected %s; hook tracing stays off", TRACE_ENV, raw, FLAG_CHOICES)
+        return False
+    return wanted
 
 
 @attrs.frozen
@@ -96,7 +113,7 @@ class ProviderManager:
         self.listening: frozenset[str] = frozenset()
         #: Every exception a provider raised inside a hook, in order.
         self.failures: list[HookFailure] = []
-        if os.environ.get(TRACE_ENV, "").strip() not in ("", "0", "false", "no"):
+        if tracing_requested():
             self._plugins.add_hookcall_monitoring(*_stderr_tracer())
 
     @classmethod
@@ -141,14 +158,23 @@ class ProviderManager:
         """Activate a plugin object carrying ``@hookimpl`` functions.
 
         :returns: the name it was registered under.
-        :raises ProviderLoadError: a hook signature does not match its spec, or
-            the plugin implements a hook that does not exist.
+        :raises ProviderLoadError: ``plugin`` is a class or implements no hook, a hook
+            signature does not match its spec, or it implements a hook that does not exist.
         """
         name = name or self._name_for(plugin)
+        if isinstance(plugin, type):
+            raise ProviderLoadError(
+                name, f"it is a class; pass an instance, e.g. {plugin.__name__}()"
+            )
         try:
             self._plugins.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as error:
             raise ProviderLoadError(name, _plugin_error(error, plugin)) from error
+        if not self._plugins.get_hookcallers(plugin):
+            self._plugins.unregister(plugin)
+            raise ProviderLoadError(
+                name, "it implements no hook: mark its hook functions with @hookimpl"
+            )
         try:
             self._plugins.check_pending()
         except pluggy.PluginValidationError as error:
@@ -238,13 +264,15 @@ class ProviderManager:
                 return function(*args, **kwargs)
             except passthrough:
                 raise
-            except Exception as error:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # SystemExit, CancelledError too: never the run's end
                 self._record_failure(provider, hook, error)
                 return None
 
         return guarded
 
-    def _record_failure(self, provider: str, hook: str, error: Exception) -> None:
+    def _record_failure(self, provider: str, hook: str, error: BaseException) -> None:
         with self._lock:
             self.failures.append(HookFailure(provider, hook, error))
             first = (provider, hook) not in self._logged

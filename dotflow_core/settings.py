@@ -75,6 +75,30 @@ def user_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get(HOME_ENV) or Path.home() / ".dotflow").expanduser()
 
 
+#: How a boolean setting may be written (any case, surrounding spaces ignored).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+#: What a boolean setting's error message says is valid.
+FLAG_CHOICES = "true/false (1/0, yes/no, on/off)"
+
+
+def parse_flag(value: Any) -> bool | None:
+    """A boolean setting's value: a bool, or a word of TRUE_WORDS / FALSE_WORDS.
+
+    :returns: None when ``value`` is neither, so that the caller can name the
+        setting in its error message (saying that :data:`FLAG_CHOICES` are valid).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    return None
+
+
 def read_secret_file(path: str | os.PathLike[str], *, setting: str) -> Secret:
     """Read a secret from a file that only its owner can read (mode 0600 or 0400).
 

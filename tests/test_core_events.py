@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -150,6 +151,53 @@ def test_a_raising_provider_never_breaks_the_workflow(
     assert "'update_task'" in errors[1].getMessage() and "provider bug" in errors[1].getMessage()
     failures = workflow.providers.failures
     assert [f.hook for f in failures].count("update_task") == 6
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), asyncio.CancelledError(), BaseException("odd")])
+def test_a_provider_raising_a_base_exception_never_ends_the_run(
+    recorder: RecordingProvider, error: BaseException
+) -> None:
+    class Exiting:
+        @hookimpl
+        def update_task(self, task: TaskRecord) -> None:
+            raise error
+
+    workflow = DotFlow(providers=[Exiting(), recorder])
+    workflow.task.add([produce, produce])
+    workflow.start()
+    assert workflow.status is WorkflowStatus.COMPLETED
+    assert statuses(recorder.task_events())[-1] == "Completed"
+    assert {failure.error for failure in workflow.providers.failures} == {error}
+
+
+def test_ctrl_c_inside_a_provider_still_interrupts(recorder: RecordingProvider) -> None:
+    class Interrupting:
+        @hookimpl
+        def update_task(self, task: TaskRecord) -> None:
+            raise KeyboardInterrupt
+
+    workflow = DotFlow(providers=[Interrupting(), recorder])
+    workflow.task.add(produce)
+    with pytest.raises(KeyboardInterrupt):
+        workflow.start()
+
+
+def test_a_class_instead_of_an_instance_is_a_clear_load_error() -> None:
+    class Console:
+        @hookimpl
+        def update_task(self, task: TaskRecord) -> None: ...
+
+    with pytest.raises(ProviderLoadError) as caught:
+        DotFlow(providers=[Console])
+    assert str(caught.value) == (
+        "provider 'Console' failed to load: it is a class; pass an instance, e.g. Console()"
+    )
+
+
+@pytest.mark.parametrize("plugin", [42, object(), "not-a-hook".upper])
+def test_an_object_without_hooks_is_a_clear_load_error(plugin: object) -> None:
+    with pytest.raises(ProviderLoadError, match="it implements no hook: mark its hook functions"):
+        DotFlow(providers=[plugin])
 
 
 def test_a_wrong_hook_signature_is_a_clear_load_error() -> None:
@@ -305,6 +353,35 @@ def test_tracing_prints_every_hook_call_to_stderr(
     assert "providers=[RecordingProvider]" in update
     assert f"task({workflow.workflow_id}#1 Completed)" in update
     assert update.endswith(" ms)") and "-> []" in update
+
+
+@pytest.mark.parametrize("value", ["0", "off", "FALSE", " no "])
+def test_tracing_stays_off_for_a_false_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    monkeypatch.setenv("DOTFLOW_TRACE_HOOKS", value)
+    workflow = DotFlow(providers=[RecordingProvider()])
+    workflow.task.add(produce)
+    workflow.start()
+    assert "dotflow-trace" not in capsys.readouterr().err
+
+
+def test_tracing_with_a_value_that_is_no_flag_warns_once_and_stays_off(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("DOTFLOW_TRACE_HOOKS", "verbose-please")
+    for _ in range(2):
+        workflow = DotFlow(providers=[RecordingProvider()])
+        workflow.task.add(produce)
+        workflow.start()
+    assert "dotflow-trace" not in capsys.readouterr().err
+    warnings = [r.getMessage() for r in caplog.records if "DOTFLOW_TRACE_HOOKS" in r.getMessage()]
+    assert warnings == [
+        "DOTFLOW_TRACE_HOOKS='verbose-please': expected true/false (1/0, yes/no, on/off); "
+        "hook tracing stays off"
+    ]
 
 
 def test_tracing_is_off_by_default(capsys: pytest.CaptureFixture[str]) -> None:
