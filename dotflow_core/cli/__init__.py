@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = process.EXIT_TERMINATED  # 143: SIGTERM, handled as Ctrl-C
 
 #: Execution modes of ``dotflow start`` (the engine's MODES; a test keeps them equal).
 MODES = ("sequential", "background", "parallel")
@@ -59,10 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         exit_code = int(options.handler(options))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code(interrupt)
     return exit_code
+
+
+def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (see :mod:`.process`)."""
+    return EXIT_TERMINATED if isinstance(interrupt, process.Terminated) else EXIT_INTERRUPTED
 
 
 def console_main() -> int:
@@ -114,7 +120,7 @@ def _add_start(commands: Any) -> None:
             "Run the given steps as the tasks of one workflow, report every event to the "
             "selected providers and show progress on stderr. Exit code: 0 all tasks "
             "completed, 1 a task failed, 2 usage or configuration error (nothing ran), "
-            "130 interrupted."
+            "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
         ),
     )
     start.add_argument(
@@ -305,6 +311,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_TASK_FAILED",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CliError",
     "console_main",

@@ -1,4 +1,10 @@
-"""Garbage-collector tuning the ``dotflow`` command applies in a process it owns.
+"""What the ``dotflow`` command does in a process it owns: SIGTERM handling, GC tuning.
+
+SIGTERM (what CI runners, systemd and Kubernetes send to stop a job) ends a
+run the way Ctrl-C does: it raises :class:`Terminated`, a ``KeyboardInterrupt``,
+in the main thread, so running tasks are reported ``Failed``, providers get
+their bounded shutdown (the api provider spools what it could not send), and
+the command exits with 143 instead of dying with its queued events.
 
 A short ``dotflow`` run spends tens of milliseconds in the cyclic garbage
 collector for nothing: start-up imports allocate tens of thousands of
@@ -20,10 +26,48 @@ calls :func:`dotflow_core.cli.main`):
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+
+#: The exit code after SIGTERM (128 + the signal's number, as shells report it).
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 _owned = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the run ends as on Ctrl-C, with exit code 143."""
+
+
+def _on_sigterm(owner: int) -> Callable[[int, FrameType | None], None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked worker inherited this: end as SIGTERM ends it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated(f"terminated (signal {signum})")
+
+    return handle
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while the command runs, unless someone else set it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # e.g. ignored by the caller
+        yield
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager
@@ -34,7 +78,8 @@ def owned() -> Iterator[None]:
     _owned = True
     gc.disable()
     try:
-        yield
+        with _sigterm_interrupts():
+            yield
     finally:
         _owned = False
         gc.collect()  # runs whether or not the collector is enabled

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from dotflow_core.cli import (
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TASK_FAILED,
     EXIT_USAGE,
     CliError,
+    interrupted_exit_code,
     process,
 )
 from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
@@ -82,25 +82,26 @@ def _run_with(
             output.error(str(error), EXIT_USAGE)
             return EXIT_USAGE
         except KeyboardInterrupt:
+            shut_down = True  # set first: a second Ctrl-C must not start an unbounded one
             manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
-            shut_down = True
             raise
         clock = time.perf_counter()
-        interrupted = False
+        interruption: KeyboardInterrupt | None = None
         try:
             workflow.start(mode=options.mode, keep_going=options.keep_going)
             if options.mode == "background":
                 workflow.wait()
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (process.Terminated)
+            interruption = interrupt
             # Background mode: Ctrl-C lands here, not in the run's thread; end the run
             # the same way (running tasks and the workflow reported Failed, flushed).
             workflow.cancel()
-            manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
             shut_down = True
+            manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
         statuses = [task.status for task in workflow.result_task()]
-        if interrupted:
-            exit_code = EXIT_INTERRUPTED
+        interrupted = interruption is not None
+        if interruption is not None:
+            exit_code = interrupted_exit_code(interruption)
         elif TaskStatus.FAILED in statuses or workflow.status is WorkflowStatus.FAILED:
             exit_code = EXIT_TASK_FAILED
         else:
@@ -127,7 +128,7 @@ def _run_with(
             # would keep the process alive; providers have had their bounded shutdown.
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)
+            os._exit(exit_code)
         return exit_code
     finally:
         if not shut_down:

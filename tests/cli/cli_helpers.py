@@ -59,6 +59,13 @@ def slow():
         time.sleep(0.1)
 
 
+@action
+def exits(initial_context):
+    import sys
+
+    sys.exit(0)
+
+
 def undecorated():
     return 1
 """

@@ -103,6 +103,21 @@ def test_a_failed_task_exits_1_and_is_shown_once(dotflow: Dotflow, project: Proj
     assert "Traceback" not in result.stderr
 
 
+def test_a_step_calling_sys_exit_fails_its_task_not_the_run(
+    dotflow: Dotflow, project: Project
+) -> None:
+    result = dotflow(
+        "start", "-s", "flow.exits", "-s", "flow.extract", "-p", "fake", "--keep-going"
+    )
+
+    assert result.returncode == 1, result  # sys.exit(0) must not turn a failure into success
+    assert any("flow.exits: Failed" in line and "SystemExit: 0" in line for line in result.lines)
+    summary = summary_of(result)
+    assert (summary["outcome"], summary["completed"], summary["failed"]) == ("Failed", "1", "1")
+    assert (1, "Failed") in task_updates(project) and (2, "Completed") in task_updates(project)
+    assert "Traceback" not in result.stderr
+
+
 def test_keep_going_runs_the_rest_and_still_exits_1(dotflow: Dotflow) -> None:
     result = dotflow("start", "-s", "flow.explode", "-s", "flow.extract", "--keep-going")
 
@@ -436,8 +451,11 @@ def test_callback_runs_after_each_task(dotflow: Dotflow, project: Project) -> No
 
 
 @pytest.mark.parametrize("mode", ["sequential", "parallel"])
-def test_ctrl_c_exits_130_after_failing_the_running_task_and_flushing(
-    project: Project, tmp_path: Path, mode: str
+@pytest.mark.parametrize(
+    ("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_ctrl_c_or_sigterm_exits_after_failing_the_running_task_and_flushing(
+    project: Project, tmp_path: Path, mode: str, stop: signal.Signals, exit_code: int
 ) -> None:
     marker = tmp_path / "slow.started"
     process = popen_dotflow(
@@ -449,10 +467,10 @@ def test_ctrl_c_exits_130_after_failing_the_running_task_and_flushing(
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the slow step never started"
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
 
-    assert process.returncode == 130, stderr
+    assert process.returncode == exit_code, stderr
     assert "Traceback" not in stderr
     assert re.search(r"^dotflow: workflow \S+ interrupted in ", stderr, re.MULTILINE), stderr
     assert (1, "Failed") in task_updates(project)
@@ -479,8 +497,11 @@ def test_trace_hooks_env_prints_every_hook_call(dotflow: Dotflow) -> None:
     assert any(line.startswith("dotflow-trace update_task(") for line in result.lines)
 
 
-def test_ctrl_c_in_background_mode_exits_130_after_a_bounded_shutdown(
-    project: Project, tmp_path: Path
+@pytest.mark.parametrize(
+    ("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_ctrl_c_or_sigterm_in_background_mode_exits_after_a_bounded_shutdown(
+    project: Project, tmp_path: Path, stop: signal.Signals, exit_code: int
 ) -> None:
     marker = tmp_path / "slow.started"
     process = popen_dotflow(
@@ -493,15 +514,15 @@ def test_ctrl_c_in_background_mode_exits_130_after_a_bounded_shutdown(
         assert time.monotonic() < deadline, "the slow step never started"
         time.sleep(0.02)
     started = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
 
-    assert process.returncode == 130, stderr
+    assert process.returncode == exit_code, stderr
     assert time.monotonic() - started < 10, "the step's thread must not hold the exit"
     summary = json.loads(stderr.splitlines()[-1])
     assert summary["event"] == "summary" and summary["interrupted"] is True
     assert summary["failed"] == 1 and summary["unfinished"] == 0
-    assert summary["exit_code"] == 130
+    assert summary["exit_code"] == exit_code
     events = project.events()
     # the running task and the workflow are reported Failed before the bounded shutdown
     last_task = [e["record"] for e in events if e["hook"] == "update_task"][-1]
