@@ -311,6 +311,10 @@ class ProviderContract:
         delivered = self.delivered_state(provider, workflow.workflow_id)
         if delivered is None:
             pytest.skip("override delivered_state() to check what reached the destination")
+        assert isinstance(delivered, Mapping) and {"status", "tasks"} <= delivered.keys(), (
+            f"delivered_state() returned {delivered!r}; expected "
+            '{"status": <WorkflowStatus>, "tasks": {<task id>: <TaskStatus>}} or None'
+        )
         assert delivered["status"] == workflow.status
         assert delivered["tasks"] == {task.task_id: task.status for task in workflow.result_task()}
 

@@ -56,6 +56,23 @@ def test_delivery_is_skipped_with_a_reason_when_not_checkable(pytester: pytest.P
     result.assert_outcomes(passed=8, skipped=1)
 
 
+def test_a_delivered_state_of_the_wrong_shape_fails_with_the_expected_shape(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_kit(
+        pytester,
+        "class Provider(RecordingProvider):\n    pass\n",
+        extra="""
+    def delivered_state(self, provider, workflow_id):
+        return {}
+""",
+    )
+    result.assert_outcomes(passed=8, failed=1)
+    result.stdout.fnmatch_lines(
+        ['*delivered_state() returned {}; expected {"status": <WorkflowStatus>, "tasks"*']
+    )
+
+
 def test_a_provider_that_raises_fails_the_kit(pytester: pytest.Pytester) -> None:
     result = run_kit(
         pytester,

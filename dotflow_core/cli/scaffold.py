@@ -75,18 +75,13 @@ GUIDANCE: dict[str, str] = {
 
 def run(options: argparse.Namespace) -> int:
     """Create ``./dotflow-server-NAME/``; returns the exit code."""
+    name = options.name
     try:
-        target = scaffold(options.name, Path.cwd())
+        check_not_installed(check_name(name))
+        target = scaffold(name, Path.cwd())
     except CliError as error:
         sys.stderr.write(error_line(str(error)))
         return EXIT_USAGE
-    name = options.name
-    for entry in discovery.entry_points(discovery.ENTRY_POINT_GROUP):
-        if entry.name == name:
-            sys.stderr.write(
-                f"dotflow: warning: a provider named {name!r} is already installed "
-                f"(from {entry.distribution}); install only one of them\n"
-            )
     files = sorted(path.relative_to(target.parent) for path in target.rglob("*") if path.is_file())
     sys.stdout.write(
         f"created {target.name}/ (distribution {target.name}, entry point {name!r} "
@@ -110,6 +105,33 @@ def check_name(name: str) -> str:
     if name in RESERVED_NAMES:
         raise CliError(f"provider name {name!r} is reserved (it selects no provider)")
     return name
+
+
+def check_not_installed(name: str) -> None:
+    """:raises CliError: installing the generated package would clash with an installed one.
+
+    It would either offer a provider name already taken (neither would load) or,
+    with the same distribution name, replace the installed provider.
+    """
+    from importlib import metadata
+
+    distribution = f"dotflow-server-{name}"
+    try:
+        installed = f"{distribution} {metadata.version(distribution)}"
+    except metadata.PackageNotFoundError:
+        installed = next(
+            (
+                str(entry.distribution)
+                for entry in discovery.entry_points(ENTRY_POINT_GROUP)
+                if entry.name == name
+            ),
+            None,
+        )
+    if installed is not None:
+        raise CliError(
+            f"a provider named {name!r} is already installed ({installed}); installing this "
+            f"package would replace it or clash with it: choose another name"
+        )
 
 
 def scaffold(name: str, parent: Path) -> Path:
@@ -244,7 +266,7 @@ def _render_hook(hook: Callable[..., Any], provider: str) -> str:
     when = next((p for p in paragraphs[1:] if p.startswith("Fires")), None)
     if when is None and len(paragraphs) > 1:
         when = paragraphs[1]
-    env = provider.upper().replace("-", "_")
+    env = "DOTFLOW_" + provider.upper().replace("-", "_")  # the prefix the kit isolates
     guidance = GUIDANCE.get(
         hook.__name__, f"see the {hook.__name__} specification in {specs.__name__}."
     ).format(name=provider, ENV=env)

@@ -121,6 +121,23 @@ def test_an_invalid_name_exits_2_and_creates_nothing(
     assert set(project.path.iterdir()) == before
 
 
+@pytest.mark.parametrize(
+    ("name", "installed"),
+    [("fake", "dotflow-server-fake 0.0.1"), ("broken", "dotflow-server-fake")],
+)
+def test_the_name_of_an_installed_provider_exits_2_and_creates_nothing(
+    dotflow: Dotflow, project: Project, name: str, installed: str
+) -> None:
+    before = set(project.path.iterdir())
+    result = dotflow("providers", "new", name)
+    assert result.returncode == 2, result
+    assert result.lines == [
+        f"dotflow: error: a provider named {name!r} is already installed ({installed}); "
+        "installing this package would replace it or clash with it: choose another name"
+    ]
+    assert set(project.path.iterdir()) == before
+
+
 def test_an_existing_directory_is_never_overwritten(dotflow: Dotflow, project: Project) -> None:
     existing = project.path / PACKAGE
     existing.mkdir()
