@@ -249,6 +249,64 @@ def test_an_unknown_mode_lists_the_valid_ones() -> None:
         DotFlow(providers=[]).start(mode="turbo")
 
 
+def test_dotflow_sequential_group_mode_points_to_parallel() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        DotFlow(providers=[]).start(mode="sequential_group")
+    assert "use parallel, with group_name= on the tasks" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["no", None, 2.5])
+def test_keep_going_must_be_a_boolean(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=rf"keep_going={value!r}: expected True or False"):
+        DotFlow(providers=[]).start(keep_going=value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("steps", "called"), [([first], "on_success"), ([boom], "on_failure")])
+def test_on_success_or_on_failure_gets_the_tasks_after_the_final_status(
+    recorder: RecordingProvider, mode: str, steps: list[Any], called: str
+) -> None:
+    calls: list[tuple[str, list[TaskStatus], list[str]]] = []
+
+    def callback(name: str) -> Any:
+        def record(tasks: list[Any]) -> None:
+            calls.append((name, [task.status for task in tasks], recorder.names()))
+
+        return record
+
+    workflow = DotFlow(providers=[recorder])
+    workflow.task.add(steps)
+    workflow.start(mode=mode, on_success=callback("on_success"), on_failure=callback("on_failure"))
+    workflow.wait()
+    assert len(calls) == 1
+    name, statuses, hooks_before = calls[0]
+    assert name == called
+    assert statuses == [workflow.result_task()[0].status]
+    assert hooks_before[-2:] == ["update_workflow", "flush"]  # the run was reported first
+
+
+def test_a_raising_outcome_callback_is_logged_and_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(tasks: list[Any]) -> None:
+        raise RuntimeError("callback bug")
+
+    workflow = DotFlow(providers=[]).start(on_failure=print, on_success=broken)
+    assert workflow.status is WorkflowStatus.COMPLETED
+    assert any(
+        message.startswith("on_success callback ")
+        and message.endswith("raised RuntimeError: callback bug")
+        for message in (record.getMessage() for record in caplog.records)
+    )
+
+
+def test_a_callback_that_is_not_callable_is_refused_before_the_run() -> None:
+    workflow = DotFlow(providers=[])
+    with pytest.raises(ConfigurationError, match="on_failure='log': expected a callable"):
+        workflow.start(on_failure="log")
+    assert not workflow.done
+
+
 def test_a_workflow_without_tasks_completes(recorder: RecordingProvider) -> None:
     workflow = DotFlow(providers=[recorder]).start()
     assert workflow.status is WorkflowStatus.COMPLETED

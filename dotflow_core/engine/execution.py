@@ -38,7 +38,13 @@ SIGNAL_CHECK_INTERVAL = 0.1
 
 def check_mode(mode: object) -> str:
     if mode not in MODES:
-        raise ConfigurationError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
+        hint = (
+            " (dotflow's sequential_group ran each group in a process of its own: use "
+            "parallel, with group_name= on the tasks)"
+            if mode == "sequential_group"
+            else ""
+        )
+        raise ConfigurationError(f"mode={mode!r}: expected one of {', '.join(MODES)}{hint}")
     return str(mode)
 
 

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +89,10 @@ class DotFlow:
         self.duration: float | None = None
         self._done = threading.Event()
         self._started = False
+        self._outcome_callbacks: tuple[Callable[..., Any] | None, Callable[..., Any] | None] = (
+            None,
+            None,
+        )
         self._control = RunControl()
         self._clock = 0.0
         self._finish_lock = threading.Lock()
@@ -101,20 +105,37 @@ class DotFlow:
             self._events.workflow_created(self.snapshot())
 
     def start(
-        self, mode: str = SEQUENTIAL, keep_going: bool = False, *, max_workers: int | None = None
+        self,
+        mode: str = SEQUENTIAL,
+        keep_going: bool = False,
+        *,
+        max_workers: int | None = None,
+        on_success: Callable[..., Any] | None = None,
+        on_failure: Callable[..., Any] | None = None,
     ) -> DotFlow:
         """Run the tasks; returns when they have ended, or at once in ``background`` mode.
 
         :param mode: ``sequential``, ``background`` or ``parallel`` (see :mod:`.execution`).
         :param keep_going: go on with a group's next tasks after one fails.
         :param max_workers: most worker processes at a time in ``parallel`` mode.
+        :param on_success: called as ``on_success(tasks=[...])`` when the workflow has
+            completed (after its final ``update_workflow`` and ``flush``), as in dotflow.
+        :param on_failure: the same when it has failed.
         :raises WorkflowStateError: the workflow was started before.
         """
         mode = check_mode(mode)
+        if isinstance(keep_going, str) or not isinstance(keep_going, (bool, int)):
+            raise ConfigurationError(f"keep_going={keep_going!r}: expected True or False")
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
         ):
             raise ConfigurationError(f"max_workers={max_workers!r}: must be an int >= 1")
+        for name, callback in (("on_success", on_success), ("on_failure", on_failure)):
+            if callback is not None and not callable(callback):
+                raise ConfigurationError(
+                    f"{name}={callback!r}: expected a callable, called as {name}(tasks=[...])"
+                )
+        self._outcome_callbacks = (on_success, on_failure)
         if self._started:
             raise WorkflowStateError(
                 f"workflow {self.workflow_id} was already started; "
@@ -189,6 +210,25 @@ class DotFlow:
             self._finish(interrupted=True)
             raise
         self._finish(interrupted=self._control.stop.is_set())
+        self._call_outcome_callback()
+
+    def _call_outcome_callback(self) -> None:
+        on_success, on_failure = self._outcome_callbacks
+        if self.status is WorkflowStatus.COMPLETED:
+            name, callback = "on_success", on_success
+        else:
+            name, callback = "on_failure", on_failure
+        if callback is None:
+            return
+        try:
+            callback(tasks=self.result_task())
+        except Exception as error:
+            logger.exception(
+                "%s callback %s of workflow %s raised %s: %s",
+                name,
+                getattr(callback, "__qualname__", repr(callback)),
+                self.workflow_id, type(error).__name__, error,
+            )  # fmt: skip
 
     def _finish(self, *, interrupted: bool) -> None:
         """Fire the final ``update_workflow`` and flush the providers, once per run."""
