@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -532,3 +534,26 @@ def test_ctrl_c_or_sigterm_in_background_mode_exits_after_a_bounded_shutdown(
     assert hooks[-3:] == ["update_workflow", "flush", "shutdown"]
     assert [e["record"]["status"] for e in events if e["hook"] == "update_workflow"][-1] == "Failed"
     assert [e["timeout"] for e in events if e["hook"] == "shutdown"] == [5.0]
+
+
+def test_the_readme_quick_start_runs_as_a_script_and_as_steps(
+    dotflow: Dotflow, project: Project
+) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.DOTALL)
+    assert snippet, "README.md lost its quick-start python block"
+    (project.path / "flow.py").write_text(snippet.group(1))
+    script = subprocess.run(
+        [sys.executable, "flow.py"], cwd=project.path, env=project.env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    assert script.stdout.strip().endswith("[[3, 1, 2], [1, 2, 3]]"), script.stdout
+    project.log.unlink(missing_ok=True)
+
+    result = dotflow("start", "--step", "flow.extract", "--step", "flow.transform", "-p", "fake")
+    assert result.returncode == 0, result
+    assert result.stdout == ""  # importing the steps ran no workflow of its own
+    assert (
+        project.hooks().count("create_workflow") + project.hooks().count("update_workflow") == 3
+    ), project.hooks()  # one workflow: created, started, ended
