@@ -63,6 +63,8 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
     else:  # a number, a boolean or a table from a config file
         items = [None]
     names: list[str] = []
+    if not items:
+        items = [None]  # an empty list: say what a provider list looks like
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise ConfigurationError(
@@ -103,6 +105,7 @@ def select_providers(
     if from_config is not None:
         origin = f"{settings.config_path or 'config'} provider"
         return Selection(parse_names(from_config, origin), "config")
+    _warn_misspelt_provider_key(settings)
     managed = bool(settings.environ.get(BASE_URL_ENV) and settings.environ.get(TOKEN_ENV))
     notice = None
     if managed:
@@ -117,6 +120,22 @@ def select_providers(
     if DEFAULT_PROVIDER in installed:
         return Selection((DEFAULT_PROVIDER,), "default", notice)
     return Selection((), NO_PROVIDER, notice)
+
+
+def _warn_misspelt_provider_key(settings: Settings) -> None:
+    """A top-level config key that looks like ``provider`` would otherwise be ignored silently."""
+    keys = [key for key, value in settings.config.items() if not isinstance(value, Mapping)]
+    if not keys:
+        return
+    import difflib
+
+    for key in keys:
+        if difflib.get_close_matches(key.lower(), ("provider", "providers"), n=1, cutoff=0.75):
+            logger.warning(
+                "%s: unknown key %r in [tool.dotflow] is ignored; did you mean 'provider'?",
+                settings.config_path or "config",
+                key,
+            )
 
 
 def _warn_missing_api_once(notice: str) -> None:

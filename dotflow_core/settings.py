@@ -142,6 +142,12 @@ def _dotflow_table(path: Path) -> dict[str, Any] | None:
     """The dotflow table of a config file, or None when a pyproject.toml has none."""
     document = _read_toml(path)
     if path.name != PYPROJECT_NAME:
+        tools = document.get("tool")
+        if isinstance(tools, dict) and "dotflow" in tools:
+            raise ConfigurationError(
+                f"{path}: found [tool.dotflow], which only a pyproject.toml has; in this file "
+                f"write its keys at the top level (provider = ..., [server] ...)"
+            )
         return document
     tools = document.get("tool", {})
     if not isinstance(tools, dict):
@@ -170,7 +176,11 @@ def find_config(
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ConfigurationError(f"{CONFIG_FILE_ENV}={explicit!r}: no such file")
+            problem = "is a directory" if path.is_dir() else "no such file"
+            raise ConfigurationError(
+                f"{CONFIG_FILE_ENV}={explicit!r}: {problem}; expected a pyproject.toml "
+                f"or a {STANDALONE_CONFIG_NAME} file"
+            )
         return path, _dotflow_table(path) or {}
     directory = (start or Path.cwd()).resolve()
     for candidate_dir in (directory, *directory.parents):

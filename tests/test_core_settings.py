@@ -46,6 +46,54 @@ def test_dotflow_config_points_at_a_file_explicitly(tmp_path: Path) -> None:
         Settings.load(tmp_path, environ={"DOTFLOW_CONFIG": "/nope.toml"})
 
 
+def test_dotflow_config_naming_a_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(tmp_path, environ={"DOTFLOW_CONFIG": str(tmp_path)})
+    assert str(caught.value) == (
+        f"DOTFLOW_CONFIG={str(tmp_path)!r}: is a directory; "
+        "expected a pyproject.toml or a dotflow.toml file"
+    )
+
+
+@pytest.mark.parametrize("name", ["dotflow.toml", "ci.toml"])
+def test_a_tool_dotflow_table_outside_pyproject_is_refused_with_the_fix(
+    tmp_path: Path, name: str
+) -> None:
+    config = write(tmp_path / name, '[tool.dotflow]\nprovider = "none"\n')
+    environ = {"DOTFLOW_CONFIG": str(config)} if name != "dotflow.toml" else {}
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(tmp_path, environ=environ)
+    assert str(caught.value) == (
+        f"{config}: found [tool.dotflow], which only a pyproject.toml has; in this file "
+        "write its keys at the top level (provider = ..., [server] ...)"
+    )
+
+
+@pytest.mark.parametrize("key", ["providr", "providers", "Provider"])
+def test_a_misspelt_provider_key_warns_and_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
+    config = write(tmp_path / "pyproject.toml", f'[tool.dotflow]\n{key} = "none"\n')
+    settings = Settings.load(tmp_path, environ={})
+    with caplog.at_level(logging.WARNING, logger="dotflow"):
+        chosen = select_providers(settings, installed=["default"])
+    assert chosen.source == "default"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{config}: unknown key {key!r} in [tool.dotflow] is ignored; did you mean 'provider'?"
+    ]
+
+
+def test_other_top_level_keys_and_sections_do_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(
+        tmp_path / "pyproject.toml", "[tool.dotflow]\nretention = 3\n[tool.dotflow.server]\nx = 1\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="dotflow"):
+        select_providers(Settings.load(tmp_path, environ={}), installed=["default"])
+    assert caplog.records == []
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     write(tmp_path / "dotflow.toml", "provider = \n")
     with pytest.raises(ConfigurationError, match=r"invalid TOML in .*dotflow.toml"):
@@ -153,7 +201,7 @@ def test_provider_lists_are_parsed(value: object, names: tuple[str, ...]) -> Non
     assert parse_names(value, "--provider") == names  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", ["", "api,,default", "none,api", [1]])
+@pytest.mark.parametrize("value", ["", "api,,default", "none,api", [1], []])
 def test_bad_provider_lists_are_one_line_errors(value: object) -> None:
     with pytest.raises(ConfigurationError, match="--provider"):
         parse_names(value, "--provider")  # type: ignore[arg-type]
