@@ -177,7 +177,8 @@ def _add_start(commands: Any) -> None:
         "--verbose",
         action="count",
         default=0,
-        help="show library logs at INFO (-v) or DEBUG (-vv) level, with tracebacks",
+        help="show library logs at INFO (-v) or DEBUG (-vv) level, and tracebacks (of failed "
+        "tasks too)",
     )
     start.add_argument(
         "--log-format",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import textwrap
 import threading
 from datetime import datetime, timezone
 from typing import Any, TextIO
@@ -59,10 +60,17 @@ class Output:
     """Writes the CLI's lines to one stream (stderr), whole lines at a time, from any thread."""
 
     def __init__(
-        self, log_format: str = TEXT, *, quiet: bool = False, stream: TextIO | None = None
+        self,
+        log_format: str = TEXT,
+        *,
+        quiet: bool = False,
+        tracebacks: bool = False,
+        stream: TextIO | None = None,
     ):
         self.format = log_format
         self.quiet = quiet
+        #: Show a failed task's traceback (``dotflow start -v``).
+        self.tracebacks = tracebacks
         self._stream = stream
         self._lock = threading.Lock()
 
@@ -123,7 +131,7 @@ class Output:
                 status=task.status.value,
                 attempt=attempt,
                 duration=task.duration,
-                error={"type": last.type, "message": last.message} if last else None,
+                error=self._error_fields(task.status, last),
             )
             return
         head = f"{PROG}: task {task.task_id} {task.name}"
@@ -140,7 +148,17 @@ class Output:
                 f"Failed in {_seconds(task.duration)} after {attempts} "
                 f"attempt{'s' if attempts != 1 else ''}{cause}"
             )
+        if self.tracebacks and task.status is TaskStatus.FAILED and last and last.traceback:
+            detail += "\n" + textwrap.indent(last.traceback.rstrip(), "    ")
         self.write_line(f"{head}: {detail}")
+
+    def _error_fields(self, status: TaskStatus, last: TaskError | None) -> dict[str, Any] | None:
+        if last is None:
+            return None
+        fields = {"type": last.type, "message": last.message}
+        if self.tracebacks and status is TaskStatus.FAILED and last.traceback:
+            fields["traceback"] = last.traceback
+        return fields
 
     def summary(
         self,

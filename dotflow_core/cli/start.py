@@ -43,7 +43,7 @@ INTERRUPT_SHUTDOWN_TIMEOUT = 5.0
 
 def run(options: argparse.Namespace) -> int:
     """Run the command; returns the exit code (see :mod:`dotflow_core.cli`)."""
-    output = Output(options.log_format, quiet=options.quiet)
+    output = Output(options.log_format, quiet=options.quiet, tracebacks=options.verbose > 0)
     route_library_logs(output, options.verbose)
     try:
         settings = Settings.load()

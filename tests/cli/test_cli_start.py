@@ -120,6 +120,23 @@ def test_a_step_calling_sys_exit_fails_its_task_not_the_run(
     assert "Traceback" not in result.stderr
 
 
+def test_verbose_shows_where_a_failed_task_raised(dotflow: Dotflow) -> None:
+    quiet = dotflow("start", "-s", "flow.explode")
+    assert "Traceback" not in quiet.stderr
+
+    text = dotflow("start", "-s", "flow.explode", "-v")
+    assert text.returncode == 1, text
+    failed = text.lines.index(next(line for line in text.lines if "flow.explode: Failed" in line))
+    assert text.lines[failed + 1] == "    Traceback (most recent call last):", text
+    assert 'raise ValueError("exploded on purpose")' in text.stderr
+    assert text.lines[-2] == "    ValueError: exploded on purpose", text
+
+    json_run = dotflow("start", "-s", "flow.explode", "-v", "--log-format", "json")
+    failure = next(e for e in json_run.json_lines() if e["event"] == "task_failed")
+    assert failure["error"]["traceback"].startswith("Traceback (most recent call last):")
+    assert failure["error"]["traceback"].rstrip().endswith("ValueError: exploded on purpose")
+
+
 def test_keep_going_runs_the_rest_and_still_exits_1(dotflow: Dotflow) -> None:
     result = dotflow("start", "-s", "flow.explode", "-s", "flow.extract", "--keep-going")
 
