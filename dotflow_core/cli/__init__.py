@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A built-in command needs no other command's name: skip reading the metadata.
         parser = build_parser(contributed=not builtin)
         _Parser.json_errors = _asks_for_json(arguments)
+        _Parser.help_for = f"{PROG} {first}" if builtin else None
         try:
             options = parser.parse_args(arguments)
         except SystemExit as stop:  # --help, --version, usage errors
@@ -236,11 +237,13 @@ class _Parser(argparse.ArgumentParser):
     """
 
     json_errors = False
+    #: The command whose ``--help`` an error points to (``dotflow start``), when known.
+    help_for: str | None = None
 
     def error(self, message: str) -> NoReturn:
         from dotflow_core.cli.output import JSON, TEXT, Output
 
-        text = f"{self.prog}: {message}; see '{self.prog} --help'"
+        text = f"{self.prog}: {message}; see '{self.help_for or self.prog} --help'"
         Output(JSON if self.json_errors else TEXT).error(text, EXIT_USAGE)
         raise SystemExit(EXIT_USAGE)
 

@@ -70,11 +70,14 @@ class DotFlow:
         *,
         name: str | None = None,
     ) -> None:
+        origin = "workflow_id" if workflow_id is not None else WORKFLOW_ID_ENV
         supplied = (
             workflow_id if workflow_id is not None else os.environ.get(WORKFLOW_ID_ENV) or None
         )
         if supplied is not None and (not isinstance(supplied, str) or not supplied.strip()):
-            raise ConfigurationError(f"workflow_id={supplied!r}: must be a non-empty string")
+            raise ConfigurationError(
+                f"{origin}={supplied!r}: must be a non-empty string (or unset, for a new id)"
+            )
         self.providers = providers_manager(providers)
         self._events = Events(self.providers)
         #: True when the caller supplied the id (managed mode).

@@ -359,13 +359,20 @@ def test_a_pyproject_whose_tool_is_not_a_table_exits_2(dotflow: Dotflow, project
         (("start", "-s", "flow.extract", "--mode", "sideways"), "invalid choice: 'sideways'"),
         (("start", "-s", "flow.extract", "--log-format", "xml"), "invalid choice: 'xml'"),
         (("start", "-s", "flow.extract", "--no-such-flag"), "unrecognized arguments"),
+        (("providers", "--no-such-flag"), "unrecognized arguments"),
         (("nosuchcommand",), "invalid choice: 'nosuchcommand'"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(
     dotflow: Dotflow, args: tuple[str, ...], fragment: str
 ) -> None:
-    assert_usage_error(dotflow(*args), fragment, "--help")
+    command = "dotflow" if args[0] == "nosuchcommand" else f"dotflow {args[0]}"
+    assert_usage_error(dotflow(*args), fragment, f"see '{command} --help'")
+
+
+def test_a_blank_workflow_id_names_the_variable_it_came_from(dotflow: Dotflow) -> None:
+    result = dotflow("start", "-s", "flow.extract", env={"WORKFLOW_ID": " "})
+    assert_usage_error(result, "WORKFLOW_ID=' ': must be a non-empty string")
 
 
 def test_a_usage_error_is_a_json_event_when_json_is_asked_for(dotflow: Dotflow) -> None:
