@@ -3,6 +3,7 @@
 - ``SERVER_STRICT=1``: an unusable next-id answer stops ``dotflow start`` (exit 2)
   before any task runs; without it, one WARNING and the run goes on.
 - A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable.
+- ``dotflow outbox``: a usage or configuration error is one ``dotflow: error:`` line, exit 2.
 - A 3xx answer to a POST/PATCH is logged as an ERROR and never followed.
 - A fork while the parent's worker is delivering: each process sends its own events once.
 """
@@ -56,25 +57,33 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def dotflow_start(
-    project: Path, outbox_dir: Path, **variables: str
+def dotflow(
+    *arguments: str, cwd: Path | None = None, **variables: str
 ) -> subprocess.CompletedProcess[str]:
-    """``dotflow start --provider api --step steps_module.step`` in ``project``."""
+    """The installed ``dotflow`` command with ``arguments``, in ``cwd``, with ``variables`` set."""
     command = shutil.which("dotflow", path=str(Path(sys.executable).parent))
     assert command is not None, "the dotflow console script is not installed"
     environment = {
         **os.environ,  # already cleaned of dotflow variables by the autouse fixture
-        "SERVER_FLUSH_TIMEOUT": "1",
-        "DOTFLOW_OUTBOX_DIR": str(outbox_dir),
         **variables,
     }
     return subprocess.run(
-        [command, "start", "--provider", "api", "--step", "steps_module.step"],
-        cwd=project,
+        [command, *arguments],
+        cwd=cwd,
         env=environment,
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def dotflow_start(
+    project: Path, outbox_dir: Path, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """``dotflow start --provider api --step steps_module.step`` in ``project``."""
+    variables = {"SERVER_FLUSH_TIMEOUT": "1", "DOTFLOW_OUTBOX_DIR": str(outbox_dir), **variables}
+    return dotflow(
+        "start", "--provider", "api", "--step", "steps_module.step", cwd=project, **variables
     )
 
 
@@ -85,6 +94,14 @@ def resumed(server: FakeAPI) -> dict[str, str]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("dotflow: error:")]
+
+
+def only_error_line(finished: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command prints: exit 2, no usage block, no traceback."""
+    assert finished.returncode == 2, finished.stderr
+    assert finished.stderr.splitlines() == error_lines(finished.stderr), finished.stderr
+    (line,) = error_lines(finished.stderr)
+    return line
 
 
 def fail_next_id(server: FakeAPI, failure: str) -> None:
@@ -183,6 +200,46 @@ def test_an_empty_token_is_a_configuration_error(
     assert len(errors) == 1, finished.stderr
     assert "SERVER_USER_TOKEN" in errors[0]
     assert server.requests == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["bogus"], "'bogus'"),
+        (["flush", "--all"], "--all"),
+        (["list", "extra"], "extra"),
+        (["flush", "--timeout"], "--timeout"),
+    ],
+    ids=["unknown command", "unknown option", "extra argument", "missing value"],
+)
+def test_a_dotflow_outbox_usage_error_is_one_line(arguments: list[str], named: str) -> None:
+    finished = dotflow("outbox", *arguments)
+
+    line = only_error_line(finished)
+    assert line.startswith("dotflow: error: dotflow outbox"), line
+    assert named in line
+    assert line.endswith("--help'"), line  # where the valid usage is
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({}, "SERVER_BASE_URL is not set"),
+        ({"SERVER_BASE_URL": "ftp://example.com"}, "SERVER_BASE_URL='ftp://example.com'"),
+        ({"SERVER_BASE_URL": "https://h/api", "SERVER_USER_TOKEN": ""}, "SERVER_USER_TOKEN"),
+    ],
+    ids=["no base URL", "bad base URL", "no token"],
+)
+def test_a_dotflow_outbox_flush_configuration_error_is_one_line(
+    variables: dict[str, str], named: str
+) -> None:
+    finished = dotflow("outbox", "flush", **{"SERVER_USER_TOKEN": SECRET, **variables})
+
+    line = only_error_line(finished)
+    assert named in line
+    assert SECRET not in finished.stdout + finished.stderr
 
 
 @action

@@ -4,7 +4,9 @@ Contributed to the ``dotflow`` command through the ``dotflow.commands``
 entry-point group; the core imports this module only when ``dotflow outbox``
 runs.
 
-Exit codes: 0 all good (or all sent), 1 some events remain, 2 configuration error.
+Exit codes: 0 all good (or all sent), 1 some events remain, 2 usage or configuration
+error. Errors are one line on stderr, ``dotflow: error: <message>``, as the core's
+commands print them.
 """
 
 from __future__ import annotations
@@ -15,18 +17,36 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from dotflow_core import ConfigurationError, Settings
 
 EXIT_OK = 0
 EXIT_REMAINING = 1
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
 DEFAULT_FLUSH_TIMEOUT = 30.0
 
 
+def _error(message: str) -> None:
+    """Print the core CLI's one error line: ``dotflow: error: <message>``."""
+    sys.stderr.write(f"dotflow: error: {' '.join(str(message).split())}\n")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one error line (no usage block), exit code 2.
+
+    Subcommand parsers are of this class too (argparse builds them with the
+    parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        _error(f"{self.prog}: {message}; see '{self.prog} --help'")
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dotflow outbox",
         description=(
             "Events the 'api' provider could not deliver before a run ended wait in the "
@@ -52,14 +72,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dotflow outbox [list|flush]``; returns the exit code."""
-    arguments = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        arguments = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as stop:  # --help, usage errors
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     try:
         settings = Settings.load()
         if arguments.command == "flush":
             return _flush(settings, arguments.timeout, sys.stdout)
         return _list(settings, sys.stdout)
     except ConfigurationError as error:
-        print(f"dotflow outbox: {error}", file=sys.stderr)
+        _error(str(error))
         return EXIT_CONFIG
 
 
