@@ -3,7 +3,8 @@
 - ``SERVER_STRICT=1``: an unusable next-id answer stops ``dotflow start`` (exit 2)
   before any task runs; without it, one WARNING and the run goes on.
 - A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable.
-- ``dotflow outbox``: a usage or configuration error is one ``dotflow: error:`` line, exit 2.
+- ``dotflow outbox``: a usage or configuration error is one ``dotflow: error:`` line, exit 2;
+  ``flush --timeout`` takes a finite number >= 0 only; every option is in the README.
 - A 3xx answer to a POST/PATCH is logged as an ERROR and never followed.
 - A fork while the parent's worker is delivering: each process sends its own events once.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -240,6 +242,35 @@ def test_a_dotflow_outbox_flush_configuration_error_is_one_line(
     line = only_error_line(finished)
     assert named in line
     assert SECRET not in finished.stdout + finished.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", "-1", "soon", ""])
+def test_dotflow_outbox_flush_refuses_a_timeout_that_is_not_finite_and_at_least_zero(
+    value: str,
+) -> None:
+    finished = dotflow(
+        "outbox",
+        "flush",
+        f"--timeout={value}",
+        SERVER_BASE_URL="http://127.0.0.1:9",
+        SERVER_USER_TOKEN=SECRET,
+    )
+
+    line = only_error_line(finished)
+    assert f"--timeout: {value!r} is not a finite number of seconds >= 0" in line
+    assert finished.stdout == ""  # refused before anything was read or sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["list", "flush"])
+def test_every_dotflow_outbox_option_is_documented_in_the_readme(command: str) -> None:
+    shown = dotflow("outbox", command, "--help")
+
+    assert shown.returncode == 0, shown.stderr
+    options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", shown.stdout)) - {"--help"}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert [option for option in sorted(options) if option not in readme] == []
 
 
 @action

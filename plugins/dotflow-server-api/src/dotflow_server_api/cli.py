@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -45,6 +46,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _seconds(text: str) -> float:
+    """``--timeout``: a finite number of seconds >= 0."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a finite number of seconds >= 0, e.g. 30 or 2.5"
+        )
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dotflow outbox",
@@ -62,10 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     flush.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_FLUSH_TIMEOUT,
         metavar="SECONDS",
-        help=f"give up (and keep the rest) after this long (default {DEFAULT_FLUSH_TIMEOUT:g})",
+        help=f"give up after this long and keep the rest in the outbox: a number >= 0 "
+        f"(default {DEFAULT_FLUSH_TIMEOUT:g})",
     )
     return parser
 
