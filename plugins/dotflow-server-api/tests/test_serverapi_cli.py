@@ -4,7 +4,8 @@
   before any task runs; without it, one WARNING and the run goes on.
 - A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable.
 - ``dotflow outbox``: a usage or configuration error is one ``dotflow: error:`` line, exit 2;
-  ``flush --timeout`` takes a finite number >= 0 only; every option is in the README.
+  ``flush --timeout`` takes a finite number >= 0 only; every option is in the README,
+  and every ``dotflow outbox`` command line the docs show is accepted.
 - A 3xx answer to a POST/PATCH is logged as an ERROR and never followed.
 - A fork while the parent's worker is delivering: each process sends its own events once.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -271,6 +273,33 @@ def test_every_dotflow_outbox_option_is_documented_in_the_readme(command: str) -
     options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", shown.stdout)) - {"--help"}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert [option for option in sorted(options) if option not in readme] == []
+
+
+def documented_outbox_commands() -> list[str]:
+    """Every ``dotflow outbox ...`` command line in a code span or ``sh`` block of the docs."""
+    plugin = Path(__file__).resolve().parents[1]
+    documents = [plugin / "README.md"]
+    documents += [
+        plugin.parents[1] / name for name in ("README.md", "docs/cli.md", "docs/guide.md")
+    ]
+    commands: set[str] = set()
+    for document in (path for path in documents if path.exists()):
+        text = document.read_text()
+        commands.update(re.findall(r"`(dotflow outbox[^`]*)`", text))
+        for block in re.findall(r"^```sh\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
+            lines = (line.partition("#")[0].strip() for line in block.splitlines())
+            commands.update(line for line in lines if line.startswith("dotflow outbox"))
+    return sorted(commands)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", documented_outbox_commands())
+def test_every_dotflow_outbox_command_the_docs_show_is_accepted(command: str) -> None:
+    finished = dotflow(*shlex.split(command)[1:], SERVER_BASE_URL="")
+
+    # No server is configured: a flush stops at that (exit 2), never at its arguments.
+    assert "see 'dotflow outbox" not in finished.stderr, finished.stderr
+    assert "SERVER_BASE_URL is not set" in finished.stderr or finished.returncode == 0
 
 
 @action
