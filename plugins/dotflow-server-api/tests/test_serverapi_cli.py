@@ -3,6 +3,8 @@
 - ``SERVER_STRICT=1``: an unusable next-id answer stops ``dotflow start`` (exit 2)
   before any task runs; without it, one WARNING and the run goes on.
 - A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable.
+- An outbox location that is not, or cannot become, a writable directory: the same,
+  for ``dotflow start`` (before any task) and ``dotflow outbox``.
 - ``dotflow outbox``: a usage or configuration error is one ``dotflow: error:`` line, exit 2;
   ``flush --timeout`` takes a finite number >= 0 only; every option is in the README,
   and every ``dotflow outbox`` command line the docs show is accepted.
@@ -203,6 +205,80 @@ def test_an_empty_token_is_a_configuration_error(
     errors = error_lines(finished.stderr)
     assert len(errors) == 1, finished.stderr
     assert "SERVER_USER_TOKEN" in errors[0]
+    assert server.requests == []
+
+
+#: Outbox settings naming a regular file, ``not-a-dir`` in the project, or a path under it;
+#: and what the error line names.
+UNUSABLE_OUTBOXES = {
+    "DOTFLOW_OUTBOX_DIR a file": ({"DOTFLOW_OUTBOX_DIR": "{file}"}, "DOTFLOW_OUTBOX_DIR="),
+    "DOTFLOW_OUTBOX_DIR under a file": (
+        {"DOTFLOW_OUTBOX_DIR": "{file}/outbox"},
+        "DOTFLOW_OUTBOX_DIR=",
+    ),
+    "DOTFLOW_HOME a file": ({"DOTFLOW_OUTBOX_DIR": "", "DOTFLOW_HOME": "{file}"}, "DOTFLOW_HOME="),
+    "outbox_dir a file": (
+        {
+            "DOTFLOW_OUTBOX_DIR": "",
+            "pyproject.toml": '[tool.dotflow.server]\noutbox_dir = "{file}"',
+        },
+        "outbox_dir in [tool.dotflow.server]",
+    ),
+}
+
+
+def unusable_outbox(project: Path, case: str) -> tuple[dict[str, str], str, Path]:
+    """The variables of an ``UNUSABLE_OUTBOXES`` case (writing its pyproject.toml), the
+    name its error gives, and the file in the way."""
+    file = project / "not-a-dir"
+    file.write_text("a file, not a directory\n")
+    variables, named = UNUSABLE_OUTBOXES[case]
+    variables = {key: value.replace("{file}", str(file)) for key, value in variables.items()}
+    if "pyproject.toml" in variables:
+        (project / "pyproject.toml").write_text(variables.pop("pyproject.toml") + "\n")
+    return variables, named, file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(UNUSABLE_OUTBOXES))
+def test_an_outbox_that_cannot_be_a_directory_stops_the_run_before_any_task(
+    case: str, server: FakeAPI, project: Path, outbox_dir: Path
+) -> None:
+    variables, named, file = unusable_outbox(project, case)
+
+    finished = dotflow_start(
+        project,
+        outbox_dir,
+        **{"SERVER_BASE_URL": server.url, "SERVER_USER_TOKEN": SECRET, **variables},
+    )
+
+    line = only_error_line(finished)
+    assert named in line
+    assert f"{file} is not a directory" in line
+    assert not (project / "step-ran").exists(), "a step ran although its events could be lost"
+    assert server.requests == []
+    assert SECRET not in finished.stdout + finished.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["list", "flush"])
+@pytest.mark.parametrize("case", list(UNUSABLE_OUTBOXES))
+def test_dotflow_outbox_reports_an_outbox_that_cannot_be_a_directory(
+    case: str, command: str, server: FakeAPI, project: Path
+) -> None:
+    variables, named, file = unusable_outbox(project, case)
+
+    finished = dotflow(
+        "outbox",
+        command,
+        cwd=project,
+        **{"SERVER_BASE_URL": server.url, "SERVER_USER_TOKEN": SECRET, **variables},
+    )
+
+    line = only_error_line(finished)
+    assert named in line
+    assert f"{file} is not a directory" in line
+    assert finished.stdout == ""
     assert server.requests == []
 
 

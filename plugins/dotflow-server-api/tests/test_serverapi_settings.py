@@ -39,6 +39,33 @@ def test_outbox_defaults_to_the_user_dir(tmp_path: Path) -> None:
     assert config.outbox_dir == tmp_path / "outbox"
 
 
+def test_the_outbox_is_not_created_before_something_is_spooled(tmp_path: Path) -> None:
+    outbox = tmp_path / "not" / "yet"
+    assert load_settings(settings({"DOTFLOW_OUTBOX_DIR": str(outbox)})).outbox_dir == outbox
+    assert not (tmp_path / "not").exists()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
+)
+@pytest.mark.parametrize("inside", ["", "outbox"], ids=["the directory", "its parent"])
+def test_an_outbox_that_cannot_be_written_is_refused(tmp_path: Path, inside: str) -> None:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    outbox = read_only / inside
+    try:
+        with pytest.raises(ConfigurationError, match="not writable") as raised:
+            load_settings(settings({"DOTFLOW_OUTBOX_DIR": str(outbox)}))
+    finally:
+        read_only.chmod(0o700)
+    assert f"DOTFLOW_OUTBOX_DIR={str(outbox)!r}" in str(raised.value)
+
+
+def test_an_outbox_path_with_a_nul_character_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"ServerAPI\(outbox_dir=...\)=.*NUL"):
+        load_settings(settings(), {"outbox_dir": "out\0box"})
+
+
 def test_environment_wins_over_the_config_file_which_wins_over_defaults() -> None:
     config = load_settings(
         settings(

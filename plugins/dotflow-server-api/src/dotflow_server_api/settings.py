@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from dotflow_core import ConfigurationError, Secret, Settings, user_dir
+from dotflow_core.settings import HOME_ENV
 
 logger = logging.getLogger("dotflow.server.api")
 
@@ -288,19 +290,62 @@ def _ca_bundle(value: Any, origin: str) -> str | None:
 
 
 def _directory(value: Any, origin: str, environ: Mapping[str, str]) -> Path:
+    """The outbox directory, checked but not created (the outbox creates it when it spools).
+
+    :raises ConfigurationError: it is not a directory, or cannot be created or written to.
+    """
     if value is None or (isinstance(value, str) and not value.strip()):
-        return user_dir(environ) / "outbox"
-    if not isinstance(value, (str, Path)):
+        path = user_dir(environ) / "outbox"
+        if environ.get(HOME_ENV):
+            named = (
+                f"{HOME_ENV}={environ[HOME_ENV]!r} (the outbox is {path}; "
+                f"{OUTBOX_DIR_ENV} or outbox_dir in [tool.dotflow.{SECTION}] moves it)"
+            )
+        else:
+            named = (
+                f"the default outbox {str(path)!r} ({OUTBOX_DIR_ENV} or outbox_dir in "
+                f"[tool.dotflow.{SECTION}] moves it)"
+            )
+    elif isinstance(value, (str, Path)):
+        path = Path(value).expanduser()
+        named = f"{origin}={str(value)!r}"
+    else:
         raise ConfigurationError(f"{origin}={value!r}: expected a directory path")
-    return Path(value).expanduser()
+    problem = _unusable_directory(path)
+    if problem is not None:
+        raise ConfigurationError(
+            f"{named}: {problem}; expected a directory this user can write to, "
+            "or a path where one can be created"
+        )
+    return path
+
+
+def _unusable_directory(path: Path) -> str | None:
+    """Why no outbox can live at ``path`` (None: it can), judged from its nearest existing part."""
+    if "\0" in str(path):
+        return "the path contains a NUL character"
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        if existing == path:
+            return f"{path} is not a directory"
+        return f"{path} cannot be created: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == path:
+            return f"{path} is not writable"
+        return f"{path} cannot be created: {existing} is not writable"
+    return None
 
 
 def outbox_root(settings: Settings) -> Path:
-    """The outbox directory alone (``dotflow outbox`` lists it without a URL or token)."""
-    if settings.environ.get(OUTBOX_DIR_ENV):
-        return _directory(settings.environ[OUTBOX_DIR_ENV], OUTBOX_DIR_ENV, settings.environ)
-    value = settings.section(SECTION).get("outbox_dir")
-    return _directory(value, f"outbox_dir in [tool.dotflow.{SECTION}]", settings.environ)
+    """The outbox directory alone (``dotflow outbox`` lists it without a URL or token).
+
+    :raises ConfigurationError: as :func:`load_settings` does for ``outbox_dir``.
+    """
+    value = settings.lookup("outbox_dir", env=OUTBOX_DIR_ENV, section=SECTION)
+    origin = settings.origin("outbox_dir", env=OUTBOX_DIR_ENV, section=SECTION)
+    return _directory(value, origin, settings.environ)
 
 
 def is_loopback(host: str) -> bool:
