@@ -258,11 +258,10 @@ class Settings:
         """
         if env is not None and self.environ.get(env):
             return env
-        in_table = f"{key} in [tool.dotflow{'.' + section if section else ''}]"
         table = self.section(section) if section else self.config
         if key in table:
-            return f"{in_table} of {self.config_path}" if self.config_path else in_table
-        return env or in_table
+            return self._where(section, key)
+        return env or self._where(section, key, in_file=False)
 
     def secret(
         self, key: str, *, env: str | None = None, section: str | None = None
@@ -289,7 +288,9 @@ class Settings:
             return read_secret_file(table[file_key], setting=self._where(section, file_key))
         return None
 
-    def _where(self, section: str | None, key: str | None = None) -> str:
-        origin = str(self.config_path) if self.config_path else "config"
-        dotted = ".".join(part for part in (section, key) if part)
-        return f"{origin} [{dotted}]" if dotted else origin
+    def _where(self, section: str | None, key: str | None = None, *, in_file: bool = True) -> str:
+        """A key or table as the user writes it: ``<key> in [tool.dotflow.<section>] of <file>``."""
+        where = f"[tool.dotflow{'.' + section if section else ''}]"
+        if key:
+            where = f"{key} in {where}"
+        return f"{where} of {self.config_path}" if in_file and self.config_path else where

@@ -167,10 +167,30 @@ def test_secrets_come_from_the_environment_or_a_private_file(tmp_path: Path) -> 
 
 
 def test_a_secret_written_into_the_config_file_is_refused() -> None:
-    settings = Settings(config={"server": {"token": "oops"}}, environ={})
+    settings = Settings(
+        config={"server": {"token": "oops"}},
+        config_path=Path("/project/pyproject.toml"),
+        environ={},
+    )
     with pytest.raises(ConfigurationError, match="secrets are not read from config") as caught:
         settings.secret("token", env="SERVER_USER_TOKEN", section="server")
     assert "oops" not in str(caught.value)
+    # The key as the user writes it, as Settings.origin() names it.
+    assert str(caught.value).startswith(
+        "token in [tool.dotflow.server] of /project/pyproject.toml: "
+    )
+
+
+def test_config_file_errors_name_keys_and_tables_as_the_user_writes_them(tmp_path: Path) -> None:
+    where = tmp_path / "pyproject.toml"
+    missing = Settings(config={"server": {"token_file": str(tmp_path / "none")}}, config_path=where)
+    with pytest.raises(ConfigurationError, match="cannot read secret file") as caught:
+        missing.secret("token", env="SERVER_USER_TOKEN", section="server")
+    assert str(caught.value).startswith(f"token_file in [tool.dotflow.server] of {where}: ")
+    not_a_table = Settings(config={"server": 5}, config_path=where)
+    with pytest.raises(ConfigurationError, match="must be a table") as caught:
+        not_a_table.section("server")
+    assert str(caught.value).startswith(f"[tool.dotflow.server] of {where} must be a table")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")

@@ -2,7 +2,8 @@
 
 - ``SERVER_STRICT=1``: an unusable next-id answer stops ``dotflow start`` (exit 2)
   before any task runs; without it, one WARNING and the run goes on.
-- A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable.
+- A bad ``SERVER_BASE_URL`` or an empty token: exit 2, one line naming the variable;
+  a token in the config file: the same, naming the key as written there.
 - An outbox location that is not, or cannot become, a writable directory: the same,
   for ``dotflow start`` (before any task) and ``dotflow outbox``.
 - ``dotflow outbox``: a usage or configuration error is one ``dotflow: error:`` line, exit 2;
@@ -205,6 +206,22 @@ def test_an_empty_token_is_a_configuration_error(
     errors = error_lines(finished.stderr)
     assert len(errors) == 1, finished.stderr
     assert "SERVER_USER_TOKEN" in errors[0]
+    assert server.requests == []
+
+
+@pytest.mark.slow
+def test_a_token_in_the_config_file_is_refused_naming_its_key(
+    server: FakeAPI, project: Path, outbox_dir: Path
+) -> None:
+    (project / "pyproject.toml").write_text(f'[tool.dotflow.server]\ntoken = "{SECRET}"\n')
+
+    finished = dotflow_start(project, outbox_dir, SERVER_BASE_URL=server.url)
+
+    line = only_error_line(finished)
+    assert f"token in [tool.dotflow.server] of {project / 'pyproject.toml'}: " in line
+    assert "SERVER_USER_TOKEN" in line  # where it goes instead
+    assert SECRET not in finished.stdout + finished.stderr
+    assert not (project / "step-ran").exists()
     assert server.requests == []
 
 
