@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     first = arguments[0] if arguments else ""
     builtin = first in BUILTIN_COMMANDS
+    CommandParser.json_errors = _asks_for_json(arguments) and builtin
+    CommandParser.help_for = f"{PROG} {first}" if builtin else None
     try:
         if first and not first.startswith("-") and not builtin:
             command = discovery.contributed_commands().get(first)
@@ -51,8 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_contributed(command, arguments[1:])
         # A built-in command needs no other command's name: skip reading the metadata.
         parser = build_parser(contributed=not builtin)
-        _Parser.json_errors = _asks_for_json(arguments)
-        _Parser.help_for = f"{PROG} {first}" if builtin else None
         try:
             options = parser.parse_args(arguments)
         except SystemExit as stop:  # --help, --version, usage errors
@@ -89,7 +89,7 @@ def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
     ``contributed=False`` leaves them out, for a command line that starts with a
     built-in command.
     """
-    parser = _Parser(
+    parser = CommandParser(
         prog=PROG,
         description="Run dotflow workflows and manage the server providers they report to.",
         epilog=f"Run '{PROG} COMMAND --help' for a command's options. Docs: docs/cli.md.",
@@ -228,22 +228,26 @@ def _lazy(module: str, function: str) -> Any:
     return handler
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     """argparse whose usage errors are the CLI's one error line, and exit code 2.
 
-    Subcommand parsers are of this class too (argparse builds them with the
-    parent's class). ``json_errors``: the line is an ``error`` event, for a
-    command line that asks for ``--log-format json``.
+    Public for commands contributed through ``dotflow.commands``, so that theirs
+    read like the built-in ones: ``dotflow: error: <prog>: <problem>; see
+    '<prog> --help'``. Subcommand parsers are of this class too (argparse builds
+    them with the parent's class). ``json_errors``: the line is an ``error``
+    event, for a command line that asks for ``--log-format json``.
     """
 
     json_errors = False
-    #: The command whose ``--help`` an error points to (``dotflow start``), when known.
+    #: The built-in command a top-level error is about (``dotflow start``): its
+    #: ``--help`` is the one to read. Set by :func:`main`.
     help_for: str | None = None
 
     def error(self, message: str) -> NoReturn:
         from dotflow_core.cli.output import JSON, TEXT, Output
 
-        text = f"{self.prog}: {message}; see '{self.help_for or self.prog} --help'"
+        about = self.help_for if self.prog == PROG and self.help_for else self.prog
+        text = f"{self.prog}: {message}; see '{about} --help'"
         Output(JSON if self.json_errors else TEXT).error(text, EXIT_USAGE)
         raise SystemExit(EXIT_USAGE)
 
@@ -318,6 +322,8 @@ __all__ = [
     "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CliError",
+    "CommandParser",
     "console_main",
+    "error_line",
     "main",
 ]

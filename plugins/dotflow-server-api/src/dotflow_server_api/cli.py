@@ -18,32 +18,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 from dotflow_core import ConfigurationError, Settings
+from dotflow_core.cli import CommandParser, error_line
 
 EXIT_OK = 0
 EXIT_REMAINING = 1
 EXIT_CONFIG = 2
 EXIT_USAGE = 2
 DEFAULT_FLUSH_TIMEOUT = 30.0
-
-
-def _error(message: str) -> None:
-    """Print the core CLI's one error line: ``dotflow: error: <message>``."""
-    sys.stderr.write(f"dotflow: error: {' '.join(str(message).split())}\n")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one error line (no usage block), exit code 2.
-
-    Subcommand parsers are of this class too (argparse builds them with the
-    parent's class).
-    """
-
-    def error(self, message: str) -> NoReturn:
-        _error(f"{self.prog}: {message}; see '{self.prog} --help'")
-        raise SystemExit(EXIT_USAGE)
 
 
 def _seconds(text: str) -> float:
@@ -60,7 +44,7 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="dotflow outbox",
         description=(
             "Events the 'api' provider could not deliver before a run ended wait in the "
@@ -97,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _flush(settings, arguments.timeout, sys.stdout)
         return _list(settings, sys.stdout)
     except ConfigurationError as error:
-        _error(str(error))
+        sys.stderr.write(error_line(str(error)))
         return EXIT_CONFIG
 
 
