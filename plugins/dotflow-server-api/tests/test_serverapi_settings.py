@@ -202,6 +202,35 @@ def test_bad_values_from_the_config_file_name_the_key(tmp_path: Path) -> None:
         load_settings(settings(max_queue=True))
 
 
+@pytest.mark.parametrize(("value", "strict"), [("ON", True), (" off ", False), (True, True)])
+def test_strict_reads_every_flag_word(value: Any, strict: bool) -> None:
+    assert load_settings(settings(strict=value)).strict is strict
+
+
+def test_an_unknown_key_in_the_section_warns_once_with_the_likely_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dotflow.server.api")
+    config = Settings(
+        config={"server": {"flush_timout": 0.5, "zzz": 1}},
+        config_path=tmp_path / "pyproject.toml",
+        environ=settings().environ,
+    )
+    for _ in range(2):
+        assert load_settings(config).flush_timeout == 5.0  # the misspelt key changed nothing
+    messages = [record.getMessage() for record in caplog.records]
+    known = (
+        "base_url, ca_bundle, connect_timeout, flush_timeout, max_in_flight, max_queue, "
+        "outbox_dir, read_timeout, strict, token, token_file"
+    )
+    assert messages == [
+        f"flush_timout in [tool.dotflow.server] of {tmp_path / 'pyproject.toml'}: unknown key, "
+        f"ignored (did you mean 'flush_timeout'?); the 'api' provider reads {known}",
+        f"zzz in [tool.dotflow.server] of {tmp_path / 'pyproject.toml'}: unknown key, "
+        f"ignored; the 'api' provider reads {known}",
+    ]
+
+
 def test_a_flush_timeout_of_zero_is_allowed() -> None:
     assert load_settings(settings({"SERVER_FLUSH_TIMEOUT": "0"})).flush_timeout == 0.0
 

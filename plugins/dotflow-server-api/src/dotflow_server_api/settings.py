@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from dotflow_core import ConfigurationError, Secret, Settings, user_dir
-from dotflow_core.settings import HOME_ENV
+from dotflow_core import ConfigurationError, Secret, Settings, parse_flag, user_dir
+from dotflow_core.settings import FLAG_CHOICES, HOME_ENV
 
 logger = logging.getLogger("dotflow.server.api")
 
@@ -37,12 +37,11 @@ OUTBOX_DIR_ENV: Final = "DOTFLOW_OUTBOX_DIR"
 #: retryable failure, delivery sends one request at a time until it answers again.
 DEFAULT_MAX_IN_FLIGHT: Final = 32
 MAX_IN_FLIGHT_LIMIT: Final = 64
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 #: Visible ASCII only: a token with spaces or control characters would corrupt the header.
 _TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
 
 _warned_cleartext: set[str] = set()
+_warned_unknown_keys: set[tuple[str, str]] = set()
 
 
 class ApiSettings:
@@ -161,6 +160,7 @@ def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None
                 settings.origin(key, env=env, section=SECTION),
             )
 
+    _warn_unknown_keys(settings)
     base_url = _base_url(*raw["base_url"])
     token = _token(settings, overrides.get("token"))
     outbox_value, outbox_origin = raw["outbox_dir"]
@@ -178,6 +178,24 @@ def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None
     )
     _warn_if_cleartext(config.base_url)
     return config
+
+
+def _warn_unknown_keys(settings: Settings) -> None:
+    """A misspelt key in our section would otherwise be ignored without a word."""
+    known = sorted({*_KEYS, "token", "token_file"})
+    for key in settings.section(SECTION):
+        if key in known or (str(settings.config_path), key) in _warned_unknown_keys:
+            continue
+        _warned_unknown_keys.add((str(settings.config_path), key))
+        import difflib
+
+        close = difflib.get_close_matches(key, known, n=1)
+        logger.warning(
+            "%s: unknown key, ignored%s; the 'api' provider reads %s",
+            settings.origin(key, section=SECTION),
+            f" (did you mean {close[0]!r}?)" if close else "",
+            ", ".join(known),
+        )
 
 
 def _base_url(value: Any, origin: str) -> str:
@@ -241,11 +259,10 @@ def _token(settings: Settings, explicit: Any) -> Secret:
 
 
 def _boolean(value: Any, origin: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigurationError(f"{origin}={value!r}: expected true/false (1/0, yes/no, on/off)")
+    flag = parse_flag(value)
+    if flag is None:
+        raise ConfigurationError(f"{origin}={value!r}: expected {FLAG_CHOICES}")
+    return flag
 
 
 def _seconds(value: Any, origin: str, *, allow_zero: bool = False) -> float:
