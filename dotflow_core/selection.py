@@ -132,9 +132,7 @@ def _warn_misspelt_provider_key(settings: Settings) -> None:
     for key in keys:
         if difflib.get_close_matches(key.lower(), ("provider", "providers"), n=1, cutoff=0.75):
             logger.warning(
-                "%s: unknown key %r in [tool.dotflow] is ignored; did you mean 'provider'?",
-                settings.config_path or "config",
-                key,
+                "%s: unknown key, ignored; did you mean 'provider'?", settings.origin(key)
             )
 
 

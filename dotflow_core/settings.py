@@ -26,7 +26,7 @@ from dotflow_core.errors import ConfigurationError
 CONFIG_FILE_ENV = "DOTFLOW_CONFIG"
 #: Overrides the user's dotflow directory (default ``~/.dotflow``).
 HOME_ENV = "DOTFLOW_HOME"
-#: Name of the standalone config file; its top level is the ``[tool.dotflow]`` table.
+#: Name of the standalone config file; its top level holds what ``[tool.dotflow]`` would.
 STANDALONE_CONFIG_NAME = "dotflow.toml"
 PYPROJECT_NAME = "pyproject.toml"
 
@@ -289,8 +289,16 @@ class Settings:
         return None
 
     def _where(self, section: str | None, key: str | None = None, *, in_file: bool = True) -> str:
-        """A key or table as the user writes it: ``<key> in [tool.dotflow.<section>] of <file>``."""
-        where = f"[tool.dotflow{'.' + section if section else ''}]"
+        """A key or table as the user writes it: ``<key> in [tool.dotflow.<section>] of <file>``.
+
+        In a ``dotflow.toml`` (any file but a ``pyproject.toml``) the tables sit at
+        the top level: ``<key> in [<section>] of <file>``, or ``<key> of <file>``.
+        """
+        standalone = self.config_path is not None and self.config_path.name != PYPROJECT_NAME
+        if standalone and in_file:
+            where = f"[{section}]" if section else ""
+        else:
+            where = f"[tool.dotflow{'.' + section if section else ''}]"
         if key:
-            where = f"{key} in {where}"
+            where = f"{key} in {where}" if where else key
         return f"{where} of {self.config_path}" if in_file and self.config_path else where

@@ -46,6 +46,15 @@ def test_dotflow_config_points_at_a_file_explicitly(tmp_path: Path) -> None:
         Settings.load(tmp_path, environ={"DOTFLOW_CONFIG": "/nope.toml"})
 
 
+def test_keys_of_a_dotflow_toml_are_named_as_written_there(tmp_path: Path) -> None:
+    config = write(tmp_path / "dotflow.toml", 'providr = "x"\n[server]\ntoken = "t"\n')
+    settings = Settings.load(tmp_path, environ={})
+    assert settings.origin("providr") == f"providr of {config}"
+    with pytest.raises(ConfigurationError) as caught:
+        settings.secret("token", env="SERVER_USER_TOKEN", section="server")
+    assert str(caught.value).startswith(f"token in [server] of {config}: secrets are not read")
+
+
 def test_dotflow_config_naming_a_directory_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings.load(tmp_path, environ={"DOTFLOW_CONFIG": str(tmp_path)})
@@ -79,7 +88,7 @@ def test_a_misspelt_provider_key_warns_and_names_the_file(
         chosen = select_providers(settings, installed=["default"])
     assert chosen.source == "default"
     assert [record.getMessage() for record in caplog.records] == [
-        f"{config}: unknown key {key!r} in [tool.dotflow] is ignored; did you mean 'provider'?"
+        f"{key} in [tool.dotflow] of {config}: unknown key, ignored; did you mean 'provider'?"
     ]
 
 
