@@ -29,7 +29,7 @@ import gc
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -43,15 +43,20 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: the run ends as on Ctrl-C, with exit code 143."""
 
 
-def _on_sigterm(owner: int) -> Callable[[int, FrameType | None], None]:
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:  # a forked worker inherited this: end as SIGTERM ends it
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise Terminated(f"terminated (signal {signum})")
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"terminated (signal {signum})")
 
-    return handle
+
+def _default_sigterm_in_child() -> None:
+    # A forked parallel-mode worker must die on its parent's terminate() even when
+    # stuck where no Python code runs (a handler could not): the kernel's default.
+    if _sigterm_owner not in (None, os.getpid()):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+#: The process whose SIGTERM raises Terminated (None outside a dotflow command).
+_sigterm_owner: int | None = None
+_fork_hook_registered = False
 
 
 @contextmanager
@@ -63,11 +68,17 @@ def _sigterm_interrupts() -> Iterator[None]:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # e.g. ignored by the caller
         yield
         return
-    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    global _sigterm_owner, _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_default_sigterm_in_child)
+        _fork_hook_registered = True
+    _sigterm_owner = os.getpid()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _sigterm_owner = None
 
 
 @contextmanager
