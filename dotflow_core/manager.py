@@ -186,7 +186,9 @@ class ProviderManager:
             for caller in vars(self.hook).values()
             if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls()
         )
-        if self._shutdown_at_exit:
+        if self._shutdown_at_exit and any(
+            impl.plugin is plugin for impl in self.hook.shutdown.get_hookimpls()
+        ):  # a plugin without a shutdown hook has nothing to hear at exit
             _EXIT_PLUGINS.setdefault(id(plugin), (plugin, name))
             _SHUT_DOWN.discard(id(plugin))
         return name

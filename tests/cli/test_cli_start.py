@@ -521,6 +521,10 @@ def test_trace_hooks_env_prints_every_hook_call(dotflow: Dotflow) -> None:
     result = dotflow("start", "-s", "flow.extract", "-p", "fake", env={"DOTFLOW_TRACE_HOOKS": "1"})
     assert result.returncode == 0, result
     assert any(line.startswith("dotflow-trace update_task(") for line in result.lines)
+    summary_of(result)  # still the last line: nothing is left to call at exit
+    assert [line for line in result.lines if "shutdown(" in line] == [
+        next(line for line in result.lines if line.startswith("dotflow-trace shutdown("))
+    ]
 
 
 @pytest.mark.parametrize(
