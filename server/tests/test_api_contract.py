@@ -1,9 +1,11 @@
 """The contract shipped in the client package must match what the server serves.
 
-For every operation in the shipped ``openapi.json``: the served document has it, with
-the same request-body shape (properties, required fields and types, ``$ref``s resolved),
-the same parameters and the same response status codes. And every runner-facing
-operation the server serves is in the shipped file.
+The shipped file's paths and components must equal, exactly, the contract exported
+from the served document (response bodies and limits such as ``maximum`` included).
+The finer checks below name what drifted: for every operation in the shipped file the
+served document has it, with the same request-body shape (properties, required fields
+and types, ``$ref``s resolved), the same parameters and the same response status codes;
+and every runner-facing operation the server serves is in the shipped file.
 """
 
 from __future__ import annotations
@@ -158,3 +160,11 @@ def test_drift_is_detected(served: dict[str, Any]) -> None:
     assert _body_shape(drifted, "/workflows/{workflow_id}/tasks", "post") != _body_shape(
         served, "/workflows/{workflow_id}/tasks", "post"
     )
+
+
+def test_shipped_file_is_exactly_the_served_contract(
+    shipped: dict[str, Any], served: dict[str, Any]
+) -> None:
+    expected = client_contract(served)
+    assert shipped["paths"] == expected["paths"], HOW_TO_FIX
+    assert shipped["components"] == expected["components"], HOW_TO_FIX
