@@ -66,3 +66,40 @@ def test_patch_with_id_matching_an_encoded_path(client: TestClient) -> None:
     )
     assert response.status_code == 201
     assert response.json()["id"] == "a/b"
+
+
+@pytest.mark.parametrize("raw", ["%FF", "%FE", "a%C3", "%ED%A0%80"])
+def test_path_ids_that_are_not_utf8_are_422_not_merged(client: TestClient, raw: str) -> None:
+    for path in (f"/workflows/{raw}/tasks", f"/workflows/{raw}"):
+        response = client.post(path, json=task_body(), headers=AUTH_A)
+        if path.endswith("/tasks"):
+            assert response.status_code == 422
+            [issue] = response.json()["detail"]
+            assert issue["loc"] == ["path", "workflow_id"]
+            assert "not valid UTF-8" in issue["msg"]
+    assert client.get(f"/workflows/{raw}/tasks/next-id", headers=AUTH_A).status_code == 422
+    patched = client.patch(f"/workflows/{raw}", json={"status": "Completed"}, headers=AUTH_A)
+    assert patched.status_code == 422
+    assert client.get("/workflows", headers=AUTH_A).json()["total"] == 0
+
+
+def test_distinct_undecodable_ids_never_address_one_workflow(client: TestClient) -> None:
+    """Once, both addressed the workflow "\ufffd"; U+FFFD itself still works."""
+    assert client.post("/workflows/%FF/tasks", json=task_body(), headers=AUTH_A).status_code == 422
+    replacement = quote("\ufffd", safe="")
+    created = client.post(f"/workflows/{replacement}/tasks", json=task_body(), headers=AUTH_A)
+    assert created.status_code == 201
+    assert client.get("/workflows/%FE/tasks", headers=AUTH_A).status_code == 422
+    assert client.get(f"/workflows/{replacement}/tasks", headers=AUTH_A).json()["total"] == 1
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_body_ids_with_lone_surrogates_are_422(client: TestClient, method: str) -> None:
+    body = '{"id": "wf-\\udcff", "status": "In progress"}'
+    path = "/workflows" if method == "post" else "/workflows/wf-%EF%BF%BD"
+    headers = {**AUTH_A, "content-type": "application/json"}
+    response = client.request(method, path, content=body, headers=headers)
+    assert response.status_code == 422
+    [issue] = response.json()["detail"]
+    assert issue["loc"] == ["body", "id"] and "not valid UTF-8" in issue["msg"]
+    assert client.get("/workflows", headers=AUTH_A).json()["total"] == 0

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from dotflow_api._version import __version__
@@ -34,6 +35,7 @@ from dotflow_api.schemas import (
     WorkflowList,
     WorkflowUpdate,
     WorkflowView,
+    valid_unicode_id,
 )
 from dotflow_api.store import NotFoundError, Store
 
@@ -44,6 +46,7 @@ MAX_PAGE: Final = 1000
 
 WorkflowIdPath = Annotated[
     str,
+    BeforeValidator(valid_unicode_id),
     Path(
         min_length=1,
         max_length=WORKFLOW_ID_MAX_LENGTH,

@@ -8,7 +8,9 @@ be told from a separator and the route would not match. So:
 * ``RawPathMiddleware`` routes on the path as sent: it replaces ``scope["path"]`` with
   ``scope["raw_path"]`` (still percent-encoded; any raw non-ASCII bytes are encoded);
 * ``DecodedPathRoute`` percent-decodes each path parameter after the route matched,
-  so handlers see the real id.
+  so handlers see the real id. Bytes that are not UTF-8 become lone surrogates
+  (``surrogateescape``), never U+FFFD, so distinct ids stay distinct; the workflow id
+  parameter rejects them (422).
 
 Literal path segments (``workflows``, ``tasks``, ``next-id``) are plain ASCII, so
 matching them on the encoded path changes nothing else.
@@ -55,6 +57,6 @@ class DecodedPathRoute(APIRoute):
             params: dict[str, Any] = dict(child_scope["path_params"])
             for name, value in params.items():
                 if isinstance(value, str):
-                    params[name] = unquote(value)
+                    params[name] = unquote(value, errors="surrogateescape")
             child_scope = {**child_scope, "path_params": params}
         return match, child_scope

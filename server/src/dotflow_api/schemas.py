@@ -3,7 +3,9 @@
 Request bodies ignore unknown fields (forward compatibility). Before field validation
 every request body goes through ``clean_json``, which makes arbitrary client JSON safe
 to store and to send back: it rejects nesting deeper than ``MAX_JSON_DEPTH`` and
-NaN/Infinity, and replaces lone surrogates (not valid Unicode) with U+FFFD.
+NaN/Infinity, and replaces lone surrogates (not valid Unicode) with U+FFFD, except in
+a workflow id: there a lone surrogate is a 422, because replacing it would merge
+distinct ids into one workflow.
 
 Datetimes are accepted as ISO 8601 (naive values are taken as UTC), stored as UTC and
 returned with an explicit ``+00:00`` offset, which every ``datetime.fromisoformat``
@@ -21,6 +23,7 @@ from typing import Annotated, Any, Final
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -76,7 +79,21 @@ UtcDatetime = Annotated[
     PlainSerializer(_iso, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
-WorkflowId = Annotated[str, Field(min_length=1, max_length=WORKFLOW_ID_MAX_LENGTH)]
+
+
+def valid_unicode_id(value: Any) -> Any:
+    """``value`` unchanged; ``ValueError`` if it is a string with a lone surrogate."""
+    if isinstance(value, str) and _SURROGATE.search(value):
+        raise ValueError(
+            "workflow id is not valid UTF-8 (it holds bytes or lone surrogates that "
+            "UTF-8 cannot encode); use an id of Unicode characters"
+        )
+    return value
+
+
+WorkflowId = Annotated[
+    str, Field(min_length=1, max_length=WORKFLOW_ID_MAX_LENGTH), BeforeValidator(valid_unicode_id)
+]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 TaskId = Annotated[int, Field(ge=1, le=MAX_INT)]
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
@@ -135,7 +152,10 @@ class RequestBody(BaseModel):
     @classmethod
     def _clean(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return clean_json(data)
+            raw_id = data.get("id")
+            data = clean_json(data)
+            if isinstance(raw_id, str):
+                data["id"] = raw_id  # validated as is: see ``valid_unicode_id``
         return data
 
 
