@@ -73,6 +73,39 @@ def test_bad_database_url_names_it_without_password(
     assert "nosuchdb" in line and "hunter2" not in line
 
 
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("sqlite:///{tmp}/x.db?timeout=abc", "'abc'"),
+        ("sqlite:///{tmp}/x.db?check_same_thread=maybe", "'maybe'"),
+        ("sqlite:///{tmp}/x.db?cached_statements=abc", "'abc'"),
+        ("sqlite+aiosqlite:///{tmp}/x.db", "asyncio driver"),
+        ("postgresql+asyncpg://u:hunter2@h/db", "asyncio driver"),
+    ],
+)
+def test_unusable_database_url_is_one_line_exit_2(
+    url: str,
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DOTFLOW_API_TOKENS", "t")
+    assert main(["serve", "--port", "0", "--database", url.format(tmp=tmp_path)]) == 2
+    line = _one_line_error(capsys)
+    assert "cannot use database URL" in line and named in line and "hunter2" not in line
+
+
+def test_token_that_is_not_utf8_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What os.environ holds for DOTFLOW_API_TOKENS=$'ok,tok\xff' (surrogate escape).
+    monkeypatch.setenv("DOTFLOW_API_TOKENS", "ok,secret-tok\udcff")
+    assert main(["serve", "--port", "0"]) == 2
+    line = _one_line_error(capsys)
+    assert "token #2 is not valid UTF-8" in line and "secret-tok" not in line
+
+
 def test_unopenable_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -100,6 +100,14 @@ def load_tokens(tokens_file: Path | None = None, env: dict[str, str] | None = No
     """All configured tokens: ``DOTFLOW_API_TOKENS`` plus the tokens file, if given."""
     environ = os.environ if env is None else env
     tokens = parse_token_env(environ.get(TOKENS_ENV))
+    for number, token in enumerate(tokens, 1):
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TokenConfigError(
+                f"{TOKENS_ENV}: token #{number} is not valid UTF-8; "
+                "tokens must be UTF-8 text (e.g. ASCII letters and digits)"
+            ) from None
     if tokens_file is not None:
         try:
             text = tokens_file.read_text(encoding="utf-8")

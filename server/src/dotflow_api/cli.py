@@ -219,6 +219,11 @@ def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
     except SQLAlchemyError as exc:
         reason = getattr(exc, "orig", None) or type(exc).__name__
         raise CommandError(f"cannot open database {safe_url(args.database)!r}: {reason}") from None
+    except (ImportError, ValueError, TypeError) as exc:
+        # A driver refusing its options or missing a module only when it connects.
+        raise CommandError(
+            f"cannot open database {safe_url(args.database)!r}: {type(exc).__name__}: {exc}"
+        ) from None
     logger.info(
         "database %s, %d token(s), body limit %d bytes",
         safe_url(engine.url),

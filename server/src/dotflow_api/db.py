@@ -88,9 +88,22 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
     else:
         kwargs["pool_pre_ping"] = True
     try:
-        engine = create_engine(parsed, **kwargs)
+        is_async = getattr(parsed.get_dialect(), "is_async", False)
+        if not is_async:
+            engine = create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise DatabaseURLError(f"cannot use database URL {safe_url(parsed)!r}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        # The dialect converting a query parameter (``?timeout=abc``).
+        raise DatabaseURLError(
+            f"cannot use database URL {safe_url(parsed)!r}: bad query parameter value ({exc})"
+        ) from exc
+    if is_async:
+        raise DatabaseURLError(
+            f"cannot use database URL {safe_url(parsed)!r}: {parsed.drivername!r} is an "
+            "asyncio driver; use a synchronous one, e.g. sqlite:///dotflow-api.sqlite3 "
+            "or postgresql+psycopg://user:PASSWORD@host/db"
+        )
     if is_sqlite:
         _configure_sqlite(engine)
     return engine
