@@ -144,3 +144,30 @@ def test_safe_url_masks_passwords() -> None:
     assert (
         safe_url("postgresql://user:hunter2@host:port/db") == "postgresql://user:***@host:port/db"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u@h/db?password=hunter2",
+        "postgresql+psycopg://u@h/db?sslmode=require&PASSWORD=hunter2&x=1",
+        "postgresql+psycopg://u@h/db?sslpassword=hunter2",
+        "mysql://u@h/db?passwd=hunter2;charset=utf8",
+        "postgresql+psycopg://u@h:port/db?password=hunter2",  # unparseable port
+        "u@h/db?Password=hunter2#frag",
+        "postgresql://u@h:port/db?password=hun@ter2",
+    ],
+)
+def test_safe_url_masks_password_query_parameters(url: str) -> None:
+    masked = safe_url(url)
+    assert "hunter2" not in masked and "ter2" not in masked and "***" in masked
+    assert "u" in masked and "@h" in masked
+
+
+def test_password_in_query_is_not_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOTFLOW_API_TOKENS", "t")
+    assert main(["serve", "--port", "0", "--database", "nosuchdb://u@h/db?password=hunter2"]) == 2
+    line = _one_line_error(capsys)
+    assert "nosuchdb" in line and "hunter2" not in line

@@ -17,6 +17,7 @@ with savepoints, which works everywhere.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event
@@ -46,14 +47,25 @@ def parse_url(url: str) -> URL:
         raise DatabaseURLError(f"invalid database URL {safe_url(url)!r}") from exc
 
 
+#: A query parameter whose value is masked: ``password``, ``sslpassword``, ``passwd``...
+_SECRET_QUERY = re.compile(r"([?&;][^=&;#]*(?:pass|pwd|secret|token)[^=&;#]*=)[^&;#]*", re.I)
+
+
 def safe_url(url: str | URL) -> str:
-    """The URL with any password masked, for messages and logs."""
+    """The URL with any password masked (userinfo and password-like query parameters),
+    for messages and logs."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return _mask_query(url.render_as_string(hide_password=True))
+    # The query first: a masked value can no longer hold an "@" taken to end userinfo.
+    masked = _mask_query(url)
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return _mask_query(make_url(masked).render_as_string(hide_password=True))
     except (ArgumentError, ValueError):
-        return _mask_userinfo(url)
+        return _mask_userinfo(masked)
+
+
+def _mask_query(url: str) -> str:
+    return _SECRET_QUERY.sub(r"\1***", url)
 
 
 def _mask_userinfo(url: str) -> str:
