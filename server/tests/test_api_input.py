@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
-from api_helpers import AUTH_A, task_body, workflow_body
+from api_helpers import AUTH_A, TOKEN_A, task_body, workflow_body
+from dotflow_api.auth import owner_key
 from fastapi.testclient import TestClient
 
 JSON = {**AUTH_A, "content-type": "application/json"}
@@ -210,3 +214,73 @@ def test_database_failure_is_503_without_details(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "secret_sql" not in response.text and "param" not in response.text
+
+
+EXACT_NUMBERS = ["1.0", "-0.0", "12345678901234567890", "1e308", "0.1", "-7", "2.5e-300"]
+
+
+@pytest.mark.parametrize("number", EXACT_NUMBERS)
+def test_numbers_as_whole_contexts_round_trip_exactly(client: TestClient, number: str) -> None:
+    """On SQLite a JSON column's NUMERIC affinity once turned 1.0 into 1 and -0.0 into 0."""
+    body = json.dumps(task_body(current_context=None, previous_context=None))
+    body = body.replace('"current_context": null', f'"current_context": {number}')
+    body = body.replace('"previous_context": null', f'"previous_context": [{number}]')
+    assert client.post("/workflows/w/tasks", content=body, headers=JSON).status_code == 201
+    task = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][0]
+    assert repr(task["current_context"]) == repr(json.loads(number))
+    assert repr(task["previous_context"]) == repr([json.loads(number)])
+
+
+@pytest.mark.sqlite_only
+def test_database_of_the_earlier_schema_reads_old_rows_and_stores_exactly(
+    database_url: str, make_client: Callable[..., TestClient]
+) -> None:
+    """Tables created by earlier versions declare the JSON columns ``JSON``."""
+    path = Path(database_url.removeprefix("sqlite:///"))
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(EARLIER_SCHEMA)
+        conn.execute(
+            "INSERT INTO dotflow_workflows VALUES (1, ?, 'w', 'In progress', NULL, NULL, NULL,"
+            " NULL, NULL, NULL, 0, 0, 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            (owner_key(TOKEN_A),),
+        )
+        # What earlier versions wrote: JSON text, and a number NUMERIC affinity converted.
+        conn.execute(
+            "INSERT INTO dotflow_tasks VALUES (1, 1, 1, 'n', 'Completed', 'default', 0, NULL,"
+            " ?, NULL, NULL, ?, ?, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            ('[{"attempt": 1, "type": "E", "message": "m", "traceback": ""}]', 1.0, '{"a": 1}'),
+        )
+    client = make_client()
+    old = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][0]
+    assert old["errors"][0]["type"] == "E"
+    assert old["current_context"] == 1 and old["previous_context"] == {"a": 1}
+    body = json.dumps(task_body(2, current_context=None)).replace(
+        '"current_context": null', '"current_context": 1.0'
+    )
+    assert client.post("/workflows/w/tasks", content=body, headers=JSON).status_code == 201
+    new = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][1]
+    assert repr(new["current_context"]) == "1.0"
+
+
+#: The SQLite schema created by versions before JSONValue (columns declared JSON).
+EARLIER_SCHEMA = """
+CREATE TABLE dotflow_workflows (
+    pk INTEGER NOT NULL, owner VARCHAR(64) NOT NULL, workflow_id VARCHAR(255) NOT NULL,
+    status VARCHAR(32) NOT NULL, name TEXT, mode TEXT, created_at DATETIME,
+    started_at DATETIME, finished_at DATETIME, duration FLOAT,
+    task_count INTEGER NOT NULL, completed_count INTEGER NOT NULL,
+    failed_count INTEGER NOT NULL, registered_at DATETIME NOT NULL,
+    updated_at DATETIME NOT NULL, PRIMARY KEY (pk),
+    CONSTRAINT uq_dotflow_workflows_owner_id UNIQUE (owner, workflow_id)
+);
+CREATE INDEX ix_dotflow_workflows_owner_pk ON dotflow_workflows (owner, pk);
+CREATE TABLE dotflow_tasks (
+    pk INTEGER NOT NULL, workflow_pk INTEGER NOT NULL, task_id INTEGER NOT NULL,
+    name TEXT NOT NULL, status VARCHAR(32) NOT NULL, group_name TEXT NOT NULL,
+    retry_count INTEGER NOT NULL, duration FLOAT, errors JSON, started_at DATETIME,
+    finished_at DATETIME, current_context JSON, previous_context JSON,
+    registered_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, PRIMARY KEY (pk),
+    CONSTRAINT uq_dotflow_tasks_workflow_task UNIQUE (workflow_pk, task_id),
+    FOREIGN KEY(workflow_pk) REFERENCES dotflow_workflows (pk) ON DELETE CASCADE
+);
+"""

@@ -7,11 +7,13 @@ one ``(owner, workflow_id)``, the unique constraint on ``(workflow_pk, task_id)`
 unique constraint on ``(owner, workflow_id, task_id)``.
 
 Only portable column types are used, so the same schema works on SQLite, PostgreSQL
-and any other database SQLAlchemy supports.
+and any other database SQLAlchemy supports. On SQLite the client's JSON (errors and
+contexts) is stored as JSON text (``JSONValue``) so that values round-trip exactly.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -66,6 +68,45 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+class JSONValue(TypeDecorator[Any]):
+    """Any JSON value, read back exactly as written (``None`` is SQL NULL).
+
+    Elsewhere this is the database's JSON type. On SQLite, a column declared ``JSON``
+    has NUMERIC affinity, which rewrites a top-level number (``1.0`` read back as
+    ``1``, ``-0.0`` as ``0``, ``12345678901234567890`` as ``1.2345678901234567e+19``).
+    So new tables declare the column ``TEXT``, values are written as JSON text, and a
+    top-level number is written as a BLOB of that text, which no column affinity
+    converts, so tables created by earlier versions (declared ``JSON``) are exact too.
+    Their old rows still read: JSON text is parsed, and a number that affinity already
+    converted is returned as it is.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite" or value is None:
+            return value
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return text.encode("utf-8")
+        return text
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite" or value is None:
+            return value
+        if isinstance(value, bytes):
+            return json.loads(value.decode("utf-8"))
+        if isinstance(value, str):
+            return json.loads(value)
+        return value  # a number an earlier version's NUMERIC column already converted
+
+
 class Base(DeclarativeBase):
     """The declarative base of the server's tables."""
 
@@ -116,10 +157,10 @@ class Task(Base):
     group_name: Mapped[str] = mapped_column(Text, nullable=False, default="default")
     retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)
-    errors: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    errors: Mapped[Any] = mapped_column(JSONValue, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    current_context: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
-    previous_context: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    current_context: Mapped[Any] = mapped_column(JSONValue, nullable=True)
+    previous_context: Mapped[Any] = mapped_column(JSONValue, nullable=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
