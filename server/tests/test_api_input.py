@@ -45,6 +45,13 @@ def test_invalid_utf8_is_a_client_error(client: TestClient) -> None:
         {"id": "", "status": "In progress"},
         {"id": "x" * 256, "status": "In progress"},
         {"id": "w", "status": "In progress", "task_count": 2**40},
+        {"id": "w", "status": "In progress", "task_count": "3"},
+        {"id": "w", "status": "In progress", "task_count": True},
+        {"id": "w", "status": "In progress", "task_count": 3.0},
+        {"id": "w", "status": "In progress", "failed_count": "1"},
+        {"id": "w", "status": "In progress", "duration": "1.5"},
+        {"id": "w", "status": "In progress", "duration": True},
+        {"id": "w", "status": "In progress", "created_at": 1767225600},
     ],
 )
 def test_wrong_workflow_bodies_are_422(client: TestClient, body: object) -> None:
@@ -65,6 +72,15 @@ def test_wrong_workflow_bodies_are_422(client: TestClient, body: object) -> None
         {"errors": [{"type": "E"}]},
         {"started_at": 12.5e20},
         {"duration": [1]},
+        {"id": True},
+        {"id": "3"},
+        {"id": 3.0},
+        {"retry_count": "7"},
+        {"retry_count": False},
+        {"duration": "1.5"},
+        {"errors": [{"attempt": "2", "type": "E", "message": "m"}]},
+        {"errors": [{"attempt": True, "type": "E", "message": "m"}]},
+        {"started_at": 1767225600},
     ],
 )
 def test_wrong_task_bodies_are_422_and_write_nothing(
@@ -73,6 +89,13 @@ def test_wrong_task_bodies_are_422_and_write_nothing(
     response = client.post("/workflows/w/tasks", json=task_body(**overrides), headers=AUTH_A)
     assert response.status_code == 422
     assert client.get("/workflows/w", headers=AUTH_A).status_code == 404
+
+
+def test_integer_durations_and_iso_datetimes_are_accepted(client: TestClient) -> None:
+    body = task_body(duration=2, started_at="2026-01-31T12:00:00Z", retry_count=1)
+    assert client.post("/workflows/w/tasks", json=body, headers=AUTH_A).status_code == 201
+    task = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"][0]
+    assert task["duration"] == 2.0 and task["started_at"] == "2026-01-31T12:00:00+00:00"
 
 
 def test_validation_errors_do_not_echo_the_input(client: TestClient) -> None:

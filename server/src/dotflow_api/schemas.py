@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     WithJsonSchema,
     model_validator,
 )
@@ -68,6 +69,13 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("datetime is out of range once converted to UTC") from exc
 
 
+def _require_text(value: Any) -> Any:
+    """Refuse a number (pydantic would take it as a Unix time): ISO 8601 text only."""
+    if isinstance(value, (int, float)):
+        raise ValueError("expected an ISO 8601 date-time string, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
 def _iso(value: datetime) -> str:
     return value.isoformat()
 
@@ -75,6 +83,7 @@ def _iso(value: datetime) -> str:
 #: A datetime in, an ISO 8601 string with ``+00:00`` out.
 UtcDatetime = Annotated[
     datetime,
+    BeforeValidator(_require_text),
     AfterValidator(_to_utc),
     PlainSerializer(_iso, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
@@ -94,9 +103,11 @@ def valid_unicode_id(value: Any) -> Any:
 WorkflowId = Annotated[
     str, Field(min_length=1, max_length=WORKFLOW_ID_MAX_LENGTH), BeforeValidator(valid_unicode_id)
 ]
-Count = Annotated[int, Field(ge=0, le=MAX_INT)]
-TaskId = Annotated[int, Field(ge=1, le=MAX_INT)]
-Seconds = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a JSON string, boolean or fractional number is a wrong type (422), never
+# converted ("3" -> 3, true -> 1); a JSON integer is still a valid number of seconds.
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
+TaskId = Annotated[int, Strict(), Field(ge=1, le=MAX_INT)]
+Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
 def clean_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -164,7 +175,9 @@ class TaskErrorBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    attempt: int = Field(description="The attempt that failed, counting from 1.")
+    attempt: Annotated[int, Strict()] = Field(
+        description="The attempt that failed, counting from 1."
+    )
     type: str = Field(description='The exception class name, e.g. "ValueError".')
     message: str = Field(description="str() of the exception.")
     traceback: str = Field(default="", description="The formatted traceback.")
