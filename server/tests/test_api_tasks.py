@@ -97,9 +97,33 @@ def test_task_id_path_must_be_a_positive_int(client: TestClient) -> None:
 
 
 def test_task_id_bounds(client: TestClient) -> None:
-    for bad in (0, -1, 2**31, "x", 1.5, None):
+    for bad in (0, -1, 2**53 + 1, "x", 1.5, None):
         response = client.post("/workflows/w/tasks", json=task_body(bad), headers=AUTH_A)
         assert response.status_code == 422, bad
+
+
+def test_every_next_id_answered_is_accepted(client: TestClient) -> None:
+    """next-id once answered 2**31 after task 2**31-1, and the server refused that id."""
+    assert client.post("/workflows/w/tasks", json=task_body(2**31 - 1), headers=AUTH_A).is_success
+    for _ in range(2):
+        next_id = client.get("/workflows/w/tasks/next-id", headers=AUTH_A).json()["next_id"]
+        created = client.post("/workflows/w/tasks", json=task_body(next_id), headers=AUTH_A)
+        assert created.status_code == 201, next_id
+        patched = client.patch(
+            f"/workflows/w/tasks/{next_id}", json=task_body(next_id), headers=AUTH_A
+        )
+        assert patched.status_code == 200
+    assert client.get("/workflows/w/tasks/next-id", headers=AUTH_A).json()["next_id"] == 2**31 + 2
+
+
+def test_next_id_after_the_largest_task_id_is_a_clear_409(client: TestClient) -> None:
+    """2**53 is also the largest next_id the api client accepts."""
+    assert client.post("/workflows/w/tasks", json=task_body(2**53), headers=AUTH_A).is_success
+    response = client.get("/workflows/w/tasks/next-id", headers=AUTH_A)
+    assert response.status_code == 409
+    assert "largest task id" in response.json()["detail"]
+    listed = client.get("/workflows/w/tasks", headers=AUTH_A).json()["items"]
+    assert [task["id"] for task in listed] == [2**53]
 
 
 def test_next_id_unknown_workflow(client: TestClient) -> None:

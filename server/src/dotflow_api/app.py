@@ -23,6 +23,7 @@ from dotflow_api.models import WORKFLOW_ID_MAX_LENGTH
 from dotflow_api.paths import DecodedPathRoute, RawPathMiddleware
 from dotflow_api.schemas import (
     MAX_INT,
+    MAX_TASK_ID,
     ErrorDetail,
     Health,
     NextTaskId,
@@ -53,7 +54,7 @@ WorkflowIdPath = Annotated[
         description="The workflow id, percent-encoded (it may contain any character).",
     ),
 ]
-TaskIdPath = Annotated[int, Path(ge=1, le=MAX_INT, description="The task id.")]
+TaskIdPath = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task id.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 
@@ -232,11 +233,25 @@ def create_task(
     "/workflows/{workflow_id}/tasks/next-id",
     tags=["runner"],
     response_model=NextTaskId,
-    responses=_AUTH_ERRORS,
+    responses={
+        409: {"model": ErrorDetail, "description": "The workflow holds the largest task id."}
+    }
+    | _AUTH_ERRORS,
 )
-def next_task_id(workflow_id: WorkflowIdPath, owner: Owner, request: Request) -> NextTaskId:
-    """The id for the workflow's next task: highest stored id + 1 (1 when none)."""
+def next_task_id(
+    workflow_id: WorkflowIdPath, owner: Owner, request: Request
+) -> NextTaskId | JSONResponse:
+    """The id for the workflow's next task: highest stored id + 1 (1 when none); 409 when
+    the workflow already holds the largest task id, so no id the server takes is left."""
     last_id = _store(request).last_task_id(owner, workflow_id)
+    if last_id is not None and last_id >= MAX_TASK_ID:
+        return JSONResponse(
+            {
+                "detail": f"the workflow holds the largest task id ({MAX_TASK_ID} = 2**53), "
+                "so it has no next id; report further tasks under a new workflow id"
+            },
+            status_code=status.HTTP_409_CONFLICT,
+        )
     return NextTaskId(next_id=1 if last_id is None else last_id + 1, last_id=last_id)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -151,7 +152,7 @@ class Task(Base):
     workflow_pk: Mapped[int] = mapped_column(
         Integer, ForeignKey("dotflow_workflows.pk", ondelete="CASCADE"), nullable=False
     )
-    task_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    task_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     name: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(String(32), nullable=False)
     group_name: Mapped[str] = mapped_column(Text, nullable=False, default="default")

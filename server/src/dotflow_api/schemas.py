@@ -39,6 +39,9 @@ MAX_JSON_DEPTH: Final = 128
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 #: Largest integer the server stores in an integer column (32-bit signed, portable).
 MAX_INT: Final = 2**31 - 1
+#: Largest task id (a 64-bit column): the largest ``next_id`` the api client accepts,
+#: and the largest integer a JSON double holds exactly.
+MAX_TASK_ID: Final = 2**53
 
 
 class TaskStatus(str, enum.Enum):
@@ -106,7 +109,7 @@ WorkflowId = Annotated[
 # Strict: a JSON string, boolean or fractional number is a wrong type (422), never
 # converted ("3" -> 3, true -> 1); a JSON integer is still a valid number of seconds.
 Count = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
-TaskId = Annotated[int, Strict(), Field(ge=1, le=MAX_INT)]
+TaskId = Annotated[int, Strict(), Field(ge=1, le=MAX_TASK_ID)]
 Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
