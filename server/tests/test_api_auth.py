@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 from api_helpers import AUTH_A, AUTH_B, TOKEN_A, task_body, workflow_body
+from dotflow_api.app import create_app
 from dotflow_api.auth import TokenSet, load_tokens, owner_key, parse_token_lines
+from dotflow_api.db import create_db_engine, create_schema
+from dotflow_api.store import Store
 from fastapi.testclient import TestClient
 
 PROTECTED = [
@@ -137,3 +140,21 @@ def test_load_tokens_merges_env_and_file(tmp_path: Path) -> None:
     for token in ("env-1", "env-2", "file-token"):
         assert tokens.owner_for(token) == owner_key(token)
     assert len(load_tokens(None, env={})) == 0
+
+
+def test_tokens_file_with_a_utf8_bom_accepts_its_first_token(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Editors on Windows may start the file with a BOM; it once hid the first token."""
+    path = tmp_path / "tokens"
+    path.write_bytes("\ufefffirst-token\nsecond-token\n".encode())
+    engine = create_db_engine(database_url)
+    create_schema(engine)
+    app = create_app(Store(engine), load_tokens(path, env={}))
+    try:
+        with TestClient(app) as client:
+            for token in ("first-token", "second-token"):
+                response = client.get("/workflows", headers={"Authorization": f"Bearer {token}"})
+                assert response.status_code == 200, token
+    finally:
+        engine.dispose()

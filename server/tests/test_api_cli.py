@@ -171,3 +171,13 @@ def test_password_in_query_is_not_printed(
     assert main(["serve", "--port", "0", "--database", "nosuchdb://u@h/db?password=hunter2"]) == 2
     line = _one_line_error(capsys)
     assert "nosuchdb" in line and "hunter2" not in line
+
+
+def test_tokens_file_that_is_not_utf8_is_one_line_without_token_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"ok\nsecret\xfe\n")
+    assert main(["serve", "--port", "0", "--tokens-file", str(tokens)]) == 2
+    line = _one_line_error(capsys)
+    assert "not valid UTF-8" in line and "0xfe" not in line and "secret" not in line

@@ -110,9 +110,12 @@ def load_tokens(tokens_file: Path | None = None, env: dict[str, str] | None = No
             ) from None
     if tokens_file is not None:
         try:
-            text = tokens_file.read_text(encoding="utf-8")
+            text = tokens_file.read_text(encoding="utf-8-sig")  # a BOM is not part of a token
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, UnicodeDecodeError):  # its text would show a token's byte
+                reason = f"not valid UTF-8 (byte offset {exc.start}); tokens must be UTF-8 text"
+            else:
+                reason = exc.strerror or str(exc)
             raise TokenConfigError(f"cannot read tokens file '{tokens_file}': {reason}") from None
         tokens.extend(parse_token_lines(text))
     return TokenSet(tokens)
