@@ -91,6 +91,19 @@ def test_wrong_task_bodies_are_422_and_write_nothing(
     assert client.get("/workflows/w", headers=AUTH_A).status_code == 404
 
 
+def test_id_mismatch_errors_do_not_echo_the_body_id(client: TestClient) -> None:
+    secret = "SENSITIVE-VALUE"
+    response = client.patch(
+        "/workflows/lax", json={"id": secret, "status": "Completed"}, headers=AUTH_A
+    )
+    assert response.status_code == 422
+    assert secret not in response.text
+    assert "does not match the path's workflow_id" in response.json()["detail"][0]["msg"]
+    client.post("/workflows/lax/tasks", json=task_body(1), headers=AUTH_A)
+    response = client.patch("/workflows/lax/tasks/1", json=task_body(987654), headers=AUTH_A)
+    assert response.status_code == 422 and "987654" not in response.text
+
+
 def test_integer_durations_and_iso_datetimes_are_accepted(client: TestClient) -> None:
     body = task_body(duration=2, started_at="2026-01-31T12:00:00Z", retry_count=1)
     assert client.post("/workflows/w/tasks", json=body, headers=AUTH_A).status_code == 201

@@ -117,12 +117,13 @@ def _task_view(workflow_id: str, row: dict[str, Any]) -> TaskView:
     )
 
 
-def _mismatch(field: str, body_value: Any, path_value: Any) -> RequestValidationError:
+def _mismatch(field: str, path_param: str) -> RequestValidationError:
+    """422 for a body ``field`` that differs from the path; the body value is not echoed."""
     return RequestValidationError(
         [
             {
                 "loc": ("body", field),
-                "msg": f"body {field} {body_value!r} does not match the path's {path_value!r}",
+                "msg": f"body {field} does not match the path's {path_param}; they must be equal",
                 "type": "value_error",
             }
         ]
@@ -170,7 +171,7 @@ def update_workflow(
 ) -> WorkflowView:
     """Update a workflow (200); registers it if unknown (201), as managed mode needs."""
     if body.id is not None and body.id != workflow_id:
-        raise _mismatch("id", body.id, workflow_id)
+        raise _mismatch("id", "workflow_id")
     fields = body.model_dump(include=body.model_fields_set - {"id"})
     row, created = _store(request).upsert_workflow(owner, workflow_id, fields)
     if created:
@@ -270,7 +271,7 @@ def update_task(
 ) -> TaskAck:
     """Update a stored task (idempotent); 404 if the workflow or task is unknown."""
     if body.id != task_id:
-        raise _mismatch("id", body.id, task_id)
+        raise _mismatch("id", "task_id")
     fields = body.model_dump(include=body.model_fields_set - {"id"})
     _store(request).update_task(owner, workflow_id, task_id, fields)
     return TaskAck(workflow_id=workflow_id, id=task_id, status=body.status)
