@@ -65,12 +65,12 @@ def test_bad_database_url_names_it_without_password(
     monkeypatch.setenv("DOTFLOW_API_TOKENS", "secret-token-value")
     assert main(["serve", "--port", "0", "--database", "not a url"]) == 2
     line = _one_line_error(capsys)
-    assert "'not a url'" in line
+    assert "'not a url'" in line and "e.g. sqlite:///dotflow-api.sqlite3" in line
     assert "secret-token-value" not in line
 
     assert main(["serve", "--port", "0", "--database", "nosuchdb://u:hunter2@h/x"]) == 2
     line = _one_line_error(capsys)
-    assert "nosuchdb" in line and "hunter2" not in line
+    assert "nosuchdb" in line and "hunter2" not in line and "dialect[+driver]://" in line
 
 
 @pytest.mark.parametrize(
@@ -181,3 +181,13 @@ def test_tokens_file_that_is_not_utf8_is_one_line_without_token_bytes(
     assert main(["serve", "--port", "0", "--tokens-file", str(tokens)]) == 2
     line = _one_line_error(capsys)
     assert "not valid UTF-8" in line and "0xfe" not in line and "secret" not in line
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "300.1.1.1", "a..b"])
+def test_bad_host_says_what_is_valid(
+    host: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOTFLOW_API_TOKENS", "t")
+    assert main(["serve", "--port", "0", "--host", host]) == 2
+    line = _one_line_error(capsys)
+    assert repr(host) in line and "e.g. 127.0.0.1" in line and "Errno" not in line

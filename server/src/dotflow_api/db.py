@@ -39,12 +39,19 @@ class DatabaseURLError(ValueError):
     """The database URL cannot be parsed or names no installed driver."""
 
 
+#: What a valid database URL looks like, for error messages.
+URL_EXAMPLES: Final = (
+    "e.g. sqlite:///dotflow-api.sqlite3 or postgresql+psycopg://user:PASSWORD@host/db"
+)
+URL_HINT: Final = f"expected dialect[+driver]://..., {URL_EXAMPLES}"
+
+
 def parse_url(url: str) -> URL:
     """Parse a SQLAlchemy database URL, raising ``DatabaseURLError`` when it is invalid."""
     try:
         return make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise DatabaseURLError(f"invalid database URL {safe_url(url)!r}") from exc
+        raise DatabaseURLError(f"invalid database URL {safe_url(url)!r}: {URL_HINT}") from exc
 
 
 #: A query parameter whose value is masked: ``password``, ``sslpassword``, ``passwd``...
@@ -103,7 +110,11 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
         is_async = getattr(parsed.get_dialect(), "is_async", False)
         if not is_async:
             engine = create_engine(parsed, **kwargs)
-    except (ArgumentError, ImportError) as exc:
+    except ArgumentError as exc:  # e.g. an unknown dialect
+        raise DatabaseURLError(
+            f"cannot use database URL {safe_url(parsed)!r}: {exc}; {URL_HINT}"
+        ) from exc
+    except ImportError as exc:
         raise DatabaseURLError(f"cannot use database URL {safe_url(parsed)!r}: {exc}") from exc
     except (ValueError, TypeError) as exc:
         # The dialect converting a query parameter (``?timeout=abc``).
@@ -113,8 +124,7 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
     if is_async:
         raise DatabaseURLError(
             f"cannot use database URL {safe_url(parsed)!r}: {parsed.drivername!r} is an "
-            "asyncio driver; use a synchronous one, e.g. sqlite:///dotflow-api.sqlite3 "
-            "or postgresql+psycopg://user:PASSWORD@host/db"
+            f"asyncio driver; use a synchronous one, {URL_EXAMPLES}"
         )
     if is_sqlite:
         _configure_sqlite(engine)
