@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from api_helpers import AUTH_A, NOW, task_body, workflow_body
 from fastapi.testclient import TestClient
 
@@ -94,6 +95,17 @@ def test_task_id_path_must_be_a_positive_int(client: TestClient) -> None:
     assert (
         client.patch("/workflows/w/tasks/0", json=task_body(0), headers=AUTH_A).status_code == 422
     )
+
+
+@pytest.mark.parametrize("spelling", ["01", "+1", "1%20", "%201", "1.0", "1_0", "%EF%BC%91"])
+def test_task_id_path_must_be_canonical_decimal(client: TestClient, spelling: str) -> None:
+    """Each of these once addressed task 1 (or 10); ``%EF%BC%91`` is a fullwidth 1."""
+    client.post("/workflows/w/tasks", json=task_body(1), headers=AUTH_A)
+    client.post("/workflows/w/tasks", json=task_body(10), headers=AUTH_A)
+    response = client.patch(f"/workflows/w/tasks/{spelling}", json=task_body(1), headers=AUTH_A)
+    assert response.status_code == 422
+    assert "plain decimal digits" in response.json()["detail"][0]["msg"]
+    assert client.patch("/workflows/w/tasks/1", json=task_body(1), headers=AUTH_A).is_success
 
 
 def test_task_id_bounds(client: TestClient) -> None:

@@ -8,6 +8,7 @@ whole or not at all.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
@@ -54,7 +55,24 @@ WorkflowIdPath = Annotated[
         description="The workflow id, percent-encoded (it may contain any character).",
     ),
 ]
-TaskIdPath = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task id.")]
+_DECIMAL: Final = re.compile("[1-9][0-9]*")
+
+
+def _canonical_task_id(value: Any) -> Any:
+    """Refuse spellings other than plain decimal (``01``, ``+1``, ``1 ``): one id, one path."""
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise ValueError(
+            f"task id must be written in plain decimal digits, from 1 to {MAX_TASK_ID}, "
+            "without sign, leading zeros or spaces, e.g. 7"
+        )
+    return value
+
+
+TaskIdPath = Annotated[
+    int,
+    Path(ge=1, le=MAX_TASK_ID, description="The task id."),
+    BeforeValidator(_canonical_task_id),
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 
