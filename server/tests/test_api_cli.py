@@ -191,3 +191,14 @@ def test_bad_host_says_what_is_valid(
     assert main(["serve", "--port", "0", "--host", host]) == 2
     line = _one_line_error(capsys)
     assert repr(host) in line and "e.g. 127.0.0.1" in line and "Errno" not in line
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_in_memory_database_is_refused(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOTFLOW_API_TOKENS", "t")
+    assert main(["serve", "--port", "0", "--database", url]) == 2
+    line = _one_line_error(capsys)
+    assert "database URL 'sqlite://" in line and "in-memory" in line
+    assert "e.g. sqlite:///dotflow-api.sqlite3" in line

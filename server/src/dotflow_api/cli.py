@@ -26,7 +26,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from dotflow_api._version import __version__
 from dotflow_api.app import create_app, openapi_document
 from dotflow_api.auth import TOKENS_ENV, TokenConfigError, TokenSet, load_tokens
-from dotflow_api.db import DatabaseURLError, create_db_engine, create_schema, safe_url
+from dotflow_api.db import (
+    DatabaseURLError,
+    create_db_engine,
+    create_schema,
+    is_in_memory,
+    safe_url,
+)
 from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES
 from dotflow_api.store import Store
 
@@ -212,6 +218,12 @@ def _load_tokens(args: argparse.Namespace) -> TokenSet:
 def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
     """Database and application from the arguments; ``CommandError`` if invalid."""
     try:
+        if is_in_memory(args.database):
+            raise CommandError(
+                f"database URL {safe_url(args.database)!r} is an in-memory SQLite database: "
+                "every write would be lost when the server stops; name a file, e.g. "
+                f"{DEFAULT_DATABASE}"
+            )
         engine = create_db_engine(args.database)
         create_schema(engine)
     except DatabaseURLError as exc:

@@ -86,6 +86,14 @@ def _mask_userinfo(url: str) -> str:
     return f"{url[:start]}{user}:***{url[userinfo_end:]}"
 
 
+def is_in_memory(url: str | URL) -> bool:
+    """True for a SQLite URL naming no file (``sqlite://``, ``sqlite:///``, ``:memory:``)."""
+    parsed = parse_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+
+
 def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """Create an engine for ``url`` with the per-backend settings described above."""
     parsed = parse_url(url) if isinstance(url, str) else url
