@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
 import pytest
@@ -138,3 +139,12 @@ def test_a_configuration_error_from_get_next_task_id_stops_the_run() -> None:
 def test_a_bad_workflow_id_is_a_configuration_error(bad: object) -> None:
     with pytest.raises(ConfigurationError, match="workflow_id="):
         DotFlow(workflow_id=bad, providers=[])  # type: ignore[arg-type]
+
+
+def test_a_workflow_id_that_is_not_utf8_text_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKFLOW_ID", os.fsdecode(b"nightly-\xff"))
+    with pytest.raises(ConfigurationError) as caught:
+        DotFlow(providers=[])
+    assert str(caught.value).startswith(
+        "WORKFLOW_ID='nightly-\\udcff': holds bytes that are not UTF-8 text"
+    )

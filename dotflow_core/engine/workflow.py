@@ -51,6 +51,15 @@ def providers_manager(
     return ProviderManager.from_providers(providers, settings)
 
 
+def _is_utf8(text: str) -> bool:
+    """False for a string holding undecodable bytes (an environment variable's, escaped)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class DotFlow:
     """A workflow: add tasks with ``workflow.task.add(step=...)``, run them with ``start()``.
 
@@ -77,6 +86,11 @@ class DotFlow:
         if supplied is not None and (not isinstance(supplied, str) or not supplied.strip()):
             raise ConfigurationError(
                 f"{origin}={supplied!r}: must be a non-empty string (or unset, for a new id)"
+            )
+        if supplied is not None and not _is_utf8(supplied):
+            raise ConfigurationError(
+                f"{origin}={supplied!r}: holds bytes that are not UTF-8 text; providers and "
+                f"servers store ids as text: use letters, digits and punctuation"
             )
         self.providers = providers_manager(providers)
         self._events = Events(self.providers)

@@ -355,17 +355,23 @@ def test_connection_refused_ends_within_the_deadline_and_spools(
 def test_a_workflow_id_with_undecodable_bytes_is_delivered_or_spooled(
     server: str, fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
 ) -> None:
+    # DotFlow refuses such an id (it is not text); records may still come from elsewhere.
     workflow_id = os.fsdecode(b"nightly-\xff")  # as os.environ gives WORKFLOW_ID
     url = fake.url if server == "up" else f"http://127.0.0.1:{free_port()}"
     provider = make_provider(url, flush_timeout=0.5)
-    workflow = run(provider, [quick, quick], workflow_id=workflow_id)
+    workflow = attrs.evolve(sample_workflow_record(), workflow_id=workflow_id)
+    provider.create_workflow(workflow)
+    provider.create_task(sample_task_record(workflow_id, 1))
+    provider.update_task(sample_task_record(workflow_id, 1, TaskStatus.COMPLETED))
+    provider.update_workflow(attrs.evolve(workflow, status=WorkflowStatus.COMPLETED))
+    provider.flush(workflow_id, timeout=0.5)
     stats = provider.stats()
     assert stats.dropped == 0
     if server == "up":
-        assert stats.delivered == events_of(workflow)
+        assert stats.delivered >= 3  # the task's create may carry its latest state
         assert "PATCH /api/v1/workflows/nightly-%FF" in fake.lines()
     else:
-        assert stats.spooled == events_of(workflow)
+        assert stats.spooled >= 3
         assert len(outbox_files(outbox_dir)) == 1
 
 
