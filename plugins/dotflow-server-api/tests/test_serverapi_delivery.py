@@ -24,8 +24,9 @@ from dotflow_server_api.provider import NEXT_ID_DEADLINE
 from dotflow_server_api.settings import ApiSettings
 from dotflow_server_api.transport import Transport
 from fake_api import TOKEN, Action, FakeAPI, RecordedRequest
+from serverapi_helpers import config_for, free_port
 
-from dotflow_core import ConfigurationError, DotFlow, Secret, TaskStatus, WorkflowStatus, action
+from dotflow_core import ConfigurationError, DotFlow, TaskStatus, WorkflowStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
 
 FINAL = {"Completed", "Failed"}
@@ -114,12 +115,6 @@ def assert_ordering(requests: list[RecordedRequest], workflow_id: str) -> None:
 
 def outbox_files(outbox_dir: Path) -> list[Path]:
     return sorted(outbox_dir.glob("*/*.jsonl")) if outbox_dir.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- the happy path and recoveries ------------------------------------------------
@@ -503,7 +498,7 @@ def test_the_other_workers_start_while_the_first_request_is_on_the_wire(
 
     with FakeAPI(token=TOKEN, delay=0.1) as server:
         server.script(Action(delay=0.4, match="^POST /workflows$"))
-        config = ApiSettings(base_url=server.url, token=Secret(TOKEN), outbox_dir=outbox_dir)
+        config = config_for(server.url, outbox_dir)
         delivery = Delivery(config, transport_factory=transport, start_delay=0)
         workflow = sample_workflow_record()
         delivery.submit(create_workflow(workflow))

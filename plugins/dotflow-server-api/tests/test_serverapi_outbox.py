@@ -22,6 +22,7 @@ from dotflow_server_api.outbox import CLAIM_MARK, Entry, Outbox, _host_tag
 from dotflow_server_api.payloads import create_task, create_workflow, update_task
 from dotflow_server_api.settings import ApiSettings, token_fingerprint
 from fake_api import TOKEN, Action, FakeAPI
+from serverapi_helpers import config_for
 
 from dotflow_core import DotFlow, Secret, TaskStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
@@ -42,10 +43,6 @@ def run(provider: ServerAPI, tasks: int = 2) -> DotFlow:
 
 def files(outbox_dir: Path) -> list[Path]:
     return sorted(outbox_dir.glob("*/*.jsonl*")) if outbox_dir.exists() else []
-
-
-def config_for(url: str, outbox_dir: Path) -> ApiSettings:
-    return ApiSettings(base_url=url, token=Secret(TOKEN), outbox_dir=outbox_dir)
 
 
 def spool(url: str, outbox_dir: Path, workflows: int, tasks: int = 2) -> list[str]:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from dotflow_server_api import ServerAPI, payloads
 from dotflow_server_api.outbox import Entry, Outbox
 from dotflow_server_api.settings import token_fingerprint
 from fake_api import TOKEN, Action, FakeAPI
+from serverapi_helpers import free_port
 
 from dotflow_core import ConfigurationError, DotFlow, Secret, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
@@ -138,12 +138,6 @@ def test_an_earlier_runs_outbox_adds_no_second_deadline(
     workflows = {entry["workflow_id"] for entry in spooled}
     assert earlier.workflow_id in workflows, "the earlier run's requests were lost"
     assert len(workflows) == 2, "this run's requests were not spooled"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_token_appears_nowhere_at_debug_level(
