@@ -310,6 +310,34 @@ def test_a_token_rejected_by_many_requests_at_once_is_logged_once(
         assert provider.stats().dropped == events_of(workflow)
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_after_the_token_is_rejected_later_events_are_not_sent(
+    fake: FakeAPI,
+    make_provider: Callable[..., ServerAPI],
+    api_logs: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    """The rejection is answered first; the events of the run that follow it are dropped."""
+    fake.always(lambda r: Action(status=status))
+    provider = make_provider(fake.url)
+    workflow = sample_workflow_record()
+    wid = workflow.workflow_id
+    provider.create_workflow(workflow)
+    assert fake.wait_for(lambda: [r.status for r in fake.requests] == [status])
+    assert fake.wait_for(lambda: provider.delivery().pending() == 0)  # the answer was read
+    for task_id in (1, 2, 3):
+        provider.create_task(sample_task_record(wid, task_id))
+    final = attrs.evolve(sample_workflow_record(WorkflowStatus.COMPLETED), workflow_id=wid)
+    provider.update_workflow(final)
+    provider.flush(wid, timeout=2.0)
+    assert len(fake.requests) == 1  # nothing after the rejection reached the server
+    errors = [r.getMessage() for r in api_logs.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "rejected the token" in errors[0]
+    assert f"HTTP {status}" in errors[0]
+    stats = provider.stats()
+    assert stats.dropped == 5 and stats.spooled == 0  # the create and the four later events
+
+
 def test_other_4xx_drop_the_event_and_log_once_per_endpoint(
     fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
 ) -> None:
