@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -17,7 +19,7 @@ import attrs
 import pytest
 from dotflow_server_api import ServerAPI
 from dotflow_server_api import delivery as delivery_module
-from dotflow_server_api.backoff import retry_delay
+from dotflow_server_api.backoff import http_date, retry_delay
 from dotflow_server_api.delivery import Delivery
 from dotflow_server_api.payloads import create_task, create_workflow
 from dotflow_server_api.provider import NEXT_ID_DEADLINE
@@ -261,6 +263,46 @@ def test_429_retry_after_is_honoured(fake: FakeAPI, make_provider: Callable[...,
     limited, following = fake.requests[0], fake.requests[1]
     assert limited.status == 429
     assert 0.9 <= following.at - limited.done_at < 2.5
+
+
+def in_a_second() -> str:
+    """An HTTP-date (whole seconds) that is 0.5 to 1.5 s ahead."""
+    return http_date(datetime.fromtimestamp(math.ceil(time.time() + 0.5), timezone.utc))
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "at_least"), [(lambda: "1", 0.9), (in_a_second, 0.4)], ids=["seconds", "date"]
+)
+def test_the_default_retry_delay_honours_retry_after(
+    fake: FakeAPI, outbox_dir: Path, retry_after: Callable[[], str], at_least: float
+) -> None:
+    """No injected delay: the production wiring passes the header to the retry delay."""
+    fake.script(Action(status=503, retry_after=retry_after()))
+    # A zero draw: the backoff alone would retry at once.
+    delivery = Delivery(config_for(fake.url, outbox_dir), start_delay=0, rand=lambda: 0.0)
+    record = sample_workflow_record()
+    delivery.submit(create_workflow(record))
+    delivery.flush(record.workflow_id, timeout=5)
+    assert delivery.close(0).delivered == 1
+    refused, retried = fake.requests[:2]
+    assert refused.status == 503 and retried.status == 201
+    assert at_least <= retried.at - refused.done_at < 3.0
+
+
+@pytest.mark.parametrize(("draw", "low", "high"), [(0.0, 0.0, 0.25), (1.0, 0.45, 1.5)])
+def test_the_default_backoff_is_one_full_jitter_draw_below_half_a_second(
+    fake: FakeAPI, outbox_dir: Path, draw: float, low: float, high: float
+) -> None:
+    """No injected delay and no Retry-After: the first retry waits ``0.5 s * draw``."""
+    fake.script(Action(status=503))
+    delivery = Delivery(config_for(fake.url, outbox_dir), start_delay=0, rand=lambda: draw)
+    record = sample_workflow_record()
+    delivery.submit(create_workflow(record))
+    delivery.flush(record.workflow_id, timeout=5)
+    assert delivery.close(0).delivered == 1
+    refused, retried = fake.requests[:2]
+    assert refused.status == 503 and retried.status == 201
+    assert low <= retried.at - refused.done_at < high
 
 
 def test_a_hard_disconnect_is_followed_by_a_resend(
