@@ -114,6 +114,28 @@ def test_the_next_run_replays_the_outbox_first(
     assert files(outbox_dir) == []
 
 
+def test_this_runs_requests_wait_until_the_outbox_has_been_sent(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    (earlier,) = spool(fake.url, outbox_dir, workflows=1)
+    fake.always(  # the replayed create is slow to answer; its tasks wait for it
+        lambda r: Action(delay=0.3) if r.method == "POST" and r.json.get("id") == earlier else None
+    )
+    provider = make_provider(fake.url)
+    run(provider, tasks=1)
+    provider.shutdown(5)
+
+    def replayed(request: Any) -> bool:
+        return f"/workflows/{earlier}" in request.path or (request.json or {}).get("id") == earlier
+
+    (create,) = [r for r in fake.requests if replayed(r) and r.path.endswith("/workflows")]
+    assert len([r for r in fake.requests if replayed(r) and r.status == 201]) == 3
+    ours = [r for r in fake.requests if not replayed(r)]
+    assert ours, "this run sent nothing"
+    assert all(r.at >= create.done_at for r in ours), [r.line for r in ours]
+    assert files(outbox_dir) == []
+
+
 def test_another_server_or_token_never_gets_the_events(
     fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
 ) -> None:
