@@ -22,7 +22,7 @@ from dotflow_server_api.outbox import CLAIM_MARK, Entry, Outbox, _host_tag
 from dotflow_server_api.payloads import create_task, create_workflow, update_task
 from dotflow_server_api.settings import ApiSettings, token_fingerprint
 from fake_api import TOKEN, Action, FakeAPI
-from serverapi_helpers import config_for
+from serverapi_helpers import config_for, free_port
 
 from dotflow_core import DotFlow, Secret, TaskStatus, action
 from dotflow_core.testing import sample_task_record, sample_workflow_record
@@ -150,6 +150,21 @@ def test_another_server_or_token_never_gets_the_events(
     run(make_provider(fake.url), tasks=1)
     assert len(files(outbox_dir)) == 2
     assert all(r.json.get("id") != record.workflow_id for r in fake.requests if r.json)
+
+
+def test_an_outbox_for_another_port_of_the_same_host_is_not_replayed(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
+) -> None:
+    elsewhere = fake.url.replace(f":{fake.port}/", f":{free_port()}/")  # only the port differs
+    assert elsewhere != fake.url
+    (stranger,) = spool(elsewhere, outbox_dir, workflows=1)
+    run(make_provider(fake.url), tasks=1)
+    assert not [
+        r for r in fake.requests if stranger in r.path or (r.json or {}).get("id") == stranger
+    ]
+    (left,) = files(outbox_dir)
+    assert left.name.startswith(stranger) and left.name.endswith(".jsonl")
+    assert json.loads((left.parent / "destination.json").read_text())["base_url"] == elsewhere
 
 
 def test_ten_runners_at_once_never_replay_a_file_twice(fake: FakeAPI, outbox_dir: Path) -> None:
