@@ -398,6 +398,44 @@ def test_other_4xx_drop_the_event_and_log_once_per_endpoint(
     assert stats.dropped >= 1 and stats.delivered + stats.dropped == events_of(workflow)
 
 
+def test_other_4xx_log_one_error_per_endpoint_and_status_with_a_snippet(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    provider = make_provider(fake.url)
+    workflow = sample_workflow_record()
+    wid = workflow.workflow_id
+    provider.create_workflow(workflow)
+    for task_id in (1, 2, 3):
+        provider.create_task(sample_task_record(wid, task_id))
+    provider.flush(wid, timeout=5)
+    assert [r.status for r in fake.requests] == [201] * 4
+
+    def rule(request: RecordedRequest) -> Action | None:
+        if request.method != "PATCH":
+            return None
+        if request.path.endswith("/tasks/1") or "/tasks/" not in request.path:
+            return Action(status=422, body={"detail": "snippet-of-the-422"})
+        return Action(status=404, body={"detail": "snippet-of-the-404"})  # tasks 2 and 3
+
+    fake.always(rule)
+    for task_id in (1, 2, 3):
+        provider.update_task(sample_task_record(wid, task_id, TaskStatus.COMPLETED))
+    final = attrs.evolve(sample_workflow_record(WorkflowStatus.COMPLETED), workflow_id=wid)
+    provider.update_workflow(final)
+    provider.flush(wid, timeout=5)
+    assert sorted(r.status for r in fake.requests[4:]) == [404, 404, 422, 422]
+    errors = [r.getMessage() for r in api_logs.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 3, errors
+    task, workflow_patch = (
+        "PATCH /workflows/{workflow_id}/tasks/{task_id}",
+        "PATCH /workflows/{workflow_id}",
+    )
+    for endpoint, status in ((task, 422), (task, 404), (workflow_patch, 422)):
+        (line,) = [e for e in errors if f"rejected {endpoint} with HTTP {status}" in e]
+        assert f"snippet-of-the-{status}" in line, line
+    assert provider.stats().dropped == 4
+
+
 def test_connection_refused_ends_within_the_deadline_and_spools(
     make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture, outbox_dir: Path
 ) -> None:
