@@ -135,6 +135,20 @@ def test_everything_is_delivered_in_order(fake: FakeAPI, make_provider: Callable
     assert fake.workflows[workflow.workflow_id]["completed_count"] == 3
 
 
+def test_the_last_log_line_counts_what_was_delivered(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI], api_logs: pytest.LogCaptureFixture
+) -> None:
+    provider = make_provider(fake.url)
+    workflow = run(provider, [quick, quick])
+    provider.shutdown(5)
+    last = [r for r in api_logs.records if r.name.startswith("dotflow.server.api")][-1]
+    assert last.levelno == logging.INFO
+    message = last.getMessage()
+    delivered = events_of(workflow)
+    assert message.startswith(f"dotflow-server-api: {delivered} event(s) delivered to {fake.url}")
+    assert message.endswith(", 0 spooled, 0 dropped"), message
+
+
 class EncodedWhere:
     """A context JSON cannot carry: records the thread that encodes it (as its repr)."""
 
