@@ -155,6 +155,17 @@ def test_a_body_just_under_the_cap_is_kept() -> None:
     assert body(payloads.update_task(record))["current_context"] == "y" * 4_000_000
 
 
+def test_the_cap_is_exactly_5_000_000_bytes() -> None:
+    record = sample_task_record("w", status=TaskStatus.COMPLETED)
+    empty = len(payloads.update_task(attrs.evolve(record, current_context="")).body)
+    room = 5_000_000 - empty  # a string of n "y" encodes as n + 2 bytes, "" as 2
+    fits = payloads.update_task(attrs.evolve(record, current_context="y" * room))
+    assert len(fits.body) == 5_000_000
+    assert body(fits)["current_context"] == "y" * room  # sent whole
+    over = payloads.update_task(attrs.evolve(record, current_context="y" * (room + 1)))
+    assert body(over)["current_context"] == {"truncated": True, "size": room + 3}
+
+
 def test_huge_error_texts_are_cut_when_contexts_are_not_enough() -> None:
     error = TaskError(attempt=1, type="E", message="m" * 3_000_000, traceback="t" * 3_000_000)
     record = attrs.evolve(sample_task_record("w", status=TaskStatus.FAILED), errors=(error,))
