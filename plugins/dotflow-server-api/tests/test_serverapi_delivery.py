@@ -579,6 +579,16 @@ def test_requests_really_run_concurrently_and_keep_their_order(
         assert stats.delivered == events_of(workflow) and stats.coalesced > 0
 
 
+def test_requests_reuse_one_keep_alive_connection(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    provider = make_provider(fake.url, max_in_flight=1)
+    workflow = run(provider, [brief] * 3)
+    assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
+    assert len(fake.requests) >= 5  # the workflow's create, 3 tasks, its final status
+    assert len({request.client_port for request in fake.requests}) == 1
+
+
 def test_by_default_a_finished_workflow_of_twenty_tasks_takes_three_round_trips(
     make_provider: Callable[..., ServerAPI],
 ) -> None:
