@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from dotflow_server_api import ServerAPI
+from dotflow_server_api import settings as settings_module
 from dotflow_server_api.settings import load_settings, token_fingerprint
 
 from dotflow_core import ConfigurationError, DotFlow, Secret, Settings
@@ -252,6 +253,20 @@ def test_plain_http_to_a_remote_host_warns_once(caplog: pytest.LogCaptureFixture
     for url in ("http://127.0.0.1:8000", "http://localhost/api", "http://[::1]:80", "https://a"):
         load_settings(settings({"SERVER_BASE_URL": url}))
     assert not [r for r in caplog.records if "clear text" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5/api", "http://192.168.1.20:8000", "http://[fd00::1]/api"]
+)
+def test_plain_http_to_a_private_address_warns_too(
+    url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only loopback keeps the token on the machine; a private network is still a network."""
+    monkeypatch.setattr(settings_module, "_warned_cleartext", set())
+    caplog.set_level(logging.WARNING, logger="dotflow.server.api")
+    load_settings(settings({"SERVER_BASE_URL": url}))
+    warnings = [r.getMessage() for r in caplog.records if "clear text" in r.getMessage()]
+    assert len(warnings) == 1 and url in warnings[0]
 
 
 def test_the_fingerprint_is_salted_and_short() -> None:
