@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -243,6 +245,40 @@ def test_a_child_can_report_on_its_own(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert len([line for line in fake.lines() if line == "POST /api/v1/workflows"]) == 2
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_another_thread_holds_the_provider_lock_can_use_it(
+    fake: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    provider = make_provider(fake.url)
+    provider.delivery()
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # another thread of the parent is inside the provider
+        with provider._lock:
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock, daemon=True)
+    holder.start()
+    assert inside.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a deadlock ends it with SIGALRM instead of hanging the suite
+            code = 1
+            try:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not pytest-timeout's handler
+                signal.alarm(2)
+                code = 0 if provider.stats().delivered == 0 else 1
+                provider.shutdown(0)
+            finally:
+                os._exit(code)
+    finally:
+        leave.set()
+        holder.join(5)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child deadlocked on the provider lock"
 
 
 def test_requests_is_not_imported_until_something_is_sent(tmp_path: Path) -> None:
