@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,18 @@ def test_the_entry_point_is_installed_and_auto_selected(monkeypatch: pytest.Monk
     selection = select_providers(Settings(config={}, environ=environ), installed)
     assert selection.names == ("api",)
     assert os.environ.get("SERVER_BASE_URL") is None
+
+
+def test_the_distribution_needs_dotflow_core_and_requests_and_offers_the_api_entry_point() -> None:
+    from importlib.metadata import distribution
+
+    dist = distribution("dotflow-server-api")
+    runtime = [line for line in dist.requires or [] if "extra ==" not in line]
+    names = {
+        re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[(]", line)[0]).lower() for line in runtime
+    }
+    assert {"dotflow-core", "requests"} <= names
+    offered = dist.entry_points.select(group="dotflow.server")
+    assert [(point.name, point.value) for point in offered] == [
+        ("api", "dotflow_server_api.provider:api")
+    ]
