@@ -95,7 +95,7 @@ def _run_with(
             interruption = interrupt
             # Background mode: Ctrl-C lands here, not in the run's thread; end the run
             # the same way (running tasks and the workflow reported Failed, flushed).
-            workflow.cancel()
+            workflow.cancel(reason=interrupt)
             shut_down = True
             manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
         statuses = [task.status for task in workflow.result_task()]

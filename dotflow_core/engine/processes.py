@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import signal
 import sys
+import threading
+import time
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -43,6 +47,10 @@ class PipeEvents(Events):
         self._connection.send_bytes(pickled(task.snapshot()))
 
 
+#: Seconds the workers of an interrupted run get, all together, to end on their own.
+WORKER_GRACE = 1.0
+
+
 def pickled(record: TaskRecord) -> bytes:
     """The pickled record; contexts that do not pickle travel as their ``repr``."""
     try:
@@ -56,6 +64,28 @@ def pickled(record: TaskRecord) -> bytes:
             except Exception:
                 changes[field] = capped_repr(value)
         return pickle.dumps(attrs.evolve(record, **changes), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until a worker's message is read, applied and reported.
+
+    Raised in between, the interruption would lose the message (a running task
+    then looked never started, and was not reported Failed). On the main thread
+    only, where Python runs signal handlers; elsewhere nothing can land here.
+    """
+    if not _CAN_MASK or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+_CAN_MASK = hasattr(signal, "pthread_sigmask")
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -128,14 +158,15 @@ def run_in_processes(
 
     def receive(worker: _Worker) -> bool:
         """Apply one message; False once the pipe is closed."""
-        try:
-            record = pickle.loads(worker.connection.recv_bytes())
-        except (EOFError, OSError):
-            return False
-        task = by_id[record.task_id]
-        task.apply(record)
-        control.report(task, events, record)
-        return True
+        with _interrupts_deferred():
+            try:
+                record = pickle.loads(worker.connection.recv_bytes())
+            except (EOFError, OSError):
+                return False
+            task = by_id[record.task_id]
+            task.apply(record)
+            control.report(task, events, record)
+            return True
 
     def retire(worker: _Worker) -> None:
         while worker.connection.poll() and receive(worker):
@@ -171,8 +202,11 @@ def run_in_processes(
                     retire(worker)
     except BaseException as error:
         control.stop.set()
+        # One grace period for all workers (a SIGTERM reaches only this process: they
+        # do not stop on their own), then whatever still runs is terminated.
+        deadline = time.monotonic() + WORKER_GRACE
         for worker in {id(w): w for w in running.values()}.values():
-            worker.process.join(timeout=1.0)
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             while worker.connection.poll() and receive(worker):
                 pass
             if worker.process.is_alive():

@@ -30,6 +30,7 @@ FAKE_INSTALL_HINT = (
 
 #: Steps written into every test project as flow.py.
 FLOW_PY = """\
+import hashlib
 import os
 import pathlib
 import time
@@ -57,6 +58,12 @@ def slow():
     pathlib.Path(os.environ["SLOW_MARKER"]).write_text("started")
     for _ in range(600):
         time.sleep(0.1)
+
+
+@action
+def crunch():
+    pathlib.Path(os.environ["SLOW_MARKER"]).write_text("started")
+    hashlib.pbkdf2_hmac("sha256", b"key", b"salt", 2**31 - 1)  # minutes in C, no signal checks
 
 
 @action

@@ -508,6 +508,30 @@ def test_ctrl_c_or_sigterm_exits_after_failing_the_running_task_and_flushing(
     assert shutdowns == [5.0]  # a bounded chance to deliver, and no unbounded one after it
 
 
+def test_sigterm_ends_a_parallel_run_whose_workers_are_busy_in_c_code_at_once(
+    project: Project, tmp_path: Path
+) -> None:
+    """Workers get one grace period together, then die on terminate() whatever they run."""
+    marker = tmp_path / "slow.started"
+    process = popen_dotflow(
+        "start", *["-s", "flow.crunch"] * 4, "-p", "fake", "-m", "parallel", "-q",
+        cwd=project.path, env=project.env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no worker started"
+        time.sleep(0.02)
+    time.sleep(0.3)  # the others start too
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    # one 1 s grace for all four, not 1 s each; and terminate() kills a worker in C code
+    assert time.monotonic() - signalled < 3, "workers were waited for one by one, or not killed"
+    assert summary_of(Result((), 143, "", stderr))["failed"] == "4"
+
+
 def test_verbose_shows_library_debug_logs(dotflow: Dotflow) -> None:
     quiet = dotflow("start", "-s", "flow.extract", "-p", "default")
     chatty = dotflow("start", "-s", "flow.extract", "-p", "default", "-vv")
@@ -557,7 +581,9 @@ def test_ctrl_c_or_sigterm_in_background_mode_exits_after_a_bounded_shutdown(
     # the running task and the workflow are reported Failed before the bounded shutdown
     last_task = [e["record"] for e in events if e["hook"] == "update_task"][-1]
     assert last_task["status"] == "Failed"
-    assert last_task["errors"][-1]["type"] == "KeyboardInterrupt"
+    assert last_task["errors"][-1]["type"] == (
+        "Terminated" if stop == signal.SIGTERM else "KeyboardInterrupt"
+    )
     hooks = [e["hook"] for e in events]
     assert hooks[-3:] == ["update_workflow", "flush", "shutdown"]
     assert [e["record"]["status"] for e in events if e["hook"] == "update_workflow"][-1] == "Failed"
