@@ -255,10 +255,20 @@ def test_dotflow_sequential_group_mode_points_to_parallel() -> None:
     assert "use parallel, with group_name= on the tasks" in str(caught.value)
 
 
-@pytest.mark.parametrize("value", ["no", None, 2.5])
+@pytest.mark.parametrize("value", ["no", "", None, 2, 2.5])
 def test_keep_going_must_be_a_boolean(value: Any) -> None:
     with pytest.raises(ConfigurationError, match=rf"keep_going={value!r}: expected True or False"):
         DotFlow(providers=[]).start(keep_going=value)
+
+
+@pytest.mark.parametrize("value", [1, 0])
+def test_keep_going_takes_one_and_zero_as_booleans(value: int) -> None:
+    workflow = DotFlow(providers=[])
+    workflow.task.add([boom, first])
+    workflow.start(keep_going=value)
+    assert workflow.result_task()[1].status is (
+        TaskStatus.COMPLETED if value else TaskStatus.NOT_STARTED
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -283,6 +293,49 @@ def test_on_success_or_on_failure_gets_the_tasks_after_the_final_status(
     assert name == called
     assert statuses == [workflow.result_task()[0].status]
     assert hooks_before[-2:] == ["update_workflow", "flush"]  # the run was reported first
+
+
+def test_a_refused_second_start_keeps_the_first_runs_callbacks() -> None:
+    called: list[str] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    @action
+    def held() -> None:
+        started.set()
+        release.wait(10)
+
+    workflow = DotFlow(providers=[])
+    workflow.task.add(held)
+    workflow.start(mode="background", on_success=lambda tasks: called.append("first"))
+    assert started.wait(10)
+    with pytest.raises(WorkflowStateError):
+        workflow.start(on_success=lambda tasks: called.append("second"))
+    release.set()
+    workflow.wait()
+    assert called == ["first"]
+
+
+def test_on_failure_runs_for_a_cancelled_run_before_wait_returns() -> None:
+    called: list[WorkflowStatus | None] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    @action
+    def held() -> None:
+        started.set()
+        release.wait(10)
+
+    workflow = DotFlow(providers=[])
+    workflow.task.add(held)
+    workflow.start(mode="background", on_failure=lambda tasks: called.append(workflow.status))
+    assert started.wait(10)
+    assert workflow.cancel(reason=TimeoutError("stopped by the caller"))
+    assert called == [WorkflowStatus.FAILED]  # cancel() returns after the callback
+    assert workflow.result_task()[0].errors[-1].type == "TimeoutError"
+    release.set()
+    workflow.wait()
+    assert called == [WorkflowStatus.FAILED]
 
 
 def test_a_raising_outcome_callback_is_logged_and_changes_nothing(

@@ -136,13 +136,15 @@ class DotFlow:
         :param keep_going: go on with a group's next tasks after one fails.
         :param max_workers: most worker processes at a time in ``parallel`` mode.
         :param on_success: called as ``on_success(tasks=[...])`` when the workflow has
-            completed (after its final ``update_workflow`` and ``flush``), as in dotflow.
-        :param on_failure: the same when it has failed.
+            completed (after its final ``update_workflow`` and ``flush``, before
+            :meth:`wait` returns), as in dotflow.
+        :param on_failure: the same when it has failed, interrupted or cancelled included.
         :raises WorkflowStateError: the workflow was started before.
         """
         mode = check_mode(mode)
-        if isinstance(keep_going, str) or not isinstance(keep_going, (bool, int)):
+        if isinstance(keep_going, str) or keep_going not in (True, False):  # 0/1 pass, "no" not
             raise ConfigurationError(f"keep_going={keep_going!r}: expected True or False")
+        keep_going = bool(keep_going)
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
         ):
@@ -152,13 +154,13 @@ class DotFlow:
                 raise ConfigurationError(
                     f"{name}={callback!r}: expected a callable, called as {name}(tasks=[...])"
                 )
-        self._outcome_callbacks = (on_success, on_failure)
         if self._started:
             raise WorkflowStateError(
                 f"workflow {self.workflow_id} was already started; "
                 "create a new DotFlow to run again"
             )
         self._started = True
+        self._outcome_callbacks = (on_success, on_failure)
         self.mode = mode
         if mode == BACKGROUND:
             threading.Thread(
@@ -186,7 +188,7 @@ class DotFlow:
     def done(self) -> bool:
         return self._done.is_set()
 
-    def cancel(self) -> bool:
+    def cancel(self, *, reason: BaseException | None = None) -> bool:
         """End a running workflow now, as Ctrl-C would: running tasks and the workflow fail.
 
         Meant for runs that ``start()`` does not block on (background mode): no
@@ -194,12 +196,13 @@ class DotFlow:
         still executing cannot be stopped; what it returns later is dropped),
         the final ``update_workflow`` fires and providers are flushed.
 
+        :param reason: the error the running tasks fail with (default ``KeyboardInterrupt``).
         :returns: False when the workflow was not running.
         """
         if not self._started or self._done.is_set():
             return False
         self._control.stop.set()
-        self._control.abandon(self.task.queue, self._events, KeyboardInterrupt())
+        self._control.abandon(self.task.queue, self._events, reason or KeyboardInterrupt())
         self._finish(interrupted=True)
         return True
 
@@ -227,7 +230,6 @@ class DotFlow:
             self._finish(interrupted=True)
             raise
         self._finish(interrupted=self._control.stop.is_set())
-        self._call_outcome_callback()
 
     def _call_outcome_callback(self) -> None:
         on_success, on_failure = self._outcome_callbacks
@@ -259,6 +261,7 @@ class DotFlow:
                 self.duration = time.perf_counter() - self._clock
                 self._events.workflow_changed(self.snapshot())
                 self.providers.flush(self.workflow_id, timeout=None)
+                self._call_outcome_callback()
             finally:
                 self._done.set()
 
