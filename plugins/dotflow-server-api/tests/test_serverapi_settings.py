@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dotflow_server_api import ServerAPI
 from dotflow_server_api import settings as settings_module
-from dotflow_server_api.settings import load_settings, token_fingerprint
+from dotflow_server_api.settings import load_settings, outbox_root, token_fingerprint
 
 from dotflow_core import ConfigurationError, DotFlow, Secret, Settings
 
@@ -47,20 +48,46 @@ def test_the_outbox_is_not_created_before_something_is_spooled(tmp_path: Path) -
     assert not (tmp_path / "not").exists()
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
-)
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A directory this user cannot write to (for root, one of /proc's)."""
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        directory = tmp_path / "read-only"
+        directory.mkdir(mode=0o500)
+        yield directory
+        directory.chmod(0o700)
+        return
+    directory = Path("/proc/sys/kernel")
+    if not directory.is_dir() or os.access(directory, os.W_OK):
+        pytest.skip("no directory here that this user cannot write to")
+    yield directory
+
+
 @pytest.mark.parametrize("inside", ["", "outbox"], ids=["the directory", "its parent"])
-def test_an_outbox_that_cannot_be_written_is_refused(tmp_path: Path, inside: str) -> None:
-    read_only = tmp_path / "read-only"
-    read_only.mkdir(mode=0o500)
-    outbox = read_only / inside
-    try:
-        with pytest.raises(ConfigurationError, match="not writable") as raised:
-            load_settings(settings({"DOTFLOW_OUTBOX_DIR": str(outbox)}))
-    finally:
-        read_only.chmod(0o700)
+def test_an_outbox_that_cannot_be_written_is_refused(read_only: Path, inside: str) -> None:
+    outbox = read_only / inside if inside else read_only
+    with pytest.raises(ConfigurationError, match="not writable") as raised:
+        load_settings(settings({"DOTFLOW_OUTBOX_DIR": str(outbox)}))
     assert f"DOTFLOW_OUTBOX_DIR={str(outbox)!r}" in str(raised.value)
+
+
+def test_a_default_outbox_that_cannot_be_written_only_warns(
+    read_only: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A container with a read-only home still runs; only an outage's leftovers are lost."""
+    monkeypatch.setenv("HOME", str(read_only))
+    caplog.set_level(logging.WARNING, logger="dotflow.server.api")
+    for _ in range(2):
+        config = load_settings(settings({"DOTFLOW_HOME": "", "DOTFLOW_OUTBOX_DIR": ""}))
+    assert config.outbox_dir == read_only / ".dotflow" / "outbox"
+    (warning,) = [r.getMessage() for r in caplog.records if "outbox" in r.getMessage()]
+    assert "not writable" in warning and "will be lost" in warning
+    assert "set DOTFLOW_OUTBOX_DIR to a writable directory" in warning
+
+
+def test_listing_the_outbox_needs_only_read_access(read_only: Path) -> None:
+    environ = {"DOTFLOW_OUTBOX_DIR": str(read_only)}
+    assert outbox_root(Settings(config={}, environ=environ)) == read_only
 
 
 def test_an_outbox_path_with_a_nul_character_is_refused() -> None:

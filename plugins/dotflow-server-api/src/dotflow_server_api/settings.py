@@ -42,6 +42,7 @@ _TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
 
 _warned_cleartext: set[str] = set()
 _warned_unknown_keys: set[tuple[str, str]] = set()
+_warned_outbox: set[Path] = set()
 
 
 class ApiSettings:
@@ -306,13 +307,23 @@ def _ca_bundle(value: Any, origin: str) -> str | None:
     return str(path)
 
 
-def _directory(value: Any, origin: str, environ: Mapping[str, str]) -> Path:
+def _directory(
+    value: Any, origin: str, environ: Mapping[str, str], *, writable: bool = True
+) -> Path:
     """The outbox directory, checked but not created (the outbox creates it when it spools).
 
-    :raises ConfigurationError: it is not a directory, or cannot be created or written to.
+    The default one (no outbox setting, no ``DOTFLOW_HOME``) that cannot be written,
+    say in a container with a read-only home, only warns: the outbox is needed only
+    if the server cannot be reached in time.
+
+    :param writable: False to check only that it can be read (listing it).
+    :raises ConfigurationError: a directory the user chose is not one, or cannot be
+        created or written to.
     """
+    chosen = True
     if value is None or (isinstance(value, str) and not value.strip()):
         path = user_dir(environ) / "outbox"
+        chosen = bool(environ.get(HOME_ENV))
         if environ.get(HOME_ENV):
             named = (
                 f"{HOME_ENV}={environ[HOME_ENV]!r} (the outbox is {path}; "
@@ -328,16 +339,25 @@ def _directory(value: Any, origin: str, environ: Mapping[str, str]) -> Path:
         named = f"{origin}={str(value)!r}"
     else:
         raise ConfigurationError(f"{origin}={value!r}: expected a directory path")
-    problem = _unusable_directory(path)
-    if problem is not None:
+    problem = _unusable_directory(path, writable=writable)
+    if problem is None:
+        return path
+    if chosen:
         raise ConfigurationError(
             f"{named}: {problem}; expected a directory this user can write to, "
             "or a path where one can be created"
         )
+    if path not in _warned_outbox:
+        _warned_outbox.add(path)
+        logger.warning(
+            "%s: %s; events still undelivered when a run ends will be lost, not kept "
+            "(set %s to a writable directory)",
+            named, problem, OUTBOX_DIR_ENV,
+        )  # fmt: skip
     return path
 
 
-def _unusable_directory(path: Path) -> str | None:
+def _unusable_directory(path: Path, *, writable: bool = True) -> str | None:
     """Why no outbox can live at ``path`` (None: it can), judged from its nearest existing part."""
     if "\0" in str(path):
         return "the path contains a NUL character"
@@ -348,7 +368,7 @@ def _unusable_directory(path: Path) -> str | None:
         if existing == path:
             return f"{path} is not a directory"
         return f"{path} cannot be created: {existing} is not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
         if existing == path:
             return f"{path} is not writable"
         return f"{path} cannot be created: {existing} is not writable"
@@ -358,11 +378,11 @@ def _unusable_directory(path: Path) -> str | None:
 def outbox_root(settings: Settings) -> Path:
     """The outbox directory alone (``dotflow outbox`` lists it without a URL or token).
 
-    :raises ConfigurationError: as :func:`load_settings` does for ``outbox_dir``.
+    :raises ConfigurationError: the path the settings give is not a directory.
     """
     value = settings.lookup("outbox_dir", env=OUTBOX_DIR_ENV, section=SECTION)
     origin = settings.origin("outbox_dir", env=OUTBOX_DIR_ENV, section=SECTION)
-    return _directory(value, origin, settings.environ)
+    return _directory(value, origin, settings.environ, writable=False)
 
 
 def is_loopback(host: str) -> bool:
