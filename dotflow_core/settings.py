@@ -295,7 +295,7 @@ class Settings:
         the top level: ``<key> in [<section>] of <file>``, or ``<key> of <file>``.
         """
         standalone = self.config_path is not None and self.config_path.name != PYPROJECT_NAME
-        if standalone and in_file:
+        if standalone:
             where = f"[{section}]" if section else ""
         else:
             where = f"[tool.dotflow{'.' + section if section else ''}]"

@@ -152,6 +152,17 @@ def test_a_missing_base_url_names_the_variable_and_the_config_key() -> None:
     assert "base_url in [tool.dotflow.server]" in str(raised.value)
 
 
+def test_hints_name_a_dotflow_toml_s_keys_as_written_there(tmp_path: Path) -> None:
+    standalone = Settings(config={}, config_path=tmp_path / "dotflow.toml", environ={})
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(standalone)
+    assert str(raised.value).endswith("(or base_url in [server])")
+    environ = {"SERVER_BASE_URL": "https://h/api"}
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(Settings(config={}, config_path=tmp_path / "dotflow.toml", environ=environ))
+    assert "or token_file in [server] naming a file" in str(raised.value)
+
+
 @pytest.mark.parametrize("token", [None, "", "   "])
 def test_a_missing_or_empty_token_names_the_variable(token: str | None) -> None:
     environ = {"SERVER_BASE_URL": "https://h/api"}

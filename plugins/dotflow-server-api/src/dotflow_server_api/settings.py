@@ -162,7 +162,7 @@ def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None
             )
 
     _warn_unknown_keys(settings)
-    base_url = _base_url(*raw["base_url"])
+    base_url = _base_url(*raw["base_url"], settings.origin("base_url", section=SECTION))
     token = _token(settings, overrides.get("token"))
     outbox_value, outbox_origin = raw["outbox_dir"]
     config = ApiSettings(
@@ -175,7 +175,7 @@ def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None
         max_queue=_integer(*raw["max_queue"], low=1, high=None),
         max_in_flight=_integer(*raw["max_in_flight"], low=1, high=MAX_IN_FLIGHT_LIMIT),
         ca_bundle=_ca_bundle(*raw["ca_bundle"]),
-        outbox_dir=_directory(outbox_value, outbox_origin, settings.environ),
+        outbox_dir=_directory(outbox_value, outbox_origin, settings),
     )
     _warn_if_cleartext(config.base_url)
     return config
@@ -199,12 +199,12 @@ def _warn_unknown_keys(settings: Settings) -> None:
         )
 
 
-def _base_url(value: Any, origin: str) -> str:
+def _base_url(value: Any, origin: str, config_key: str) -> str:
+    """:param config_key: where the config file would hold it, for the missing-value error."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ConfigurationError(
             f"{BASE_URL_ENV} is not set; the 'api' provider needs the server's URL, "
-            f"e.g. {BASE_URL_ENV}=https://dotflow.example.com/api/v1 (or base_url in "
-            f"[tool.dotflow.{SECTION}])"
+            f"e.g. {BASE_URL_ENV}=https://dotflow.example.com/api/v1 (or {config_key})"
         )
     if not isinstance(value, str):
         raise ConfigurationError(f"{origin}={value!r}: expected a URL string")
@@ -247,7 +247,7 @@ def _token(settings: Settings, explicit: Any) -> Secret:
     if token is None or not token:
         raise ConfigurationError(
             f"{TOKEN_ENV} is not set or empty; the 'api' provider needs the user token "
-            f"({TOKEN_ENV}, {TOKEN_ENV}_FILE, or token_file in [tool.dotflow.{SECTION}] "
+            f"({TOKEN_ENV}, {TOKEN_ENV}_FILE, or {settings.origin('token_file', section=SECTION)} "
             f"naming a file with mode 0600)"
         )
     if not _TOKEN_PATTERN.fullmatch(token.reveal()):
@@ -307,9 +307,7 @@ def _ca_bundle(value: Any, origin: str) -> str | None:
     return str(path)
 
 
-def _directory(
-    value: Any, origin: str, environ: Mapping[str, str], *, writable: bool = True
-) -> Path:
+def _directory(value: Any, origin: str, settings: Settings, *, writable: bool = True) -> Path:
     """The outbox directory, checked but not created (the outbox creates it when it spools).
 
     The default one (no outbox setting, no ``DOTFLOW_HOME``) that cannot be written,
@@ -321,19 +319,15 @@ def _directory(
         created or written to.
     """
     chosen = True
+    environ = settings.environ
+    moved_by = f"{OUTBOX_DIR_ENV} or {settings.origin('outbox_dir', section=SECTION)} moves it"
     if value is None or (isinstance(value, str) and not value.strip()):
         path = user_dir(environ) / "outbox"
         chosen = bool(environ.get(HOME_ENV))
         if environ.get(HOME_ENV):
-            named = (
-                f"{HOME_ENV}={environ[HOME_ENV]!r} (the outbox is {path}; "
-                f"{OUTBOX_DIR_ENV} or outbox_dir in [tool.dotflow.{SECTION}] moves it)"
-            )
+            named = f"{HOME_ENV}={environ[HOME_ENV]!r} (the outbox is {path}; {moved_by})"
         else:
-            named = (
-                f"the default outbox {str(path)!r} ({OUTBOX_DIR_ENV} or outbox_dir in "
-                f"[tool.dotflow.{SECTION}] moves it)"
-            )
+            named = f"the default outbox {str(path)!r} ({moved_by})"
     elif isinstance(value, (str, Path)):
         path = Path(value).expanduser()
         named = f"{origin}={str(value)!r}"
@@ -382,7 +376,7 @@ def outbox_root(settings: Settings) -> Path:
     """
     value = settings.lookup("outbox_dir", env=OUTBOX_DIR_ENV, section=SECTION)
     origin = settings.origin("outbox_dir", env=OUTBOX_DIR_ENV, section=SECTION)
-    return _directory(value, origin, settings.environ, writable=False)
+    return _directory(value, origin, settings, writable=False)
 
 
 def is_loopback(host: str) -> bool:
