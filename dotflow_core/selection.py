@@ -103,8 +103,7 @@ def select_providers(
         return Selection(parse_names(from_env, PROVIDER_ENV), "env")
     from_config = settings.config.get("provider")
     if from_config is not None:
-        origin = f"{settings.config_path or 'config'} provider"
-        return Selection(parse_names(from_config, origin), "config")
+        return Selection(parse_names(from_config, settings.origin("provider")), "config")
     _warn_misspelt_provider_key(settings)
     managed = bool(settings.environ.get(BASE_URL_ENV) and settings.environ.get(TOKEN_ENV))
     notice = None

@@ -28,7 +28,7 @@ from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
 from dotflow_core.discovery import installed_providers
 from dotflow_core.engine.action import Action
 from dotflow_core.engine.steps import resolve_callback, resolve_step
-from dotflow_core.engine.workflow import DotFlow
+from dotflow_core.engine.workflow import DotFlow, check_workflow_id
 from dotflow_core.errors import ConfigurationError
 from dotflow_core.hooks.records import TaskStatus, WorkflowStatus
 from dotflow_core.manager import ProviderManager
@@ -75,7 +75,10 @@ def _run_with(
     shut_down = False
     try:
         try:
-            workflow = DotFlow(workflow_id=options.workflow_id, providers=manager)
+            workflow_id = options.workflow_id
+            if workflow_id is not None:
+                workflow_id = check_workflow_id(workflow_id, "--workflow-id")
+            workflow = DotFlow(workflow_id=workflow_id, providers=manager)
             for step in steps:
                 workflow.task.add(step=step, callback=callback, initial_context=initial_context)
         except ConfigurationError as error:

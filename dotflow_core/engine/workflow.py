@@ -51,13 +51,26 @@ def providers_manager(
     return ProviderManager.from_providers(providers, settings)
 
 
-def _is_utf8(text: str) -> bool:
-    """False for a string holding undecodable bytes (an environment variable's, escaped)."""
+def check_workflow_id(value: object, origin: str) -> str:
+    """A caller-supplied workflow id, stripped.
+
+    :param origin: how the caller gave it (``workflow_id``, ``WORKFLOW_ID``, a CLI flag),
+        for the error message.
+    :raises ConfigurationError: it is blank, not a string, or holds bytes that are not
+        UTF-8 text (an environment variable's, escaped).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            f"{origin}={value!r}: must be a non-empty string (or unset, for a new id)"
+        )
     try:
-        text.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        raise ConfigurationError(
+            f"{origin}={value!r}: holds bytes that are not UTF-8 text; providers and "
+            f"servers store ids as text: use letters, digits and punctuation"
+        ) from None
+    return value.strip()
 
 
 class DotFlow:
@@ -79,24 +92,17 @@ class DotFlow:
         *,
         name: str | None = None,
     ) -> None:
-        origin = "workflow_id" if workflow_id is not None else WORKFLOW_ID_ENV
-        supplied = (
-            workflow_id if workflow_id is not None else os.environ.get(WORKFLOW_ID_ENV) or None
-        )
-        if supplied is not None and (not isinstance(supplied, str) or not supplied.strip()):
-            raise ConfigurationError(
-                f"{origin}={supplied!r}: must be a non-empty string (or unset, for a new id)"
-            )
-        if supplied is not None and not _is_utf8(supplied):
-            raise ConfigurationError(
-                f"{origin}={supplied!r}: holds bytes that are not UTF-8 text; providers and "
-                f"servers store ids as text: use letters, digits and punctuation"
-            )
+        if workflow_id is not None:
+            supplied: str | None = check_workflow_id(workflow_id, "workflow_id")
+        elif os.environ.get(WORKFLOW_ID_ENV):
+            supplied = check_workflow_id(os.environ[WORKFLOW_ID_ENV], WORKFLOW_ID_ENV)
+        else:
+            supplied = None
         self.providers = providers_manager(providers)
         self._events = Events(self.providers)
         #: True when the caller supplied the id (managed mode).
         self.managed = supplied is not None
-        self.workflow_id: str = supplied.strip() if supplied else str(uuid.uuid4())
+        self.workflow_id: str = supplied or str(uuid.uuid4())
         self.name = name
         self.mode: str | None = None
         self.status: WorkflowStatus | None = None

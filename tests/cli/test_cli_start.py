@@ -370,9 +370,11 @@ def test_usage_errors_are_one_line_and_exit_2(
     assert_usage_error(dotflow(*args), fragment, f"see '{command} --help'")
 
 
-def test_a_blank_workflow_id_names_the_variable_it_came_from(dotflow: Dotflow) -> None:
+def test_a_blank_workflow_id_names_where_it_came_from(dotflow: Dotflow) -> None:
     result = dotflow("start", "-s", "flow.extract", env={"WORKFLOW_ID": " "})
     assert_usage_error(result, "WORKFLOW_ID=' ': must be a non-empty string")
+    result = dotflow("start", "-s", "flow.extract", "--workflow-id", " ")
+    assert_usage_error(result, "--workflow-id=' ': must be a non-empty string")
 
 
 def test_a_usage_error_is_a_json_event_when_json_is_asked_for(dotflow: Dotflow) -> None:
