@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     first = arguments[0] if arguments else ""
     builtin = first in BUILTIN_COMMANDS
-    CommandParser.json_errors = _asks_for_json(arguments) and builtin
-    CommandParser.help_for = f"{PROG} {first}" if builtin else None
+    _MainParser.json_errors = _asks_for_json(arguments) and builtin
+    _MainParser.help_for = f"{PROG} {first}" if builtin else None
     try:
         if first and not first.startswith("-") and not builtin:
             command = discovery.contributed_commands().get(first)
@@ -89,7 +89,7 @@ def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
     ``contributed=False`` leaves them out, for a command line that starts with a
     built-in command.
     """
-    parser = CommandParser(
+    parser = _MainParser(
         prog=PROG,
         description="Run dotflow workflows and manage the server providers they report to.",
         epilog=f"Run '{PROG} COMMAND --help' for a command's options. Docs: docs/cli.md.",
@@ -238,9 +238,10 @@ class CommandParser(argparse.ArgumentParser):
     event, for a command line that asks for ``--log-format json``.
     """
 
+    #: Errors as JSON ``error`` events (the core's own parser, for ``--log-format json``).
     json_errors = False
     #: The built-in command a top-level error is about (``dotflow start``): its
-    #: ``--help`` is the one to read. Set by :func:`main`.
+    #: ``--help`` is the one to read.
     help_for: str | None = None
 
     def error(self, message: str) -> NoReturn:
@@ -250,6 +251,11 @@ class CommandParser(argparse.ArgumentParser):
         text = f"{self.prog}: {message}; see '{about} --help'"
         Output(JSON if self.json_errors else TEXT).error(text, EXIT_USAGE)
         raise SystemExit(EXIT_USAGE)
+
+
+class _MainParser(CommandParser):
+    """The core's own parser: :func:`main` sets ``json_errors`` and ``help_for`` here,
+    for one command line, leaving :class:`CommandParser` as contributed commands see it."""
 
 
 def _asks_for_json(arguments: Sequence[str]) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
+from dotflow_core.engine.steps import callable_name
 from dotflow_core.engine.task import Task
 from dotflow_core.errors import StepTimeoutError
 from dotflow_core.hooks.records import TaskError, TaskRecord, TaskStatus
@@ -223,6 +224,6 @@ def _finish(
         except Exception as error:
             logger.exception(
                 "callback %s of task %s (%s) raised %s: %s",
-                getattr(task.callback, "__qualname__", repr(task.callback)),
+                callable_name(task.callback),
                 task.task_id, task.name, type(error).__name__, error,
             )  # fmt: skip

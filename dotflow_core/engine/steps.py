@@ -50,6 +50,11 @@ def import_object(dotted: str, what: str) -> Any:
     raise InvalidStepError(f"{what} {dotted!r}: no module named {parts[0]!r}")
 
 
+def callable_name(obj: object) -> str:
+    """A function's or class's qualified name for messages; the ``repr`` of anything else."""
+    return getattr(obj, "__qualname__", None) or repr(obj)
+
+
 def resolve_step(step: Action | Callable[..., Any] | str) -> Action:
     """The action behind a step given as an action or a ``"module.func"`` path.
 
@@ -58,7 +63,7 @@ def resolve_step(step: Action | Callable[..., Any] | str) -> Action:
     obj = import_object(step, "step") if isinstance(step, str) else step
     if isinstance(obj, Action):
         return obj
-    label = step if isinstance(step, str) else getattr(obj, "__qualname__", repr(obj))
+    label = step if isinstance(step, str) else callable_name(obj)
     raise InvalidStepError(
         f"step {label!r} is not marked with @action; decorate it: "
         f"'from dotflow_core import action' then '@action' above its definition"

@@ -16,6 +16,7 @@ from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.execution import BACKGROUND, SEQUENTIAL, check_mode, execute
 from dotflow_core.engine.runner import RunControl
+from dotflow_core.engine.steps import callable_name
 from dotflow_core.engine.task import Task, TaskBuilder
 from dotflow_core.errors import ConfigurationError, WorkflowStateError
 from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskStatus, WorkflowRecord, WorkflowStatus
@@ -251,7 +252,7 @@ class DotFlow:
             logger.exception(
                 "%s callback %s of workflow %s raised %s: %s",
                 name,
-                getattr(callback, "__qualname__", repr(callback)),
+                callable_name(callback),
                 self.workflow_id, type(error).__name__, error,
             )  # fmt: skip
 
