@@ -104,7 +104,7 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
             "check_same_thread": False,
             "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
         }
-        if parsed.database in (None, "", ":memory:"):
+        if is_in_memory(parsed):
             # One shared in-memory database for every thread (tests, ``openapi``).
             kwargs["poolclass"] = StaticPool
         else:

@@ -25,8 +25,7 @@ from dotflow_core.cli import CommandParser, error_line
 
 EXIT_OK = 0
 EXIT_REMAINING = 1
-EXIT_CONFIG = 2
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a usage or configuration error
 DEFAULT_FLUSH_TIMEOUT = 30.0
 
 
@@ -82,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _list(settings, sys.stdout)
     except ConfigurationError as error:
         sys.stderr.write(error_line(str(error)))
-        return EXIT_CONFIG
+        return EXIT_USAGE
 
 
 def _age(seconds: float) -> str:
