@@ -295,45 +295,47 @@ def test_on_success_or_on_failure_gets_the_tasks_after_the_final_status(
     assert hooks_before[-2:] == ["update_workflow", "flush"]  # the run was reported first
 
 
+class Gate:
+    """A step that says it has started, then waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.opened = threading.Event()
+
+        @action
+        def held() -> str:
+            self.started.set()
+            self.opened.wait(10)
+            return "late"
+
+        self.step = held
+
+
 def test_a_refused_second_start_keeps_the_first_runs_callbacks() -> None:
     called: list[str] = []
-    started = threading.Event()
-    release = threading.Event()
-
-    @action
-    def held() -> None:
-        started.set()
-        release.wait(10)
-
+    gate = Gate()
     workflow = DotFlow(providers=[])
-    workflow.task.add(held)
+    workflow.task.add(gate.step)
     workflow.start(mode="background", on_success=lambda tasks: called.append("first"))
-    assert started.wait(10)
+    assert gate.started.wait(10)
     with pytest.raises(WorkflowStateError):
         workflow.start(on_success=lambda tasks: called.append("second"))
-    release.set()
+    gate.opened.set()
     workflow.wait()
     assert called == ["first"]
 
 
 def test_on_failure_runs_for_a_cancelled_run_before_wait_returns() -> None:
     called: list[WorkflowStatus | None] = []
-    started = threading.Event()
-    release = threading.Event()
-
-    @action
-    def held() -> None:
-        started.set()
-        release.wait(10)
-
+    gate = Gate()
     workflow = DotFlow(providers=[])
-    workflow.task.add(held)
+    workflow.task.add(gate.step)
     workflow.start(mode="background", on_failure=lambda tasks: called.append(workflow.status))
-    assert started.wait(10)
+    assert gate.started.wait(10)
     assert workflow.cancel(reason=TimeoutError("stopped by the caller"))
     assert called == [WorkflowStatus.FAILED]  # cancel() returns after the callback
     assert workflow.result_task()[0].errors[-1].type == "TimeoutError"
-    release.set()
+    gate.opened.set()
     workflow.wait()
     assert called == [WorkflowStatus.FAILED]
 
@@ -379,18 +381,11 @@ def test_result_is_json_safe(recorder: RecordingProvider) -> None:
 
 
 def test_cancel_ends_a_background_run_as_an_interrupt_would(recorder: RecordingProvider) -> None:
-    started, release = threading.Event(), threading.Event()
-
-    @action
-    def blocking() -> str:
-        started.set()
-        release.wait(10)
-        return "late"
-
-    workflow = build(recorder, ("default", [first, blocking, second]))
+    gate = Gate()
+    workflow = build(recorder, ("default", [first, gate.step, second]))
     assert not workflow.cancel()  # not running yet
     workflow.start(mode="background")
-    assert started.wait(10)
+    assert gate.started.wait(10)
     assert workflow.cancel() and workflow.done
     assert [t.status for t in workflow.result_task()] == [
         TaskStatus.COMPLETED,
@@ -398,7 +393,7 @@ def test_cancel_ends_a_background_run_as_an_interrupt_would(recorder: RecordingP
         TaskStatus.NOT_STARTED,
     ]
     assert workflow.status is WorkflowStatus.FAILED
-    release.set()
+    gate.opened.set()
     time.sleep(0.3)  # the step's late result is dropped: Failed stays the last event
     assert recorder.task_events(2)[-1].status is TaskStatus.FAILED
     assert recorder.task_events(3)[-1].status is TaskStatus.NOT_STARTED

@@ -29,6 +29,20 @@ def summary_of(result: Result) -> re.Match[str]:
     return match
 
 
+def started_until_a_step_runs(
+    project: Project, tmp_path: Path, *arguments: str
+) -> subprocess.Popen[str]:
+    """``dotflow start ARGUMENTS``, returned once a slow step has written its marker."""
+    marker = tmp_path / "slow.started"
+    process = popen_dotflow("start", *arguments, cwd=project.path, env=project.env)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the slow step never started"
+        time.sleep(0.02)
+    return process
+
+
 def task_updates(project: Project) -> list[tuple[int, str]]:
     return [
         (event["record"]["task_id"], event["record"]["status"])
@@ -485,16 +499,9 @@ def test_callback_runs_after_each_task(dotflow: Dotflow, project: Project) -> No
 def test_ctrl_c_or_sigterm_exits_after_failing_the_running_task_and_flushing(
     project: Project, tmp_path: Path, mode: str, stop: signal.Signals, exit_code: int
 ) -> None:
-    marker = tmp_path / "slow.started"
-    process = popen_dotflow(
-        "start", "-s", "flow.slow", "-s", "flow.extract", "-p", "fake", "-m", mode,
-        cwd=project.path, env=project.env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the slow step never started"
-        time.sleep(0.02)
+    process = started_until_a_step_runs(
+        project, tmp_path, "-s", "flow.slow", "-s", "flow.extract", "-p", "fake", "-m", mode
+    )
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
 
@@ -514,16 +521,9 @@ def test_sigterm_ends_a_parallel_run_whose_workers_are_busy_in_c_code_at_once(
     project: Project, tmp_path: Path
 ) -> None:
     """Workers get one grace period together, then die on terminate() whatever they run."""
-    marker = tmp_path / "slow.started"
-    process = popen_dotflow(
-        "start", *["-s", "flow.crunch"] * 4, "-p", "fake", "-m", "parallel", "-q",
-        cwd=project.path, env=project.env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no worker started"
-        time.sleep(0.02)
+    process = started_until_a_step_runs(
+        project, tmp_path, *["-s", "flow.crunch"] * 4, "-p", "fake", "-m", "parallel", "-q"
+    )
     time.sleep(0.3)  # the others start too
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -559,16 +559,10 @@ def test_trace_hooks_env_prints_every_hook_call(dotflow: Dotflow) -> None:
 def test_ctrl_c_or_sigterm_in_background_mode_exits_after_a_bounded_shutdown(
     project: Project, tmp_path: Path, stop: signal.Signals, exit_code: int
 ) -> None:
-    marker = tmp_path / "slow.started"
-    process = popen_dotflow(
-        "start", "-s", "flow.slow", "-p", "fake", "-m", "background", "--log-format", "json",
-        cwd=project.path, env=project.env,
+    process = started_until_a_step_runs(
+        project, tmp_path, "-s", "flow.slow", "-p", "fake", "-m", "background",
+        "--log-format", "json",
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the slow step never started"
-        time.sleep(0.02)
     started = time.monotonic()
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
