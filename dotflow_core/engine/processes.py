@@ -68,10 +68,11 @@ def pickled(record: TaskRecord) -> bytes:
 
 @contextmanager
 def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until a worker's message is read, applied and reported.
+    """Hold Ctrl-C and SIGTERM over a step that must not be cut in two.
 
-    Raised in between, the interruption would lose the message (a running task
-    then looked never started, and was not reported Failed). On the main thread
+    Reading, applying and reporting a worker's message: raised in between, the
+    interruption would lose it (a running task then looked never started, and was
+    not reported Failed). Starting a worker: see ``start_next``. On the main thread
     only, where Python runs signal handlers; elsewhere nothing can land here.
     """
     if not _CAN_MASK or threading.current_thread() is not threading.main_thread():
@@ -111,6 +112,8 @@ def _units(tasks: Sequence[Task]) -> list[list[Task]]:
 
 
 def _worker_main(tasks: list[Task], keep_going: bool, connection: Connection) -> None:
+    if _CAN_MASK:  # the parent held them while it forked; the mask is inherited
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     try:
         run_group(tasks, PipeEvents(connection), RunControl(), keep_going=keep_going)
     except KeyboardInterrupt:
@@ -147,14 +150,17 @@ def run_in_processes(
             name=f"dotflow-worker-{unit[0].task_id}",
             daemon=True,
         )
-        with warnings.catch_warnings():
+        # Held: raised inside fork()'s callbacks, an interrupt is printed and swallowed
+        # (the run then never stops); raised before the worker is registered, the
+        # worker would never be terminated.
+        with _interrupts_deferred(), warnings.catch_warnings():
             # Python 3.12+ warns that fork() in a threaded process may deadlock the
             # child; our workers touch no lock of the parent's threads (providers stay here).
             warnings.simplefilter("ignore", DeprecationWarning)
             process.start()
-        sender.close()
-        worker = _Worker(process, receiver, unit)
-        running[receiver] = running[process.sentinel] = worker
+            sender.close()
+            worker = _Worker(process, receiver, unit)
+            running[receiver] = running[process.sentinel] = worker
 
     def receive(worker: _Worker) -> bool:
         """Apply one message; False once the pipe is closed."""
