@@ -301,7 +301,7 @@ def test_plain_http_to_a_private_address_warns_too(
     url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only loopback keeps the token on the machine; a private network is still a network."""
-    monkeypatch.setattr(settings_module, "_warned_cleartext", set())
+    monkeypatch.setattr(settings_module, "_warned", set())
     caplog.set_level(logging.WARNING, logger="dotflow.server.api")
     load_settings(settings({"SERVER_BASE_URL": url}))
     warnings = [r.getMessage() for r in caplog.records if "clear text" in r.getMessage()]

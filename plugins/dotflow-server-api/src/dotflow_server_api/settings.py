@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -40,9 +40,8 @@ MAX_IN_FLIGHT_LIMIT: Final = 64
 #: Visible ASCII only: a token with spaces or control characters would corrupt the header.
 _TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
 
-_warned_cleartext: set[str] = set()
-_warned_unknown_keys: set[tuple[str, str]] = set()
-_warned_outbox: set[Path] = set()
+#: What this process has warned about (one WARNING each, however often settings load).
+_warned: set[Hashable] = set()
 
 
 class ApiSettings:
@@ -185,13 +184,13 @@ def _warn_unknown_keys(settings: Settings) -> None:
     """A misspelt key in our section would otherwise be ignored without a word."""
     known = sorted({*_KEYS, "token", "token_file"})
     for key in settings.section(SECTION):
-        if key in known or (str(settings.config_path), key) in _warned_unknown_keys:
+        if key in known:
             continue
-        _warned_unknown_keys.add((str(settings.config_path), key))
         import difflib
 
         close = difflib.get_close_matches(key, known, n=1)
-        logger.warning(
+        _warn_once(
+            ("unknown key", settings.config_path, key),
             "%s: unknown key, ignored%s; the 'api' provider reads %s",
             settings.origin(key, section=SECTION),
             f" (did you mean {close[0]!r}?)" if close else "",
@@ -341,13 +340,12 @@ def _directory(value: Any, origin: str, settings: Settings, *, writable: bool = 
             f"{named}: {problem}; expected a directory this user can write to, "
             "or a path where one can be created"
         )
-    if path not in _warned_outbox:
-        _warned_outbox.add(path)
-        logger.warning(
-            "%s: %s; events still undelivered when a run ends will be lost, not kept "
-            "(set %s to a writable directory)",
-            named, problem, OUTBOX_DIR_ENV,
-        )  # fmt: skip
+    _warn_once(
+        ("outbox", path),
+        "%s: %s; events still undelivered when a run ends will be lost, not kept "
+        "(set %s to a writable directory)",
+        named, problem, OUTBOX_DIR_ENV,
+    )  # fmt: skip
     return path
 
 
@@ -394,14 +392,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _warn_once(about: Hashable, message: str, *args: object) -> None:
+    """Log ``message`` as a WARNING the first time this process meets ``about``."""
+    if about in _warned:
+        return
+    _warned.add(about)
+    logger.warning(message, *args)
+
+
 def _warn_if_cleartext(base_url: str) -> None:
     parts = urlsplit(base_url)
     if parts.scheme != "http" or is_loopback(parts.hostname or ""):
         return
-    if base_url in _warned_cleartext:
-        return
-    _warned_cleartext.add(base_url)
-    logger.warning(
+    _warn_once(
+        ("cleartext", base_url),
         "%s=%s uses plain http to a remote host: the token travels in clear text; use https",
         BASE_URL_ENV,
         base_url,
