@@ -58,13 +58,11 @@ def parse_names(value: str | Sequence[str], origin: str) -> tuple[str, ...]:
     """
     if isinstance(value, str):
         items: list[object] = list(value.split(","))
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple)) and value:
         items = list(value)
-    else:  # a number, a boolean or a table from a config file
+    else:  # an empty list, a number, a boolean or a table from a config file
         items = [None]
     names: list[str] = []
-    if not items:
-        items = [None]  # an empty list: say what a provider list looks like
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise ConfigurationError(

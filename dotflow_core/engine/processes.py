@@ -66,6 +66,11 @@ def pickled(record: TaskRecord) -> bytes:
         return pickle.dumps(attrs.evolve(record, **changes), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+#: Held over moments a Ctrl-C or SIGTERM must not cut in two (see below).
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+_CAN_MASK = hasattr(signal, "pthread_sigmask")
+
+
 @contextmanager
 def _interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM over a step that must not be cut in two.
@@ -83,10 +88,6 @@ def _interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
-_CAN_MASK = hasattr(signal, "pthread_sigmask")
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
