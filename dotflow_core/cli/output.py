@@ -121,7 +121,11 @@ class Output:
             return
         last = task.errors[-1] if task.errors else None
         attempt = task.retry_count + 1
+        shown = self._shown_traceback(task)
         if self.format == JSON:
+            error = None if last is None else {"type": last.type, "message": last.message}
+            if error is not None and shown:
+                error["traceback"] = shown
             self.emit(
                 event,
                 workflow_id=task.workflow_id,
@@ -131,7 +135,7 @@ class Output:
                 status=task.status.value,
                 attempt=attempt,
                 duration=task.duration,
-                error=self._error_fields(task.status, last),
+                error=error,
             )
             return
         head = f"{PROG}: task {task.task_id} {task.name}"
@@ -148,17 +152,15 @@ class Output:
                 f"Failed in {_seconds(task.duration)} after {attempts} "
                 f"attempt{'s' if attempts != 1 else ''}{cause}"
             )
-        if self.tracebacks and task.status is TaskStatus.FAILED and last and last.traceback:
-            detail += "\n" + textwrap.indent(last.traceback.rstrip(), "    ")
+        if shown:
+            detail += "\n" + textwrap.indent(shown.rstrip(), "    ")
         self.write_line(f"{head}: {detail}")
 
-    def _error_fields(self, status: TaskStatus, last: TaskError | None) -> dict[str, Any] | None:
-        if last is None:
+    def _shown_traceback(self, task: TaskRecord) -> str | None:
+        """A failed task's last traceback, when tracebacks are asked for (``-v``)."""
+        if not (self.tracebacks and task.status is TaskStatus.FAILED and task.errors):
             return None
-        fields = {"type": last.type, "message": last.message}
-        if self.tracebacks and status is TaskStatus.FAILED and last.traceback:
-            fields["traceback"] = last.traceback
-        return fields
+        return task.errors[-1].traceback or None
 
     def summary(
         self,
