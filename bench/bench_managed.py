@@ -1,6 +1,6 @@
 """Managed mode: a 20-task workflow reporting to a server that adds 20 ms to every request.
 
-Runs, as fresh processes, interleaved, a few times each (figures are medians):
+Runs, as fresh processes, interleaved, round after round (figures are medians):
 
 - ``dotflow start --provider api`` (dotflow-core + dotflow-server-api), server up;
 - the same with ``--provider none``, to see what reporting costs the workflow;
@@ -13,11 +13,17 @@ Targets: whole-process wall time at least 5x lower than dotflow 1.0.1's; the
 time until the last task finishes within 10% of the no-provider run; with the
 server down or hanging, the process ends within the flush deadline + 1 s.
 
+Each ratio is taken within a round, and the median over rounds is the figure
+the verdict uses. Next to it is a 95% confidence interval for that median
+(distribution-free, from the rounds' order statistics): on a machine whose
+speed drifts from one process to the next, it says whether the run's verdict is
+settled or could have gone the other way.
+
 The server is a small threaded stdlib server that accepts both wire formats
 (``/workflows...`` and dotflow 1.0.1's ``/cli/workflows...``), answers 200/201
 and ``{"next_id": 1}``, after 20 ms.
 
-Usage: python bench/bench_managed.py [--runs 15] [--outage-runs 3] [--tasks 20] [--step-ms 0]
+Usage: python bench/bench_managed.py [--runs 30] [--outage-runs 3] [--tasks 20] [--step-ms 0]
                                     [--flush-timeout 5] [--max-in-flight N]
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -48,6 +55,7 @@ TOKEN = "bench-token"
 TARGET_RATIO = 5.0
 TARGET_TASK_OVERHEAD = 0.10
 TARGET_EXIT_MARGIN = 1.0
+CONFIDENCE = 0.95
 
 
 class _Server(ThreadingHTTPServer):
@@ -238,10 +246,44 @@ class Bench:
     def median(self, name: str, key: str) -> float:
         return statistics.median(sample[key] for sample in self.samples[name])
 
-    def paired(self, numerator: str, denominator: str, key: str) -> float:
-        """The median, over rounds, of ``numerator / denominator`` within each round."""
+    def paired(self, numerator: str, denominator: str, key: str) -> list[float]:
+        """``numerator / denominator`` within each round, in round order."""
         pairs = zip(self.samples[numerator], self.samples[denominator], strict=True)
-        return statistics.median(top[key] / bottom[key] for top, bottom in pairs)
+        return [top[key] / bottom[key] for top, bottom in pairs]
+
+
+def median_interval(
+    values: list[float], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """A ``confidence`` interval for the median of ``values``' population, or None if too few.
+
+    Distribution-free: the interval runs from the k-th smallest to the k-th
+    largest value, k the largest rank for which the chance that fewer than k
+    of n values fall below the median, P(Binomial(n, 1/2) < k), is at most
+    (1 - confidence) / 2. No shape is assumed for the noise.
+    """
+    ordered = sorted(values)
+    count = len(ordered)
+    tail = (1 - confidence) / 2
+    rank, below = 0, 0.0
+    while True:
+        below += math.comb(count, rank) / 2**count  # P(Binomial(n, 1/2) = rank)
+        if below > tail:
+            break
+        rank += 1
+    if rank == 0:
+        return None
+    return ordered[rank - 1], ordered[count - rank]
+
+
+#: The order of each round's runs, alternating round by round: dotflow 1.0.1
+#: first, then ours with and without a provider, each of the two right after
+#: dotflow 1.0.1's (larger) process in half of the rounds and right after the
+#: other in the rest, so that a position effect cancels out of their ratio.
+ROUND_ORDERS = (
+    ("dotflow 1.0.1: managed", "ours: api", "ours: no provider"),
+    ("dotflow 1.0.1: managed", "ours: no provider", "ours: api"),
+)
 
 
 def up() -> tuple[str, BenchServer]:
@@ -256,7 +298,7 @@ def hanging() -> tuple[str, BenchServer]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=at_least(1), default=15, help="repetitions per scenario")
+    parser.add_argument("--runs", type=at_least(1), default=30, help="repetitions per scenario")
     parser.add_argument(
         "--outage-runs",
         type=at_least(0),
@@ -292,10 +334,10 @@ def main() -> int:
         }
         for name, (command, url) in normal.items():  # warm caches, not counted
             bench.scenario(name, command, url)
-        bench.samples.clear()
-        for _ in range(args.runs):
-            for name, (command, url) in normal.items():
-                bench.scenario(name, command, url)
+        bench.samples = {name: [] for name in normal}  # the report's order
+        for round_number in range(args.runs):
+            for name in ROUND_ORDERS[round_number % len(ROUND_ORDERS)]:
+                bench.scenario(name, *normal[name])
         for _ in range(args.outage_runs):
             for name, (command, url) in outages.items():
                 bench.scenario(name, command, url)
@@ -321,15 +363,17 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
         )
     # Ratios are taken round by round (the variants of a round ran back to back, so
     # machine noise hits them alike), then the median of those is reported.
-    ratio = bench.paired("dotflow 1.0.1: managed", "ours: api", "wall")
+    ratios = bench.paired("dotflow 1.0.1: managed", "ours: api", "wall")
     print(
-        f"\nwhole process, dotflow 1.0.1 / ours: {ratio:.1f}x "
-        f"({'meets' if ratio >= TARGET_RATIO else 'misses'} target >= {TARGET_RATIO:g}x)"
+        "\nwhole process, dotflow 1.0.1 / ours: "
+        + verdict(ratios, TARGET_RATIO, higher_is_better=True, shown=lambda x: f"{x:.1f}x")
     )
-    overhead = bench.paired("ours: api", "ours: no provider", "last_task") - 1
+    overheads = [ratio - 1 for ratio in bench.paired("ours: api", "ours: no provider", "last_task")]
     print(
-        f"last task finished, api vs no provider: {overhead:+.1%} "
-        f"({'meets' if overhead <= TARGET_TASK_OVERHEAD else 'misses'} target <= +10%)"
+        "last task finished, api vs no provider: "
+        + verdict(
+            overheads, TARGET_TASK_OVERHEAD, higher_is_better=False, shown=lambda x: f"{x:+.1%}"
+        )
     )
     limit = args.flush_timeout + TARGET_EXIT_MARGIN
     for name in ("ours: server down", "ours: server hangs"):
@@ -341,6 +385,30 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
             f"{name.removeprefix('ours: ')}: process ended after {worst:.2f} s at worst "
             f"({'meets' if worst <= limit else 'misses'} target <= {limit:g} s)"
         )
+
+
+def verdict(
+    values: list[float], target: float, *, higher_is_better: bool, shown: Callable[[float], str]
+) -> str:
+    """The median of ``values`` against ``target``, with its confidence interval.
+
+    The verdict is the median's; the interval says whether this run settles it
+    (the whole interval on the same side of the target) or not.
+    """
+
+    def meets(value: float) -> bool:
+        return value >= target if higher_is_better else value <= target
+
+    median = statistics.median(values)
+    outcome = f"{'meets' if meets(median) else 'misses'} target "
+    outcome += f"{'>=' if higher_is_better else '<='} {shown(target)}"
+    interval = median_interval(values)
+    if interval is None:
+        return f"{shown(median)} ({outcome}; too few rounds for an interval)"
+    low, high = interval
+    if meets(low) != meets(high):
+        outcome += "; the interval straddles the target: this run does not settle it"
+    return f"{shown(median)}, {CONFIDENCE:.0%} interval {shown(low)} to {shown(high)} ({outcome})"
 
 
 if __name__ == "__main__":
