@@ -366,7 +366,7 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     ratios = bench.paired("dotflow 1.0.1: managed", "ours: api", "wall")
     print(
         "\nwhole process, dotflow 1.0.1 / ours: "
-        + verdict(ratios, TARGET_RATIO, higher_is_better=True, shown=lambda x: f"{x:.1f}x")
+        + verdict(ratios, TARGET_RATIO, higher_is_better=True, shown=lambda x: f"{x:.2f}x")
     )
     overheads = [ratio - 1 for ratio in bench.paired("ours: api", "ours: no provider", "last_task")]
     print(

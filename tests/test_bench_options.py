@@ -70,8 +70,8 @@ def test_zero_outage_runs_are_reported_as_not_measured(
     bench_managed.report(bench, args)
     lines = capsys.readouterr().out.splitlines()
     assert (
-        "whole process, dotflow 1.0.1 / ours: 6.0x "
-        "(meets target >= 5.0x; too few rounds for an interval)"
+        "whole process, dotflow 1.0.1 / ours: 6.00x "
+        "(meets target >= 5.00x; too few rounds for an interval)"
     ) in lines
     assert lines[-2:] == [
         "server down: not measured (--outage-runs 0)",
