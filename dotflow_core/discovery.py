@@ -72,12 +72,12 @@ def _distinct(found_in_group: Iterable[EntryPoint]) -> tuple[InstalledEntryPoint
         dist = getattr(entry_point, "dist", None)
         # One parse of the distribution's METADATA for both fields (``dist.version``
         # would parse it again: a few hundred microseconds per entry point).
-        metadata = dist.metadata if dist else None
+        metadata = dist.metadata if dist is not None else None
         found[entry_point.name, entry_point.value] = InstalledEntryPoint(
             name=entry_point.name,
             entry_point=entry_point,
-            distribution=metadata["Name"] if metadata else None,
-            version=metadata["Version"] if metadata else None,
+            distribution=metadata["Name"] if metadata is not None else None,
+            version=metadata["Version"] if metadata is not None else None,
         )
     return tuple(sorted(found.values(), key=lambda entry: (entry.name, entry.distribution or "")))
 
