@@ -23,7 +23,7 @@ The server is a small threaded stdlib server that accepts both wire formats
 (``/workflows...`` and dotflow 1.0.1's ``/cli/workflows...``), answers 200/201
 and ``{"next_id": 1}``, after 20 ms.
 
-Usage: python bench/bench_managed.py [--runs 30] [--outage-runs 3] [--tasks 20] [--step-ms 0]
+Usage: python bench/bench_managed.py [--runs 90] [--outage-runs 3] [--tasks 20] [--step-ms 0]
                                     [--flush-timeout 5] [--max-in-flight N]
 """
 
@@ -298,7 +298,7 @@ def hanging() -> tuple[str, BenchServer]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=at_least(1), default=30, help="repetitions per scenario")
+    parser.add_argument("--runs", type=at_least(1), default=90, help="repetitions per scenario")
     parser.add_argument(
         "--outage-runs",
         type=at_least(0),
