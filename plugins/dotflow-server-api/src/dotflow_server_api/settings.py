@@ -323,7 +323,7 @@ def _directory(value: Any, origin: str, settings: Settings, *, writable: bool = 
     if value is None or (isinstance(value, str) and not value.strip()):
         path = user_dir(environ) / "outbox"
         chosen = bool(environ.get(HOME_ENV))
-        if environ.get(HOME_ENV):
+        if chosen:
             named = f"{HOME_ENV}={environ[HOME_ENV]!r} (the outbox is {path}; {moved_by})"
         else:
             named = f"the default outbox {str(path)!r} ({moved_by})"
