@@ -14,11 +14,13 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BeforeValidator
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
+from dotflow_api import dashboard
 from dotflow_api._version import __version__
-from dotflow_api.auth import AuthMiddleware, Owner, TokenSet
+from dotflow_api.auth import Authenticator, AuthMiddleware, Owner, TokenSet
 from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from dotflow_api.models import WORKFLOW_ID_MAX_LENGTH
 from dotflow_api.paths import DecodedPathRoute, RawPathMiddleware
@@ -39,7 +41,9 @@ from dotflow_api.schemas import (
     WorkflowView,
     valid_unicode_id,
 )
+from dotflow_api.sessions import SessionStore
 from dotflow_api.store import NotFoundError, Store
+from dotflow_api.tokens import TokenStore
 
 logger = logging.getLogger("dotflow_api.app")
 
@@ -384,25 +388,37 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """Build the ASGI application over ``store``, accepting ``tokens``.
+    """Build the ASGI application over ``store``, accepting ``tokens`` and the tokens
+    stored in the database (``dotflow-api tokens create``).
 
     Middleware, outermost first: authentication (401 before any body is read), the
-    body limit (413), then routing on the percent-encoded path.
+    body limit (413), then routing on the percent-encoded path. ``/docs`` serves
+    Swagger UI from files shipped with the package, so it works offline.
     """
-    app = FastAPI(
+    authenticator = Authenticator(tokens, TokenStore(store.engine))
+    app = FastAPIOffline(
         title="dotflow-api",
         version=__version__,
         summary="Reference server for dotflow's managed mode.",
         description=(
             "Runners report workflows and tasks; people and tools read them back. "
             "Every request except /healthz and the docs needs `Authorization: Bearer "
-            "<token>`, and each token sees only its own workflows."
+            "<token>`, and each token sees only its own workflows. The web dashboard "
+            "is at `/`."
         ),
+        docs_url="/docs",
         redoc_url=None,
+        static_url="/docs/static",
+        favicon_url=None,
+        # No request to the public validator: the docs page talks to this server only.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.store = store
     app.state.tokens = tokens
+    app.state.authenticator = authenticator
+    app.state.sessions = SessionStore(store.engine)
     app.include_router(router)
+    dashboard.install(app)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(NotFoundError, _on_not_found)
     app.add_exception_handler(DataError, _on_data_error)
@@ -410,7 +426,7 @@ def create_app(
     # add_middleware puts each new middleware outside the previous ones.
     app.add_middleware(RawPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
-    app.add_middleware(AuthMiddleware, tokens=tokens)
+    app.add_middleware(AuthMiddleware, authenticator=authenticator)
     return app
 
 

@@ -15,8 +15,9 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Protocol
 
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,6 +28,11 @@ logger = logging.getLogger("dotflow_api.auth")
 TOKENS_ENV: Final = "DOTFLOW_API_TOKENS"
 #: Paths served without a token: liveness and the API documentation.
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+#: Path prefixes served without a bearer token: the docs' assets, and the dashboard,
+#: which authenticates with its own session cookie.
+PUBLIC_PREFIXES: Final = ("/docs/", "/ui/")
+#: The dashboard's home page (the workflows list), also without a bearer token.
+DASHBOARD_HOME: Final = "/"
 #: Where the authentication middleware leaves the owner key in the ASGI scope.
 OWNER_SCOPE_KEY: Final = "dotflow_api.owner"
 
@@ -52,6 +58,17 @@ class TokenSet:
     def __len__(self) -> int:
         return len(self._digests)
 
+    def has_owner(self, owner: str) -> bool:
+        """True if ``owner`` is the owner key of one of these tokens (constant time)."""
+        try:
+            candidate = bytes.fromhex(owner)
+        except ValueError:
+            return False
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(candidate, digest)
+        return matched
+
     def __repr__(self) -> str:
         return f"TokenSet(<{len(self._digests)} tokens>)"
 
@@ -68,15 +85,65 @@ class TokenSet:
 
     def owner_for_header(self, authorization: str | None) -> str | None:
         """The owner key for an ``Authorization`` header value, or ``None``."""
-        if not authorization:
+        token = bearer_bytes(authorization)
+        return self._owner_for_bytes(token) if token else None
+
+
+def bearer_bytes(authorization: str | None) -> bytes | None:
+    """The raw token of a ``Bearer`` ``Authorization`` header value, else ``None``."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    # Header values arrive decoded as latin-1: encoding back gives the raw bytes,
+    # which are the UTF-8 bytes of the token the client sent.
+    return token.encode("latin-1", "replace") if token else None
+
+
+class StoredTokens(Protocol):
+    """Tokens kept in the database (:class:`dotflow_api.tokens.TokenStore`)."""
+
+    def owner_for(self, token: bytes) -> str | None: ...
+
+    def has_owner(self, owner: str) -> bool: ...
+
+
+class Authenticator:
+    """Every accepted token: the configured ones (memory), then the stored ones (database)."""
+
+    __slots__ = ("configured", "stored")
+
+    def __init__(self, configured: TokenSet, stored: StoredTokens | None = None) -> None:
+        self.configured = configured
+        self.stored = stored
+
+    def __repr__(self) -> str:
+        return f"Authenticator({self.configured!r}, stored={self.stored is not None})"
+
+    def owner_for_token(self, token: bytes) -> str | None:
+        """The owner key of a raw token if accepted, else ``None`` (may hit the database)."""
+        owner = self.configured._owner_for_bytes(token)
+        if owner is None and self.stored is not None:
+            owner = self.stored.owner_for(token)
+        return owner
+
+    async def owner_for_header(self, authorization: str | None) -> str | None:
+        """The owner key of an ``Authorization`` header; a database lookup runs in a thread."""
+        token = bearer_bytes(authorization)
+        if not token:
             return None
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        token = token.strip()
-        # Header values arrive decoded as latin-1: encoding back gives the raw bytes,
-        # which are the UTF-8 bytes of the token the client sent.
-        return self._owner_for_bytes(token.encode("latin-1", "replace")) if token else None
+        owner = self.configured._owner_for_bytes(token)
+        if owner is None and self.stored is not None:
+            owner = await anyio.to_thread.run_sync(self.stored.owner_for, token)
+        return owner
+
+    def accepts_owner(self, owner: str) -> bool:
+        """True while some accepted token has this owner key (a dashboard session's check)."""
+        if self.configured.has_owner(owner):
+            return True
+        return self.stored is not None and self.stored.has_owner(owner)
 
 
 def parse_token_lines(text: str) -> list[str]:
@@ -128,12 +195,12 @@ class AuthMiddleware:
     a malformed or oversized body or an unknown path, and learns nothing else.
     """
 
-    def __init__(self, app: ASGIApp, tokens: TokenSet) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
-        self.tokens = tokens
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in PUBLIC_PATHS:
+        if scope["type"] != "http" or is_public(_route_path(scope)):
             await self.app(scope, receive, send)
             return
         authorization = None
@@ -141,12 +208,17 @@ class AuthMiddleware:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
-        owner = self.tokens.owner_for_header(authorization)
+        owner = await self.authenticator.owner_for_header(authorization)
         if owner is None:
             await _send_unauthorized(send)
             return
         scope[OWNER_SCOPE_KEY] = owner
         await self.app(scope, receive, send)
+
+
+def is_public(path: str) -> bool:
+    """True for a path served without a bearer token (docs, health, the dashboard)."""
+    return path in PUBLIC_PATHS or path == DASHBOARD_HOME or path.startswith(PUBLIC_PREFIXES)
 
 
 def _route_path(scope: Scope) -> str:
@@ -187,10 +259,6 @@ def current_owner(
 ) -> str:
     """FastAPI dependency: the owner key of the authenticated caller (401 otherwise)."""
     owner = request.scope.get(OWNER_SCOPE_KEY)
-    if owner is None:
-        tokens: TokenSet = request.app.state.tokens
-        header = f"Bearer {credentials.credentials}" if credentials else None
-        owner = tokens.owner_for_header(header)
     if owner is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,

@@ -165,3 +165,44 @@ class Task(Base):
     previous_context: Mapped[Any] = mapped_column(JSONValue, nullable=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+#: Longest name of a token created with ``dotflow-api tokens create``.
+TOKEN_NAME_MAX_LENGTH = 64
+
+
+class ApiToken(Base):
+    """A token created with ``dotflow-api tokens create``: only its SHA-256 is stored.
+
+    ``digest`` is the token's owner key (the same SHA-256 hex digest an environment or
+    file token gets), so a database token is a tenant exactly like a configured one.
+    """
+
+    __tablename__ = "dotflow_api_tokens"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_dotflow_api_tokens_name"),
+        UniqueConstraint("digest", name="uq_dotflow_api_tokens_digest"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(TOKEN_NAME_MAX_LENGTH), nullable=False)
+    digest: Mapped[str] = mapped_column(String(OWNER_KEY_LENGTH), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    #: Last time a request carried the token (updated at most once a minute).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DashboardSession(Base):
+    """A signed-in dashboard session; the cookie holds a random id, this row its SHA-256.
+
+    ``owner`` is the owner key of the token used to sign in; the session is honoured
+    only while that token is still accepted (configured or not revoked).
+    """
+
+    __tablename__ = "dotflow_dashboard_sessions"
+    __table_args__ = (Index("ix_dotflow_dashboard_sessions_owner", "owner"),)
+
+    id_digest: Mapped[str] = mapped_column(String(OWNER_KEY_LENGTH), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(OWNER_KEY_LENGTH), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
