@@ -11,8 +11,9 @@ from dotflow_api.db import safe_url
 
 
 @pytest.fixture(autouse=True)
-def _no_env_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_env_tokens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("DOTFLOW_API_TOKENS", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default database file lands here
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -27,7 +27,9 @@ logger = logging.getLogger("dotflow_api.auth")
 #: The environment variable holding comma-separated tokens.
 TOKENS_ENV: Final = "DOTFLOW_API_TOKENS"
 #: Paths served without a token: liveness and the API documentation.
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+PUBLIC_PATHS: Final = frozenset(
+    {"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"}
+)
 #: Path prefixes served without a bearer token: the docs' assets, and the dashboard,
 #: which authenticates with its own session cookie.
 PUBLIC_PREFIXES: Final = ("/docs/", "/ui/")

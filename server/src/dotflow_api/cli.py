@@ -1,4 +1,5 @@
-"""The ``dotflow-api`` command: ``serve`` runs the server, ``openapi`` prints its contract.
+"""The ``dotflow-api`` command: ``serve`` runs the server, ``openapi`` prints its contract,
+``tokens`` and ``prune`` administer its database (see :mod:`dotflow_api.admin`).
 
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for bad input or missing
 configuration (one line on stderr naming the bad value), 1 when the server cannot
@@ -18,38 +19,28 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, NoReturn
+from typing import Any, NoReturn
 
 import uvicorn
-from sqlalchemy.exc import SQLAlchemyError
 
 from dotflow_api._version import __version__
+from dotflow_api.admin import add_admin_commands
 from dotflow_api.app import create_app, openapi_document
 from dotflow_api.auth import TOKENS_ENV, TokenConfigError, TokenSet, load_tokens
-from dotflow_api.db import (
-    DatabaseURLError,
-    create_db_engine,
-    create_schema,
-    is_in_memory,
-    safe_url,
+from dotflow_api.cli_common import (
+    DEFAULT_DATABASE,
+    EXIT_BAD_INPUT,
+    EXIT_CANNOT_RUN,
+    PROG,
+    CommandError,
+    open_database,
 )
+from dotflow_api.db import safe_url
 from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES
 from dotflow_api.store import Store
+from dotflow_api.tokens import TokenStore
 
 logger = logging.getLogger("dotflow_api.cli")
-
-PROG: Final = "dotflow-api"
-DEFAULT_DATABASE: Final = "sqlite:///dotflow-api.sqlite3"
-EXIT_BAD_INPUT: Final = 2
-EXIT_CANNOT_RUN: Final = 1
-
-
-class CommandError(Exception):
-    """A failure to report as one line on stderr, with its exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document as JSON")
     openapi.set_defaults(handler=_openapi)
+    add_admin_commands(commands)
     return parser
 
 
@@ -202,44 +194,29 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def _load_tokens(args: argparse.Namespace) -> TokenSet:
-    """The configured tokens; ``CommandError`` if unreadable or none are configured."""
+    """The configured tokens (maybe none); ``CommandError`` if unreadable."""
     try:
-        tokens = load_tokens(args.tokens_file)
+        return load_tokens(args.tokens_file)
     except TokenConfigError as exc:
         raise CommandError(str(exc)) from None
-    if not tokens:
-        raise CommandError(
-            f"no API tokens configured: set {TOKENS_ENV} (comma-separated tokens) "
-            "or pass --tokens-file PATH (one token per line)"
-        )
-    return tokens
 
 
 def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
     """Database and application from the arguments; ``CommandError`` if invalid."""
-    try:
-        if is_in_memory(args.database):
-            raise CommandError(
-                f"database URL {safe_url(args.database)!r} is an in-memory SQLite database: "
-                "every write would be lost when the server stops; name a file, e.g. "
-                f"{DEFAULT_DATABASE}"
-            )
-        engine = create_db_engine(args.database)
-        create_schema(engine)
-    except DatabaseURLError as exc:
-        raise CommandError(str(exc)) from None
-    except SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or type(exc).__name__
-        raise CommandError(f"cannot open database {safe_url(args.database)!r}: {reason}") from None
-    except (ImportError, ValueError, TypeError) as exc:
-        # A driver refusing its options or missing a module only when it connects.
+    engine = open_database(args.database)
+    stored = TokenStore(engine).count()
+    if not tokens and not stored:
+        engine.dispose()
         raise CommandError(
-            f"cannot open database {safe_url(args.database)!r}: {type(exc).__name__}: {exc}"
-        ) from None
+            f"no API tokens configured: set {TOKENS_ENV} (comma-separated tokens), "
+            "pass --tokens-file PATH (one token per line), or create one in the database "
+            "with: dotflow-api tokens create NAME"
+        )
     logger.info(
-        "database %s, %d token(s), body limit %d bytes",
+        "database %s, %d configured token(s), %d stored token(s), body limit %d bytes",
         safe_url(engine.url),
         len(tokens),
+        stored,
         args.max_body_bytes,
     )
     return create_app(Store(engine), tokens, max_body_bytes=args.max_body_bytes)

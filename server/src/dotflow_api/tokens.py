@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dotflow_api.db import READ_ONLY
@@ -102,6 +102,11 @@ class TokenStore:
                 )
             ).all()
         return [TokenInfo(row.name, row.created_at, row.last_used_at) for row in rows]
+
+    def count(self) -> int:
+        """How many tokens are stored."""
+        with self._read_engine.begin() as conn:
+            return int(conn.execute(select(func.count()).select_from(_tokens)).scalar_one())
 
     def revoke(self, name: str) -> None:
         """Delete the token ``name`` and its dashboard sessions; ``TokenNameError`` if unknown."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, func, select
 
 from dotflow_api.db import READ_ONLY
 from dotflow_api.models import Task, Workflow
@@ -37,7 +37,8 @@ class DashboardQueries:
     def workflows(
         self, owner: str, *, status: str | None, search: str | None, limit: int, offset: int
     ) -> WorkflowPage:
-        """The owner's workflows, most recently active first, filtered by status and id."""
+        """The owner's workflows, newest first (by start, else registration), filtered by
+        status and by a case-insensitive part of the id."""
         where = [_workflows.c.owner == owner]
         if status:
             where.append(_workflows.c.status == status)
@@ -50,7 +51,10 @@ class DashboardQueries:
             rows = conn.execute(
                 select(_workflows)
                 .where(*where)
-                .order_by(_workflows.c.updated_at.desc(), _workflows.c.pk.desc())
+                .order_by(
+                    func.coalesce(_workflows.c.started_at, _workflows.c.registered_at).desc(),
+                    _workflows.c.pk.desc(),
+                )
                 .limit(limit)
                 .offset(offset)
             ).all()
@@ -61,7 +65,7 @@ class DashboardQueries:
         """The statuses the filter offers: the known ones, then any other seen."""
         with self._engine.begin() as conn:
             seen = conn.execute(
-                select(distinct(_workflows.c.status)).where(_workflows.c.owner == owner)
+                select(_workflows.c.status).distinct().where(_workflows.c.owner == owner)
             ).scalars()
             extra = sorted(set(seen) - set(KNOWN_STATUSES))
         return [*KNOWN_STATUSES, *extra]

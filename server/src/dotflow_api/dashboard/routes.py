@@ -15,7 +15,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +43,7 @@ SECURITY_HEADERS: Final = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -254,6 +254,12 @@ def task_page(request: Request, workflow_id: str, task_id: str) -> HTMLResponse:
             "previous": views.preview(task["previous_context"]),
         },
     )
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """The dashboard's icon, for browsers that ask for it at the root."""
+    return FileResponse(_HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
 
 # -- wiring -------------------------------------------------------------------------

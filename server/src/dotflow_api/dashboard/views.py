@@ -153,8 +153,8 @@ class Timeline:
 def timeline(tasks: Sequence[dict[str, Any]], now: datetime) -> Timeline:
     """Place each started task from its start to its finish (or ``now`` while it runs).
 
-    Tasks of one group share a lane; tasks that overlap in time (a parallel group) get
-    rows of their own within it, so no bar hides another.
+    Tasks of one group share a lane, each on its own row in the order they started, so
+    no bar or label hides another.
     """
     started = sorted(
         (task for task in tasks if task.get("started_at") is not None),
@@ -165,20 +165,18 @@ def timeline(tasks: Sequence[dict[str, Any]], now: datetime) -> Timeline:
     origin = min(task["started_at"] for task in started)
     ends = [_end(task, now) for task in started]
     span = max((end - origin).total_seconds() for end in ends) or 1e-3
-    rows_of: dict[str, list[datetime]] = {}  # per group: the end of each row's last bar
-    placed = []
-    for task, end in zip(started, ends, strict=True):
-        rows = rows_of.setdefault(task.get("group_name") or "default", [])
-        row = next((i for i, last in enumerate(rows) if last <= task["started_at"]), len(rows))
-        rows[row : row + 1] = [end]
-        placed.append((task, end, row))
+    groups: dict[str, list[int]] = {}  # per group: its tasks' ids, by start
+    for task in started:
+        groups.setdefault(task.get("group_name") or "default", []).append(task["task_id"])
     lanes, first = [], 0
-    for name, rows in rows_of.items():
-        lanes.append(Lane(name=name, first_row=first, rows=len(rows)))
-        first += len(rows)
+    row_of: dict[int, int] = {}
+    for name, ids in groups.items():
+        lanes.append(Lane(name=name, first_row=first, rows=len(ids)))
+        row_of.update((task_id, first + offset) for offset, task_id in enumerate(ids))
+        first += len(ids)
     lane_of = {lane.name: index for index, lane in enumerate(lanes)}
     bars = []
-    for task, end, row in sorted(placed, key=lambda item: item[0]["task_id"]):
+    for task, end in sorted(zip(started, ends, strict=True), key=lambda pair: pair[0]["task_id"]):
         left = (task["started_at"] - origin).total_seconds() / span * 100
         width = max((end - task["started_at"]).total_seconds() / span * 100, MIN_BAR_PERCENT)
         left = min(left, 100 - MIN_BAR_PERCENT)
@@ -190,7 +188,7 @@ def timeline(tasks: Sequence[dict[str, Any]], now: datetime) -> Timeline:
                 status=str(task.get("status") or ""),
                 css=status_class(task.get("status")),
                 lane=lane,
-                row=lanes[lane].first_row + row,
+                row=row_of[task["task_id"]],
                 left=round(left, 3),
                 width=round(min(width, 100 - left), 3),
                 retries=int(task.get("retry_count") or 0),
