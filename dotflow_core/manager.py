@@ -42,6 +42,8 @@ TRACE_ENV = "DOTFLOW_TRACE_HOOKS"
 _CONFIGURATION_HOOKS = frozenset({"configure", "get_next_task_id"})
 #: A next task id above this is treated as a provider bug, not a number to use.
 MAX_TASK_ID = 2**53
+#: Longest link a ``run_link`` answer may be.
+MAX_LINK_LENGTH = 2048
 
 
 def tracing_requested() -> bool:
@@ -222,6 +224,25 @@ class ProviderManager:
             )
             return INITIAL_TASK_ID
         return answer
+
+    def run_links(self, workflow: WorkflowRecord) -> list[str]:
+        """Where the providers say the ended run can be seen (the ``run_link`` hook).
+
+        Only absolute ``http(s)`` URLs without spaces or control characters count;
+        duplicates are dropped, the providers' order is kept.
+        """
+        links: list[str] = []
+        for answer in self.hook.run_link(workflow=workflow):
+            if (
+                isinstance(answer, str)
+                and answer.startswith(("http://", "https://"))
+                and len(answer) <= MAX_LINK_LENGTH
+                and answer.isprintable()
+                and " " not in answer
+                and answer not in links
+            ):
+                links.append(answer)
+        return links
 
     def flush(self, workflow_id: str, timeout: float | None = None) -> None:
         """Ask every provider to deliver what it holds for ``workflow_id``."""

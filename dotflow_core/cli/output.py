@@ -12,7 +12,8 @@ unknown):
   (``{"type", "message"}`` of the last failed attempt, or null)
 - ``summary`` (always last): workflow_id, status, interrupted, mode, providers,
   provider_source, task_count, completed, failed, not_run, unfinished (still running
-  when the command was interrupted in background mode), duration, exit_code
+  when the command was interrupted in background mode), duration, exit_code, links
+  (where the providers say the run can be seen, e.g. a dashboard page; often empty)
 - ``log``: level, logger, message (library log records)
 - ``error``: message, exit_code (a usage or configuration error; nothing ran)
 """
@@ -175,8 +176,10 @@ class Output:
         statuses: list[TaskStatus],
         duration: float | None,
         exit_code: int,
+        links: list[str] | None = None,
     ) -> None:
-        """The last line: workflow, outcome, task counts, providers and total time."""
+        """The last line: workflow, outcome, task counts, providers and total time; then
+        one line per link to the run (``dotflow: see the run at URL``), if any."""
         completed = statuses.count(TaskStatus.COMPLETED)
         failed = statuses.count(TaskStatus.FAILED)
         not_run = statuses.count(TaskStatus.NOT_STARTED)
@@ -197,6 +200,7 @@ class Output:
                 unfinished=unfinished,
                 duration=duration,
                 exit_code=exit_code,
+                links=list(links or ()),
             )
             return
         outcome = "interrupted" if interrupted else (status.value if status else "ended")
@@ -206,6 +210,8 @@ class Output:
             f"{completed} completed, {failed} failed, {not_run} not run{still} "
             f"of {len(statuses)} task{'s' if len(statuses) != 1 else ''}; providers: {described}"
         )
+        for link in links or ():
+            self.write_line(f"{PROG}: see the run at {link}")
 
 
 def _describe(error: TaskError | None) -> str:

@@ -66,6 +66,11 @@ GUIDANCE: dict[str, str] = {
         "Deliver everything still queued for workflow_id and return by the deadline: timeout "
         "seconds, or your own configured deadline when it is None."
     ),
+    "run_link": (
+        "Return the URL of the run's page where you report (e.g. a dashboard), or None; "
+        "'dotflow start' prints it as its last line. Answer from what you already know, "
+        "without blocking."
+    ),
     "shutdown": (
         "Deliver or persist what is left, then release connections and threads. It may be "
         "called more than once: make it idempotent."

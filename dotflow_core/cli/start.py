@@ -90,6 +90,7 @@ def _run_with(
             raise
         clock = time.perf_counter()
         interruption: KeyboardInterrupt | None = None
+        links: list[str] = []
         try:
             workflow.start(mode=options.mode, keep_going=options.keep_going)
             if options.mode == "background":
@@ -100,6 +101,7 @@ def _run_with(
             # the same way (running tasks and the workflow reported Failed, flushed).
             workflow.cancel(reason=interrupt)
             shut_down = True
+            links = manager.run_links(workflow.snapshot())
             manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
         statuses = [task.status for task in workflow.result_task()]
         interrupted = interruption is not None
@@ -110,6 +112,7 @@ def _run_with(
         else:
             exit_code = EXIT_OK
         if not shut_down:
+            links = manager.run_links(workflow.snapshot())
             manager.shutdown(timeout=None)
             shut_down = True
         output.summary(
@@ -125,6 +128,7 @@ def _run_with(
             if workflow.duration is not None
             else time.perf_counter() - clock,
             exit_code=exit_code,
+            links=links,
         )
         if interrupted and options.mode == "background":
             # The run's thread may still be inside a step that cannot be interrupted and

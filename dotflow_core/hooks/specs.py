@@ -143,3 +143,19 @@ def shutdown(timeout: float | None) -> None:
         deadline. Never block without bound.
     :returns: nothing (a return value is ignored).
     """
+
+
+@hookspec
+def run_link(workflow: WorkflowRecord) -> str | None:
+    """Say where a person can look at a run that just ended (e.g. a dashboard page).
+
+    Fires once from ``dotflow start`` when the run has ended (completed, failed
+    or interrupted) and its events were flushed, just before ``shutdown``; the
+    command prints each answer as the last lines of its output. Library code
+    (``DotFlow.start()``) never calls it.
+
+    :param workflow: a frozen snapshot of the run in its final state.
+    :returns: an absolute URL (``http``/``https``) of the run's page, or ``None``
+        when you have none; anything else is ignored. Do not block: answer from
+        what you already know (e.g. a header the server sent).
+    """

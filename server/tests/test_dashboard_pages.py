@@ -181,3 +181,22 @@ def test_duration_chart_is_oldest_first_with_failures_marked() -> None:
 )
 def test_durations_read_naturally(seconds: float | None, text: str) -> None:
     assert views.format_duration(seconds) == text
+
+
+def test_api_answers_name_the_dashboard_page_template(client: TestClient) -> None:
+    answer = client.post("/workflows", json=workflow_body("linked"), headers=AUTH_A)
+    template = answer.headers["dotflow-dashboard"]
+    assert template == "http://testserver/ui/workflows/{workflow_id}"
+    assert "dotflow-dashboard" not in client.get("/ui/login").headers
+
+
+def test_a_public_url_replaces_the_request_s_address(client: TestClient) -> None:
+    from dotflow_api.app import create_app
+
+    state = client.app.state  # type: ignore[attr-defined]
+    public = create_app(state.store, state.tokens, public_url="https://dotflow.example.com/")
+    with TestClient(public) as other:
+        answer = other.get("/workflows", headers=AUTH_A)
+    assert answer.headers["dotflow-dashboard"] == (
+        "https://dotflow.example.com/ui/workflows/{workflow_id}"
+    )

@@ -23,9 +23,9 @@ SUMMARY = re.compile(
 Dotflow = Callable[..., Result]
 
 
-def summary_of(result: Result) -> re.Match[str]:
-    match = SUMMARY.match(result.lines[-1]) if result.lines else None
-    assert match, f"the last stderr line is not the summary\n{result}"
+def summary_of(result: Result, line: int = -1) -> re.Match[str]:
+    match = SUMMARY.match(result.lines[line]) if result.lines else None
+    assert match, f"stderr line {line} is not the summary\n{result}"
     return match
 
 
@@ -63,8 +63,9 @@ def test_steps_next_to_flow_py_run_in_order_and_every_hook_reaches_the_provider(
     assert hooks[1:4] == ["create_workflow", "create_task", "create_task"]
     flushed = hooks.index("flush")
     assert hooks[flushed - 1] == "update_workflow"
-    # one shutdown, from the CLI: the core's exit handler leaves a shut-down provider alone
-    assert hooks[flushed + 1 :] == ["shutdown"]
+    # the run's link is asked for once it ended; then one shutdown, from the CLI: the
+    # core's exit handler leaves a shut-down provider alone
+    assert hooks[flushed + 1 :] == ["run_link", "shutdown"]
     assert task_updates(project) == [
         (1, "In progress"),
         (1, "Completed"),
@@ -101,6 +102,26 @@ def test_the_summary_line_names_workflow_providers_counts_and_time(dotflow: Dotf
     assert summary["outcome"] == "Completed"
     assert (summary["completed"], summary["failed"], summary["tasks"]) == ("2", "0", "2")
     assert summary["providers"] == "fake (flag)"
+
+
+def test_a_provider_s_run_link_is_the_last_line(dotflow: Dotflow, project: Project) -> None:
+    link = "http://127.0.0.1:8000/ui/workflows/{workflow_id}/runs/r1"
+    result = dotflow("start", "-s", "flow.explode", "-p", "fake", env={"FAKE_RUN_LINK": link})
+
+    assert result.returncode == 1, result
+    workflow_id = summary_of(result, line=-2)["id"]
+    assert result.lines[-1] == f"dotflow: see the run at {link.format(workflow_id=workflow_id)}"
+    hooks = project.hooks()
+    assert hooks.index("run_link") < hooks.index("shutdown")  # asked before shutting down
+    assert project.events()[hooks.index("run_link")]["status"] == "Failed"  # the final state
+
+    as_json = dotflow(
+        "start", "-s", "flow.extract", "-p", "fake", "--log-format", "json",
+        env={"FAKE_RUN_LINK": "not a url {workflow_id}"},
+    )  # fmt: skip
+    assert as_json.json_lines()[-1]["links"] == []  # not an http(s) URL: ignored
+    plain = dotflow("start", "-s", "flow.extract", "-p", "fake")
+    assert "see the run" not in plain.stderr  # no link, no line
 
 
 def test_a_failed_task_exits_1_and_is_shown_once(dotflow: Dotflow, project: Project) -> None:
@@ -581,7 +602,7 @@ def test_ctrl_c_or_sigterm_in_background_mode_exits_after_a_bounded_shutdown(
         "Terminated" if stop == signal.SIGTERM else "KeyboardInterrupt"
     )
     hooks = [e["hook"] for e in events]
-    assert hooks[-3:] == ["update_workflow", "flush", "shutdown"]
+    assert hooks[-4:] == ["update_workflow", "flush", "run_link", "shutdown"]
     assert [e["record"]["status"] for e in events if e["hook"] == "update_workflow"][-1] == "Failed"
     assert [e["timeout"] for e in events if e["hook"] == "shutdown"] == [5.0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -126,3 +127,12 @@ def test_workflow_ids_that_look_like_url_syntax_arrive_intact(
     assert run.returncode == 0, run.stderr
     assert [task["id"] for task in api.tasks(workflow_id)] == [1, 2, 3]
     assert api.workflow(workflow_id)["status"] == "Completed"
+
+
+def test_the_last_line_names_the_runs_dashboard_page(runner: Runner, api: Api) -> None:
+    run = runner.run(WORKFLOW_ID="see/me")
+    assert run.returncode == 0, run.stderr
+    page = f"{runner.server.base_url}/ui/workflows/see%2Fme"
+    summary = json.loads(run.stderr.splitlines()[-1])  # the runner asks for JSON lines
+    assert summary["event"] == "summary" and summary["links"] == [page]
+    assert api.workflow("see/me")["status"] == "Completed"

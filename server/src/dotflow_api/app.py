@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from dotflow_api import dashboard
 from dotflow_api._version import __version__
 from dotflow_api.auth import Authenticator, AuthMiddleware, Owner, TokenSet
+from dotflow_api.dashboard.link import DashboardLinkMiddleware
 from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from dotflow_api.models import WORKFLOW_ID_MAX_LENGTH
 from dotflow_api.paths import DecodedPathRoute, RawPathMiddleware
@@ -387,12 +388,15 @@ def create_app(
     tokens: TokenSet,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    public_url: str | None = None,
 ) -> FastAPI:
     """Build the ASGI application over ``store``, accepting ``tokens`` and the tokens
     stored in the database (``dotflow-api tokens create``).
 
     Middleware, outermost first: authentication (401 before any body is read), the
-    body limit (413), then routing on the percent-encoded path. ``/docs`` serves
+    body limit (413), then routing on the percent-encoded path; every API answer names
+    the dashboard page of a run (``Dotflow-Dashboard``, built on ``public_url`` if given,
+    else on the address the request used). ``/docs`` serves
     Swagger UI from files shipped with the package, so it works offline.
     """
     authenticator = Authenticator(tokens, TokenStore(store.engine))
@@ -425,6 +429,7 @@ def create_app(
     app.add_exception_handler(SQLAlchemyError, _on_database_error)
     # add_middleware puts each new middleware outside the previous ones.
     app.add_middleware(RawPathMiddleware)
+    app.add_middleware(DashboardLinkMiddleware, public_url=public_url)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
     return app

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest request body accepted, larger ones get 413 ({DEFAULT_MAX_BODY_BYTES})",
     )
     serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the server's URL as people reach it, for the dashboard links it sends "
+        "(default: the address each request used)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -203,6 +209,7 @@ def _load_tokens(args: argparse.Namespace) -> TokenSet:
 
 def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
     """Database and application from the arguments; ``CommandError`` if invalid."""
+    public_url = _public_url(args)
     engine = open_database(args.database)
     stored = TokenStore(engine).count()
     if not tokens and not stored:
@@ -219,7 +226,24 @@ def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
         stored,
         args.max_body_bytes,
     )
-    return create_app(Store(engine), tokens, max_body_bytes=args.max_body_bytes)
+    return create_app(
+        Store(engine), tokens, max_body_bytes=args.max_body_bytes, public_url=public_url
+    )
+
+
+def _public_url(args: argparse.Namespace) -> str | None:
+    url: str | None = args.public_url
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise CommandError(
+            f"invalid --public-url {url!r}: expected an http(s) URL such as "
+            "https://dotflow.example.com"
+        )
+    return url
 
 
 def _bind(host: str, port: int) -> socket.socket:

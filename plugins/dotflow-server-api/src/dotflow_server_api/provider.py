@@ -252,6 +252,19 @@ class ServerAPI:
             time.sleep(NEXT_ID_RETRY_PAUSE)
         return None, cause
 
+    @hookimpl
+    def run_link(self, workflow: WorkflowRecord) -> str | None:
+        """The run's dashboard page, from the template the server sent (``Dotflow-Dashboard``)."""
+        with self._lock:
+            config = self._config
+        if config is None:
+            return None
+        from dotflow_server_api.links import expand_run_link
+        from dotflow_server_api.transport import dashboard_template
+
+        template = dashboard_template(config.base_url)
+        return expand_run_link(template, workflow) if template else None
+
     # -- lifecycle ---------------------------------------------------------------
 
     @hookimpl

@@ -36,6 +36,18 @@ MASK: Final = "********"
 SHORT_TOKEN: Final = 8
 
 
+#: The header in which a server gives its run pages' URI template (``{workflow_id}``,
+#: ``{run_id}``); see :func:`dashboard_template`.
+DASHBOARD_HEADER: Final = "Dotflow-Dashboard"
+#: The last template each base URL sent (a dict's item assignment is atomic).
+_dashboard_templates: dict[str, str] = {}
+
+
+def dashboard_template(base_url: str) -> str | None:
+    """The run-page URI template the server at ``base_url`` last sent, if any."""
+    return _dashboard_templates.get(base_url)
+
+
 class Outcome(enum.Enum):
     """What a request's result means for the event it carried."""
 
@@ -251,6 +263,9 @@ class Transport:
             return Result(outcome=Outcome.REJECTED, detail=self._describe(error))
         outcome = classify_status(response.status_code)
         if outcome is Outcome.DELIVERED:
+            template = response.headers.get(DASHBOARD_HEADER)
+            if template:
+                _dashboard_templates[self.base_url] = template
             return Result(outcome=outcome, status=response.status_code, content=content)
         snippet = one_line(content[: SNIPPET_LIMIT * 4].decode("utf-8", "replace"))
         if 300 <= response.status_code < 400:
