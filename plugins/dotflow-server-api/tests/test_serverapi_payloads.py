@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-from dotflow_server_api import payloads
+from dotflow_server_api import contexts, payloads
 
 from dotflow_core import TaskError, TaskStatus, WorkflowStatus
 from dotflow_core.testing import sample_task_record, sample_workflow_record
@@ -132,38 +132,97 @@ def test_lone_surrogates_still_encode() -> None:
     assert json.loads(payloads.update_task(record).body)["current_context"] == "bad \ud800 text"
 
 
-def test_a_body_over_5_mb_loses_its_contexts() -> None:
-    big = "x" * 6_000_000
+def test_a_50_mb_context_is_a_preview_and_the_small_one_stays_whole() -> None:
+    """Each context is capped on its own: 50 MB next to 7 bytes keeps the 7 bytes."""
+    huge = {"blob": "x" * 50_000_000, "rows": list(range(300_000))}
     record = attrs.evolve(
         sample_task_record("w", status=TaskStatus.COMPLETED),
-        current_context={"rows": big},
-        previous_context=[1, 2, 3],
+        previous_context=huge,
+        current_context={"n": 1},
     )
     request = payloads.update_task(record)
     assert len(request.body) <= payloads.MAX_BODY_BYTES
     data = body(request)
-    assert data["current_context"] == {
-        "truncated": True,
-        "size": len(json.dumps({"rows": big}, separators=(",", ":"))),
-    }
-    assert data["previous_context"] == {"truncated": True, "size": len("[1,2,3]")}
+    assert data["current_context"] == {"n": 1}
+    previous = data["previous_context"]  # both keys kept, each value a preview
+    blob, rows = previous["blob"], previous["rows"]
+    assert (blob["truncated"], blob["type"], blob["length"]) == (True, "str", 50_000_000)
+    assert blob["preview"] and set(blob["preview"]) == {"x"}
+    assert (rows["truncated"], rows["type"], rows["length"]) == (True, "list", 300_000)
+    assert rows["preview"] == list(range(len(rows["preview"])))
     assert data["status"] == "Completed"
 
 
-def test_a_body_just_under_the_cap_is_kept() -> None:
-    record = attrs.evolve(sample_task_record("w"), current_context="y" * 4_000_000)
-    assert body(payloads.update_task(record))["current_context"] == "y" * 4_000_000
+def test_a_list_of_many_rows_keeps_its_first_rows_type_and_length() -> None:
+    rows = [{"i": i} for i in range(400_000)]
+    record = attrs.evolve(sample_task_record("w"), current_context=rows)
+    data = body(payloads.update_task(record))
+    marker = data["current_context"]
+    assert (marker["truncated"], marker["type"], marker["length"]) == (True, "list", 400_000)
+    assert marker["preview"] == rows[: len(marker["preview"])] and len(marker["preview"]) > 100
 
 
-def test_the_cap_is_exactly_5_000_000_bytes() -> None:
+def test_a_context_up_to_its_cap_is_sent_whole() -> None:
+    cap = contexts.CONTEXT_MAX_BYTES
     record = sample_task_record("w", status=TaskStatus.COMPLETED)
-    empty = len(payloads.update_task(attrs.evolve(record, current_context="")).body)
-    room = 5_000_000 - empty  # a string of n "y" encodes as n + 2 bytes, "" as 2
-    fits = payloads.update_task(attrs.evolve(record, current_context="y" * room))
-    assert len(fits.body) == 5_000_000
-    assert body(fits)["current_context"] == "y" * room  # sent whole
-    over = payloads.update_task(attrs.evolve(record, current_context="y" * (room + 1)))
-    assert body(over)["current_context"] == {"truncated": True, "size": room + 3}
+    fits = payloads.update_task(attrs.evolve(record, current_context="y" * (cap - 2)))
+    assert body(fits)["current_context"] == "y" * (cap - 2)  # a string of n "y" is n + 2 bytes
+    over = body(payloads.update_task(attrs.evolve(record, current_context="y" * (cap - 1))))
+    assert over["current_context"]["truncated"] is True
+    assert over["current_context"]["length"] == cap - 1
+
+
+def test_contexts_share_what_huge_errors_leave_and_the_body_stays_under_the_cap() -> None:
+    errors = tuple(
+        TaskError(attempt=n, type="E", message="m" * 19_000, traceback="t" * 19_000)
+        for n in range(1, 120)
+    )  # about 4.5 MB of error texts, none long enough to be cut
+    record = attrs.evolve(
+        sample_task_record("w", status=TaskStatus.FAILED),
+        errors=errors,
+        current_context="small",
+        previous_context="z" * 3_000_000,
+    )
+    request = payloads.update_task(record)
+    assert len(request.body) <= payloads.MAX_BODY_BYTES
+    data = body(request)
+    assert len(data["errors"]) == 119 and data["errors"][0]["message"] == "m" * 19_000
+    assert data["current_context"] == "small"
+    assert data["previous_context"]["truncated"] is True
+
+
+def test_the_body_cap_holds_for_any_limit() -> None:
+    record = attrs.evolve(
+        sample_task_record("w", status=TaskStatus.COMPLETED),
+        current_context=[{"k": "v" * 50}] * 1000,
+        previous_context={"a": list(range(10_000)), "b": "é" * 10_000},
+    )
+    for limit in (600, 1_000, 5_000, 20_000, 100_000):
+        data = payloads.task_body(record, limit=limit)
+        assert len(data) <= limit, limit
+        json.loads(data)
+
+
+def test_a_context_shared_by_many_bodies_is_encoded_once() -> None:
+    """In progress, Completed and the next task's previous_context: one walk of the value."""
+    encoder = contexts.ContextEncoder()
+    rows = [{"i": i} for i in range(50_000)]
+    first = attrs.evolve(sample_task_record("w", 1, TaskStatus.COMPLETED), current_context=rows)
+    second = [
+        attrs.evolve(sample_task_record("w", 2, status), previous_context=rows, current_context=7)
+        for status in (TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED)
+    ]
+    bodies = [payloads.update_task(record, contexts=encoder).body for record in [first, *second]]
+    assert encoder.encodings == 1
+    assert body_of(bodies[0])["current_context"] == body_of(bodies[2])["previous_context"]
+    encoder.forget("w")
+    assert len(encoder) == 0
+    assert payloads.update_task(first, contexts=encoder).body
+    assert encoder.encodings == 2  # forgotten with its workflow: encoded anew
+
+
+def body_of(data: bytes) -> Any:
+    return json.loads(data)
 
 
 def test_huge_error_texts_are_cut_when_contexts_are_not_enough() -> None:
@@ -253,7 +312,7 @@ def test_a_body_builder_that_raises_still_gives_a_body() -> None:
 @pytest.fixture
 def encode_fails_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first body encoded raises MemoryError; later ones encode as usual."""
-    real_encode = payloads.encode
+    real_encode = contexts.encode
     calls = 0
 
     def encode(value: Any) -> bytes:
@@ -264,6 +323,7 @@ def encode_fails_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_encode(value)
 
     monkeypatch.setattr(payloads, "encode", encode)
+    monkeypatch.setattr(contexts, "encode", encode)
 
 
 @pytest.mark.usefixtures("encode_fails_once")

@@ -1,15 +1,18 @@
 """Turning a hook's record into the request that reports it (method, path, JSON body).
 
 Bodies are built from an explicit allow-list of fields, never from the raw
-record. A hook only wraps its record (a frozen snapshot, contexts copied) in a
-:class:`Request`; the JSON body is encoded when it is first needed, by the
-delivery worker that sends it or by the outbox that spools it. So the
-workflow's thread never pays for encoding, and an event coalesced into a later
-one of the same task is never encoded at all. Building a body never raises: a
-value JSON cannot carry becomes a capped ``repr``
-(:func:`dotflow_core.serialize.to_json_safe`), and a body over
-:data:`MAX_BODY_BYTES` has its contexts replaced by a ``{"truncated": true,
-"size": N}`` marker.
+record. A hook only wraps its record (a frozen snapshot whose contexts are the
+step's values themselves) in a :class:`Request`; the JSON body is encoded when
+it is first needed, by the delivery worker that sends it or by the outbox that
+spools it. So the workflow's thread never pays for encoding, and an event
+coalesced into a later one of the same task is never encoded at all. Each
+context is encoded on its own, within :data:`~.contexts.CONTEXT_MAX_BYTES`,
+by a bounded walk (:func:`dotflow_core.serialize.to_json_safe`: a context
+that does not fit becomes a ``{"truncated": true, "type": ..., "length": ...,
+"preview": ...}`` marker, at a cost set by the cap, not by the data); given a
+:class:`~.contexts.ContextEncoder`, a value shared by several bodies is
+encoded once. Building a body never raises, and a body never passes
+:data:`MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from urllib.parse import quote
 
 from dotflow_core import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
 from dotflow_core.serialize import capped_repr, to_json_safe
+from dotflow_server_api.contexts import CONTEXT_MAX_BYTES, ContextEncoder, encode, encode_within
 
-#: Largest body sent; bigger task bodies lose their contexts first.
+#: Largest body sent. Contexts are capped on their own (``CONTEXT_MAX_BYTES`` each);
+#: should the rest of a body leave less room than that, they share what is left.
 MAX_BODY_BYTES: Final = 5_000_000
-#: Longest error message / traceback kept when a body is still too big without its contexts.
+#: Longest error message / traceback kept when the errors alone would pass the cap.
 ERROR_TEXT_LIMIT: Final = 20_000
 
 CREATE_WORKFLOW: Final = "create_workflow"
@@ -175,11 +180,6 @@ def next_id_path(workflow_id: str) -> str:
     return f"{tasks_path(workflow_id)}/next-id"
 
 
-def encode(body: Any) -> bytes:
-    """Compact JSON bytes; ASCII-escaped so that even lone surrogates encode."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
-
-
 def workflow_fields(record: WorkflowRecord) -> dict[str, Any]:
     """The workflow fields of both the create and the update bodies (all but ``id``)."""
     return {
@@ -198,6 +198,14 @@ def workflow_fields(record: WorkflowRecord) -> dict[str, Any]:
 
 def task_fields(record: TaskRecord) -> dict[str, Any]:
     """The task body (create and update alike): the allow-listed fields only."""
+    fields = _task_head(record)
+    for name in _CONTEXT_FIELDS:
+        fields[name] = to_json_safe(getattr(record, name), max_bytes=CONTEXT_MAX_BYTES)
+    return fields
+
+
+def _task_head(record: TaskRecord) -> dict[str, Any]:
+    """The task body's fields but its contexts."""
     return {
         "id": record.task_id,
         "name": _text(record.name),
@@ -216,8 +224,6 @@ def task_fields(record: TaskRecord) -> dict[str, Any]:
         ],
         "started_at": _iso(record.started_at),
         "finished_at": _iso(record.finished_at),
-        "current_context": to_json_safe(record.current_context),
-        "previous_context": to_json_safe(record.previous_context),
     }
 
 
@@ -248,25 +254,25 @@ def update_workflow(record: WorkflowRecord) -> Request:
     )
 
 
-def create_task(record: TaskRecord) -> Request:
-    """``POST /workflows/{id}/tasks`` with the task body."""
+def create_task(record: TaskRecord, contexts: ContextEncoder | None = None) -> Request:
+    """``POST /workflows/{id}/tasks`` with the task body (contexts encoded by ``contexts``)."""
     return Request(
         kind=CREATE_TASK,
         method="POST",
         path=tasks_path(record.workflow_id),
-        build=lambda: _encoded(lambda: task_body(record), record),
+        build=lambda: _encoded(lambda: task_body(record, contexts=contexts), record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
     )
 
 
-def update_task(record: TaskRecord) -> Request:
+def update_task(record: TaskRecord, contexts: ContextEncoder | None = None) -> Request:
     """``PATCH /workflows/{id}/tasks/{task_id}`` with the same body as the create."""
     return Request(
         kind=UPDATE_TASK,
         method="PATCH",
         path=task_path(record.workflow_id, record.task_id),
-        build=lambda: _encoded(lambda: task_body(record), record),
+        build=lambda: _encoded(lambda: task_body(record, contexts=contexts), record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
         last=_is_final_task(record),
@@ -291,27 +297,49 @@ def as_create_task(update: Request) -> Request:
     return update.replace(kind=CREATE_TASK, method="POST", path=tasks_path(update.workflow_id))
 
 
-def task_body(record: TaskRecord, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The encoded task body, at most ``limit`` bytes where the contexts can make it so.
+def task_body(
+    record: TaskRecord, limit: int = MAX_BODY_BYTES, contexts: ContextEncoder | None = None
+) -> bytes:
+    """The encoded task body, at most ``limit`` bytes.
 
+    Each context takes at most ``CONTEXT_MAX_BYTES`` on its own, so a huge
+    ``previous_context`` never cuts a small ``current_context``. Only when the
+    rest of the body leaves less room than both need do they share it: the
+    smaller keeps up to half (whole if it fits), the other gets the rest.
     Raises what reading the record raises; the requests built from it never do.
     """
-    fields = task_fields(record)
-    data = encode(fields)
-    if len(data) <= limit:
-        return data
-    for name in _CONTEXT_FIELDS:
-        size = len(encode(fields.get(name)))
-        fields[name] = {"truncated": True, "size": size}
-    data = encode(fields)
-    if len(data) <= limit:
-        return data
-    for error in fields.get("errors", []):
-        for key in ("message", "traceback"):
-            text = error.get(key)
-            if isinstance(text, str) and len(text) > ERROR_TEXT_LIMIT:
-                error[key] = text[: ERROR_TEXT_LIMIT - 3] + "..."
-    return encode(fields)
+    head = _task_head(record)
+    data = encode(head)
+    if len(data) + _CONTEXTS_OVERHEAD > limit:
+        for error in head["errors"]:
+            for key in ("message", "traceback"):
+                text = error.get(key)
+                if isinstance(text, str) and len(text) > ERROR_TEXT_LIMIT:
+                    error[key] = text[: ERROR_TEXT_LIMIT - 3] + "..."
+        data = encode(head)
+    room = limit - len(data) - _CONTEXTS_OVERHEAD
+    values = [getattr(record, name) for name in _CONTEXT_FIELDS]
+    workflow_id = str(record.workflow_id)
+
+    def encoded(value: Any, budget: int) -> bytes:
+        if contexts is None:
+            return encode_within(value, budget)
+        return contexts.encode(value, budget, workflow_id)
+
+    parts = [encoded(value, min(CONTEXT_MAX_BYTES, room)) for value in values]
+    if sum(map(len, parts)) > room:
+        small = 0 if len(parts[0]) <= len(parts[1]) else 1
+        if len(parts[small]) > room // 2:
+            parts[small] = encoded(values[small], room // 2)
+        parts[1 - small] = encoded(values[1 - small], room - len(parts[small]))
+    current, previous = parts
+    return b"".join(
+        (data[:-1], b',"current_context":', current, b',"previous_context":', previous, b"}")
+    )
+
+
+#: The bytes the two context keys add to a body (their values aside).
+_CONTEXTS_OVERHEAD: Final = len(b',"current_context":,"previous_context":')
 
 
 def _encoded(build: Callable[[], bytes], record: TaskRecord | WorkflowRecord) -> bytes:

@@ -1,7 +1,8 @@
 """``ServerAPI``: the ``api`` provider (managed mode).
 
-Every hook only serialises its record and queues the request (see
-:mod:`.delivery`); the one network call on the workflow's thread is
+Every hook only wraps its record in a request and queues it (see
+:mod:`.delivery`); bodies are encoded later, by the delivery workers, each
+context value once (:mod:`.contexts`). The one network call on the workflow's thread is
 ``get_next_task_id``, made once per resumed workflow. ``flush`` and
 ``shutdown`` wait at most their deadline and spool the rest to the outbox.
 """
@@ -9,6 +10,7 @@ Every hook only serialises its record and queues the request (see
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ from dotflow_core import (
     hookimpl,
 )
 from dotflow_server_api import payloads
+from dotflow_server_api.contexts import ContextEncoder
 from dotflow_server_api.delivery import Delivery, Stats
 from dotflow_server_api.settings import STRICT_ENV, ApiSettings, load_settings
 from dotflow_server_api.transport import Outcome, Result, Transport
@@ -95,6 +98,10 @@ class ServerAPI:
         #: Deliveries of earlier configurations, still drained by flush/shutdown.
         self._retired: list[Delivery] = []
         self._failed_hooks: set[str] = set()
+        #: Encodes the contexts of task bodies, each value once (shared by every body).
+        self.contexts = ContextEncoder()
+        self._create_task = functools.partial(payloads.create_task, contexts=self.contexts)
+        self._update_task = functools.partial(payloads.update_task, contexts=self.contexts)
         _PROVIDERS.add(self)
 
     def __repr__(self) -> str:
@@ -150,11 +157,11 @@ class ServerAPI:
 
     @hookimpl
     def create_task(self, task: TaskRecord) -> None:
-        self._submit("create_task", payloads.create_task, task)
+        self._submit("create_task", self._create_task, task)
 
     @hookimpl
     def update_task(self, task: TaskRecord) -> None:
-        self._submit("update_task", payloads.update_task, task)
+        self._submit("update_task", self._update_task, task)
 
     def _submit(self, hook: str, build: Callable[[Any], payloads.Request], record: Any) -> None:
         try:
@@ -278,6 +285,8 @@ class ServerAPI:
         deadline = time.monotonic() + (config.flush_timeout if timeout is None else timeout)
         for delivery in deliveries:
             delivery.flush(workflow_id, max(deadline - time.monotonic(), 0.0))
+        # Sent or spooled: its bodies are built, so the values they held can go.
+        self.contexts.forget(workflow_id)
 
     @hookimpl
     def shutdown(self, timeout: float | None) -> None:
