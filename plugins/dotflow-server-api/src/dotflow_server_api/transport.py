@@ -292,7 +292,8 @@ class Transport:
         prepared.body = body
         prepared.prepare_content_length(body)
         prepared.prepare_cookies(self.session.cookies)  # always empty: its policy refuses all
-        return self._auth(prepared)
+        signed: requests.PreparedRequest = self._auth(prepared)
+        return signed
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing must never raise
