@@ -44,6 +44,7 @@ class StdlibServer:
         protocol: str = "HTTP/1.0",
         prefix: str = "",
         retry_after: str | None = None,
+        port: int = 0,
     ) -> None:
         self.delay = delay
         self.retry_after = retry_after
@@ -84,7 +85,7 @@ class StdlibServer:
             daemon_threads = True
             block_on_close = False
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", port), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -123,7 +124,7 @@ class StdlibServer:
         path = handler.path
         if scripted is not None:
             status, answer = scripted, {"detail": "scripted"}
-        elif self.prefix and not path.startswith(self.prefix + "/"):
+        elif not path.startswith(self.prefix + "/workflows"):
             status, answer = 404, {"detail": "Not Found"}
         elif path.endswith("/next-id"):
             status, answer = 200, {"next_id": 1, "last_id": None}

@@ -149,8 +149,8 @@ class Delivery(Results, Lifecycle):
     def _now(self) -> float:
         return self._clock()
 
-    def _changed(self, item: Item, superseded: int | None) -> None:
-        self._journal.mark_changed(item, superseded)
+    def _changed(self, item: Item, absorbed: Item | None) -> None:
+        self._journal.mark_changed(item, absorbed)
         self._journal_pool.grow_to(1)
 
     # -- submitting ----------------------------------------------------------

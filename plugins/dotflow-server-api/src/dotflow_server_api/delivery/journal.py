@@ -79,11 +79,17 @@ class Journal:
 
     # -- in memory, under the delivery's lock ------------------------------------
 
-    def mark_changed(self, item: Item, superseded: int | None) -> None:
-        """``item`` is new or absorbed another request (``superseded``: that one's line)."""
+    def mark_changed(self, item: Item, absorbed: Item | None) -> None:
+        """``item`` is new, or absorbed another request (which is gone: its lines with it)."""
         self._dirty[id(item)] = item
-        if superseded is not None:
-            self._superseded.setdefault(id(item), []).append(superseded)
+        if absorbed is not None:
+            self._dirty.pop(id(absorbed), None)
+            gone = self._superseded.pop(id(absorbed), [])
+            if absorbed.jid is not None:
+                gone.append(absorbed.jid)
+                absorbed.jid = None
+            if gone:
+                self._superseded.setdefault(id(item), []).extend(gone)
         self._due()
 
     def _due(self) -> None:

@@ -54,16 +54,16 @@ class RequestQueue(StreamTable):
 
     :param max_queue: requests held before intermediate updates are dropped.
     :param stats: where coalesced and dropped events are counted.
-    :param changed: ``changed(item, superseded_jid)`` for every request that is new
-        or absorbed another (the journal writes its state again, and retires the
-        absorbed one's line).
+    :param changed: ``changed(item, absorbed)`` for every request that is new
+        (``absorbed`` None) or absorbed another (the journal writes its state
+        again, and forgets the absorbed one).
     """
 
     def __init__(
         self,
         max_queue: int,
         stats: Stats,
-        changed: Callable[[Item, int | None], None] | None = None,
+        changed: Callable[[Item, Item | None], None] | None = None,
     ) -> None:
         self.max_queue = max_queue
         self.stats = stats
@@ -133,7 +133,7 @@ class RequestQueue(StreamTable):
         older.events += newer.events
         older.first_enqueued_at = min(older.first_enqueued_at, newer.first_enqueued_at)
         self.stats.coalesced += newer.events
-        self._changed(older, newer.jid)  # newer's journal line, if any, is superseded
+        self._changed(older, newer)  # newer is gone: its journal line, if any, is superseded
         return True
 
     # -- taking ----------------------------------------------------------------

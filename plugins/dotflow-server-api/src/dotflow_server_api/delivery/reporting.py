@@ -54,8 +54,8 @@ class RejectionLog:
         if self._first_answered:
             return
         self._first_answered = True
-        if result.status == 404:
-            self._logged.add((item.request.endpoint, 404))
+        if result.status == 404:  # every endpoint's 404s are counted from here on
+            self._logged.update((endpoint, 404) for endpoint in _ALL_ENDPOINTS)
             logger.error(
                 "%s; the event is dropped", not_found_hint(self.base_url, item.request.path)
             )
