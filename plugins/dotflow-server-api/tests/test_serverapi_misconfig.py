@@ -1,4 +1,4 @@
-"""Misconfiguration fails loudly, and strict delivery fails the run: ``dotflow start`` as users run it.
+"""Misconfiguration fails loudly, and strict delivery fails the run (``dotflow start``).
 
 - a 404 to a run's first request: one ERROR naming SERVER_BASE_URL, the URL and the prefix;
 - a URL requests could not send: exit 2 before any task;

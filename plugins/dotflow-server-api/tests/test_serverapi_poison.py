@@ -1,4 +1,4 @@
-"""The outbox is untrusted input: poisoned lines are kept aside, never sent; nothing blocks the rest."""
+"""The outbox is untrusted input: poisoned lines are set aside, never sent; nothing blocks."""
 
 from __future__ import annotations
 
