@@ -13,6 +13,20 @@ Targets: whole-process wall time at least 5x lower than dotflow 1.0.1's; the
 time until the last task finishes within 10% of the no-provider run; with the
 server down or hanging, the process ends within the flush deadline + 1 s.
 
+Then two servers that are not the project's test server, each side by side
+with dotflow 1.0.1 (``--peer-runs`` rounds, 15 by default):
+
+- **small**: Python's ``http.server.ThreadingHTTPServer`` as a new user writes
+  it (listen backlog 5, HTTP/1.0: one connection per request) + 20 ms per
+  request. Target: ours at least 4x faster, and the server never overflowed:
+  the kernel's listen-queue overflow counter (``/proc/net/netstat``
+  ``ListenOverflows``, the server side of a burst too big for the backlog)
+  does not move during any of our runs, and no connection breaks.
+- **reference**: the reference server (``server/``, FastAPI + SQLite) served by
+  uvicorn + 20 ms per request (an outer ASGI layer sleeps). Target: at least
+  5x. (dotflow 1.0.1 speaks ``/cli/workflows...``, which the reference server
+  answers 404, after the same 20 ms: its timing is that of its requests.)
+
 Each ratio is taken within a round, and the median over rounds is the figure
 the verdict uses. Next to it is a 95% confidence interval for that median
 (distribution-free, from the rounds' order statistics): on a machine whose
@@ -64,15 +78,25 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-class BenchServer:
-    """Answers every dotflow request after ``SERVER_DELAY``; or accepts and never answers."""
+class _SmallServer(ThreadingHTTPServer):
+    """As a new user writes it: socketserver's default listen backlog (5)."""
 
-    def __init__(self, hang: bool = False) -> None:
+
+class BenchServer:
+    """Answers every dotflow request after ``SERVER_DELAY``; or accepts and never answers.
+
+    :param small: Python's defaults (backlog 5, HTTP/1.0), counting broken connections.
+    """
+
+    def __init__(self, hang: bool = False, small: bool = False) -> None:
         self.hang = hang
+        self.small = small
         self.requests = 0
+        self.broken = 0
         self.release = threading.Event()
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        server_class = _SmallServer if small else _Server
+        self._server = server_class(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._server.block_on_close = False
         threading.Thread(
@@ -92,11 +116,18 @@ class BenchServer:
         bench = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall between header and body
+            protocol_version = "HTTP/1.0" if bench.small else "HTTP/1.1"
+            disable_nagle_algorithm = not bench.small  # no delayed-ACK stall (header, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (ConnectionResetError, BrokenPipeError):
+                    with bench._lock:
+                        bench.broken += 1
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -125,6 +156,46 @@ class BenchServer:
             do_GET = do_POST = do_PATCH = _answer
 
         return Handler
+
+
+def listen_overflows() -> int:
+    """The kernel's count of handshakes dropped by full listen queues (-1: unreadable)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return -1
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            counters = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(counters.get("ListenOverflows", -1))
+    return -1
+
+
+class ReferenceServer:
+    """``bench/_reference_server.py`` in a child process (uvicorn, FastAPI, SQLite, + 20 ms)."""
+
+    def __init__(self, work: Path) -> None:
+        port_file = work / "reference-port"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("_reference_server.py")),
+                str(port_file),
+                str(SERVER_DELAY * 1000),
+                TOKEN,
+            ]
+        )
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the reference server did not start (is server/ installed?)")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{port_file.read_text()}"
+        self.requests = 0
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
 
 
 def refused_url() -> str:
@@ -236,11 +307,15 @@ class Bench:
     ) -> None:
         address, server = url()
         try:
+            overflows = listen_overflows()
             self.measure(name, command, self.environment(address))
             if server is not None:
-                self.samples[name][-1]["requests"] = server.requests
+                sample = self.samples[name][-1]
+                sample["requests"] = server.requests
+                sample["overflows"] = listen_overflows() - overflows
+                sample["broken"] = getattr(server, "broken", 0)
         finally:
-            if server is not None:
+            if server is not None and not isinstance(server, ReferenceServer):
                 server.close()
 
     def median(self, name: str, key: str) -> float:
@@ -296,6 +371,11 @@ def hanging() -> tuple[str, BenchServer]:
     return server.url, server
 
 
+def small() -> tuple[str, BenchServer]:
+    server = BenchServer(small=True)
+    return server.url, server
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=at_least(1), default=90, help="repetitions per scenario")
@@ -317,6 +397,12 @@ def main() -> int:
         type=at_least(1),
         default=None,
         help="SERVER_MAX_IN_FLIGHT (default 32)",
+    )
+    parser.add_argument(
+        "--peer-runs",
+        type=at_least(0),
+        default=15,
+        help="rounds against the small server and the reference server (0: not measured)",
     )
     args = parser.parse_args()
 
@@ -341,10 +427,67 @@ def main() -> int:
         for _ in range(args.outage_runs):
             for name, (command, url) in outages.items():
                 bench.scenario(name, command, url)
+        peers = run_peers(bench, args, work)
         report(bench, args)
+        report_peers(bench, args, peers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+#: Each peer server: its factory, and the ratio (dotflow 1.0.1 / ours) it must reach.
+PEER_TARGETS = {"small server": 4.0, "reference server": 5.0}
+
+
+def run_peers(bench: Bench, args: argparse.Namespace, work: Path) -> list[str]:
+    """The small and reference server rounds (ours, then 1.0.1, alternating who goes first)."""
+    if not args.peer_runs:
+        return []
+    reference = ReferenceServer(work)
+    try:
+        servers: dict[str, Callable[[], tuple[str | None, Any]]] = {
+            "small server": small,
+            "reference server": lambda: (reference.url, reference),
+        }
+        for kind, url in servers.items():
+            ours, theirs = f"ours: api, {kind}", f"dotflow 1.0.1: managed, {kind}"
+            pair = {ours: bench.ours_command("api"), theirs: bench.theirs_command()}
+            for name, command in pair.items():  # warm up, not counted
+                bench.scenario(name, command, url)
+                bench.samples[name] = []
+            for round_number in range(args.peer_runs):
+                order = [ours, theirs] if round_number % 2 else [theirs, ours]
+                for name in order:
+                    bench.scenario(name, pair[name], url)
+    finally:
+        reference.close()
+    return list(servers)
+
+
+def report_peers(bench: Bench, args: argparse.Namespace, peers: list[str]) -> None:
+    for kind in peers:
+        ours, theirs = f"ours: api, {kind}", f"dotflow 1.0.1: managed, {kind}"
+        ratios = bench.paired(theirs, ours, "wall")
+        print(
+            f"\n{kind} ({args.peer_runs} rounds): ours {bench.median(ours, 'wall') * 1000:.0f} ms, "
+            f"dotflow 1.0.1 {bench.median(theirs, 'wall') * 1000:.0f} ms; whole process, "
+            "dotflow 1.0.1 / ours: "
+            + verdict(
+                ratios, PEER_TARGETS[kind], higher_is_better=True, shown=lambda x: f"{x:.2f}x"
+            )
+        )
+        if kind == "small server":
+            overflows = [sample.get("overflows", 0) for sample in bench.samples[ours]]
+            broken = [sample.get("broken", 0) for sample in bench.samples[ours]]
+            theirs_overflows = [sample.get("overflows", 0) for sample in bench.samples[theirs]]
+            clean = max(overflows) == 0 and max(broken) == 0
+            print(
+                f"  server side, our runs: listen-queue overflows {sum(overflows)} "
+                f"(most in one run {max(overflows)}), broken connections {sum(broken)} "
+                f"({'meets' if clean else 'misses'} target: none after the first burst; "
+                f"dotflow 1.0.1's runs: {sum(theirs_overflows)} overflows; the counter is the "
+                "kernel's, for every listener on this machine)"
+            )
 
 
 def report(bench: Bench, args: argparse.Namespace) -> None:
@@ -355,6 +498,8 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     )
     print(f"  {'scenario':<26}{'wall':>10}{'last task':>12}{'requests':>10}")
     for name, samples in bench.samples.items():
+        if "server" in name.partition(", ")[2]:
+            continue  # the peers' rounds are reported apart
         requests = [sample["requests"] for sample in samples if "requests" in sample]
         shown = f"{statistics.median(requests):.0f}" if requests else "-"
         print(

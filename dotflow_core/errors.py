@@ -43,6 +43,16 @@ class InvalidStepError(ConfigurationError):
     """A step cannot be imported, or is not marked with ``@action``."""
 
 
+class UndeliveredEventsError(DotFlowError):
+    """Events of the run were dropped or left undelivered, and the provider was told to say so.
+
+    A provider in a strict delivery mode raises it from ``shutdown`` (after
+    doing everything it can, spooling included); the manager records it like
+    any hook failure (one ERROR line, no traceback) and ``dotflow start`` ends
+    with exit code 3 (``EXIT_UNDELIVERED``) where it would have ended with 0.
+    """
+
+
 class StepTimeoutError(TimeoutError):
     """An attempt of a step ran longer than its ``@action(timeout=...)``."""
 

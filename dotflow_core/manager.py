@@ -26,6 +26,7 @@ from dotflow_core.discovery import installed_providers
 from dotflow_core.errors import (
     ConfigurationError,
     ProviderLoadError,
+    UndeliveredEventsError,
     UnknownProviderError,
 )
 from dotflow_core.hooks import specs
@@ -289,11 +290,27 @@ class ProviderManager:
                 raise
             except KeyboardInterrupt:
                 raise
+            except UndeliveredEventsError as error:  # a verdict, not a bug: no traceback
+                self._record_undelivered(provider, hook, error)
+                return None
             except BaseException as error:  # SystemExit, CancelledError too: never the run's end
                 self._record_failure(provider, hook, error)
                 return None
 
         return guarded
+
+    def _record_undelivered(self, provider: str, hook: str, error: UndeliveredEventsError) -> None:
+        with self._lock:
+            self.failures.append(HookFailure(provider, hook, error))
+        logger.error("provider %r: %s", provider, _one_line(error))
+
+    @property
+    def undelivered(self) -> bool:
+        """True when a provider reported undelivered events (strict delivery; see errors)."""
+        with self._lock:
+            return any(
+                isinstance(failure.error, UndeliveredEventsError) for failure in self.failures
+            )
 
     def _record_failure(self, provider: str, hook: str, error: BaseException) -> None:
         with self._lock:

@@ -25,6 +25,8 @@ PROG = "dotflow"
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2
+#: Strict delivery: the run's events were dropped or left undelivered (see docs/cli.md).
+EXIT_UNDELIVERED = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = process.EXIT_TERMINATED  # 143: SIGTERM, handled as Ctrl-C
 
@@ -326,6 +328,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TASK_FAILED",
     "EXIT_TERMINATED",
+    "EXIT_UNDELIVERED",
     "EXIT_USAGE",
     "CliError",
     "CommandParser",

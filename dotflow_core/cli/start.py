@@ -19,6 +19,7 @@ from typing import Any
 from dotflow_core.cli import (
     EXIT_OK,
     EXIT_TASK_FAILED,
+    EXIT_UNDELIVERED,
     EXIT_USAGE,
     CliError,
     interrupted_exit_code,
@@ -105,16 +106,11 @@ def _run_with(
             manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
         statuses = [task.status for task in workflow.result_task()]
         interrupted = interruption is not None
-        if interruption is not None:
-            exit_code = interrupted_exit_code(interruption)
-        elif TaskStatus.FAILED in statuses or workflow.status is WorkflowStatus.FAILED:
-            exit_code = EXIT_TASK_FAILED
-        else:
-            exit_code = EXIT_OK
         if not shut_down:
             links = manager.run_links(workflow.snapshot())
             manager.shutdown(timeout=None)
             shut_down = True
+        exit_code = _exit_code(interruption, statuses, workflow.status, manager.undelivered)
         output.summary(
             workflow_id=workflow.workflow_id,
             status=workflow.status,
@@ -140,6 +136,20 @@ def _run_with(
     finally:
         if not shut_down:
             manager.shutdown(timeout=None)
+
+
+def _exit_code(
+    interruption: KeyboardInterrupt | None,
+    statuses: list[TaskStatus],
+    status: WorkflowStatus | None,
+    undelivered: bool,
+) -> int:
+    """130/143 interrupted, 1 a task or the workflow failed, 3 events undelivered (strict), 0."""
+    if interruption is not None:
+        return interrupted_exit_code(interruption)
+    if TaskStatus.FAILED in statuses or status is WorkflowStatus.FAILED:
+        return EXIT_TASK_FAILED
+    return EXIT_UNDELIVERED if undelivered else EXIT_OK
 
 
 def parse_initial_context(value: str | None) -> Any:

@@ -142,6 +142,9 @@ def shutdown(timeout: float | None) -> None:
     :param timeout: seconds you may block; ``None`` means your own configured
         deadline. Never block without bound.
     :returns: nothing (a return value is ignored).
+    :raises dotflow_core.UndeliveredEventsError: after delivering or persisting
+        what it could, from a provider told to be strict about delivery whose
+        events were dropped or left undelivered; ``dotflow start`` then exits 3.
     """
 
 

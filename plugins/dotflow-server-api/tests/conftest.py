@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from dotflow_server_api import ServerAPI
 from dotflow_server_api.delivery import IDLE_RETIREMENT, Delivery
+from dotflow_server_api.delivery.limiter import INITIAL_LIMIT
 from dotflow_server_api.settings import ApiSettings
 from fake_api import TOKEN, FakeAPI
 
@@ -54,10 +55,13 @@ def make_provider(outbox_dir: Path) -> Iterator[Callable[..., ServerAPI]]:
         token: str = TOKEN,
         delay: Any = no_wait,
         idle_retirement: float = IDLE_RETIREMENT,
+        initial_limit: int = INITIAL_LIMIT,
         **settings: Any,
     ) -> ServerAPI:
         def delivery(config: ApiSettings) -> Delivery:
-            return Delivery(config, delay=delay, idle_retirement=idle_retirement)
+            return Delivery(
+                config, delay=delay, idle_retirement=idle_retirement, initial_limit=initial_limit
+            )
 
         provider = ServerAPI(base_url=base_url, token=token, delivery_factory=delivery, **settings)
         made.append(provider)

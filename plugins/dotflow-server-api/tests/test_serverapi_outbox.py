@@ -94,7 +94,9 @@ def test_the_next_run_replays_the_outbox_first(
     fake: FakeAPI, make_provider: Callable[..., ServerAPI], outbox_dir: Path
 ) -> None:
     fake.always(lambda r: Action(status=503))
-    first = run(make_provider(fake.url, flush_timeout=0.2), tasks=3)
+    earlier = make_provider(fake.url, flush_timeout=0.2)
+    first = run(earlier, tasks=3)
+    earlier.shutdown(0)  # that run ends: its journal is left for the next one
     assert len(files(outbox_dir)) == 1
     fake.always(None)
     seen = len(fake.requests)
@@ -232,7 +234,7 @@ def test_replay_counts_what_it_queued_even_when_already_sent(
     assert delivery.close(10).delivered == 3
 
 
-def test_unreadable_lines_are_skipped(
+def test_unreadable_lines_are_set_aside_with_their_reason_and_the_rest_is_sent(
     fake: FakeAPI, outbox_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     spool(fake.url, outbox_dir, workflows=1, tasks=1)
@@ -240,8 +242,17 @@ def test_unreadable_lines_are_skipped(
     path.write_text(path.read_text() + "{not json\n" + '{"kind": "nope"}\n')
     delivery = Delivery(config_for(fake.url, outbox_dir))
     assert delivery.replay() == 2
-    assert delivery.close(10).delivered == 2
-    assert "skipped 2 unreadable line(s)" in caplog.text
+    stats = delivery.close(10)
+    assert stats.delivered == 2 and stats.rejected_lines == 2
+    assert "2 line(s) fail the wire contract and are never sent" in caplog.text
+    (kept,) = path.parent.glob("rejected/*.rejected.jsonl")
+    reasons = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert [(r["line_number"], r["line"]) for r in reasons] == [
+        (3, "{not json"),
+        (4, '{"kind": "nope"}'),
+    ]
+    assert "not JSON" in reasons[0]["reason"] and "unknown request kind" in reasons[1]["reason"]
+    assert files(outbox_dir) == []  # the replayed file is gone; the rejected lines are kept
 
 
 def test_replayed_updates_are_coalesced_with_this_run(fake: FakeAPI, outbox_dir: Path) -> None:

@@ -72,6 +72,16 @@ def dotflow_command() -> str:
     return command
 
 
+def without_provider(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Seconds the same command takes with no provider: start-up, on this machine, now.
+
+    The deadline is the provider's promise; the interpreter's start-up is not, and
+    on a machine shared with other jobs it alone can take a second.
+    """
+    quiet = {**env, "DOTFLOW_PROVIDER": "none"}
+    return min(run_timed(command, cwd, quiet)[1] for _ in range(2))
+
+
 def run_timed(
     command: list[str], cwd: Path, env: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -95,9 +105,12 @@ def test_a_hanging_server_cannot_hold_the_process(
         else:
             command = [dotflow_command(), "start", "--step", "steps_module.step", "-vv"]
             command += ["--step", "steps_module.step"]
-        finished, elapsed = run_timed(command, tmp_path, child_environment(hanging.url, outbox_dir))
+        environ = child_environment(hanging.url, outbox_dir)
+        baseline = without_provider(command, tmp_path, environ)
+        finished, elapsed = run_timed(command, tmp_path, environ)
     assert finished.returncode == 0, finished.stderr
-    assert elapsed < FLUSH_DEADLINE + 1.0, f"the process took {elapsed:.2f} s"
+    overrun = elapsed - baseline
+    assert overrun < FLUSH_DEADLINE + 1.0, f"{elapsed:.2f} s, {baseline:.2f} s without provider"
     assert SECRET not in finished.stdout + finished.stderr
     spooled = list(outbox_dir.glob("*/*.jsonl"))
     assert len(spooled) == 1
@@ -125,17 +138,18 @@ def test_an_earlier_runs_outbox_adds_no_second_deadline(
             ],
         )
         (tmp_path / "steps_module.py").write_text(SCRIPT.split("workflow =")[0])
-        finished, elapsed = run_timed(
-            [dotflow_command(), "start", "--step", "steps_module.step"],
-            tmp_path,
-            child_environment(url, outbox_dir),
-        )
+        command = [dotflow_command(), "start", "--step", "steps_module.step"]
+        environ = child_environment(url, outbox_dir)
+        baseline = without_provider(command, tmp_path, environ)
+        finished, elapsed = run_timed(command, tmp_path, environ)
     assert finished.returncode == 0, finished.stderr
-    assert elapsed < FLUSH_DEADLINE + 1.0, f"the process took {elapsed:.2f} s"
+    overrun = elapsed - baseline
+    assert overrun < FLUSH_DEADLINE + 1.0, f"{elapsed:.2f} s, {baseline:.2f} s without provider"
     spooled = [
         json.loads(line)
         for path in outbox_dir.glob("*/*.jsonl")
         for line in path.read_text().splitlines()
+        if not line.startswith('{"ack"')
     ]
     workflows = {entry["workflow_id"] for entry in spooled}
     assert earlier.workflow_id in workflows, "the earlier run's requests were lost"
@@ -212,9 +226,13 @@ def test_a_forked_child_does_not_resend_the_parents_events(
         if pid == 0:  # the child: a fresh, empty queue, no worker of the parent
             try:
                 delivery = provider.delivery()
-                ok = delivery.pending() == 0 and delivery._workers == 0
+                ok = delivery.pending() == 0 and delivery._pool.count == 0
                 provider.shutdown(0)
-                ok = ok and not list(outbox_dir.glob("*/*.jsonl"))
+                ok = ok and not [
+                    path
+                    for path in outbox_dir.glob("*/*.jsonl*")
+                    if f".{os.getpid()}." in path.name
+                ]
             finally:
                 os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)

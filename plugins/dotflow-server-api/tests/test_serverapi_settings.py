@@ -261,7 +261,7 @@ def test_an_unknown_key_in_the_section_warns_once_with_the_likely_one(
     messages = [record.getMessage() for record in caplog.records]
     known = (
         "base_url, ca_bundle, connect_timeout, flush_timeout, max_in_flight, max_queue, "
-        "outbox_dir, read_timeout, strict, token, token_file"
+        "outbox_dir, read_timeout, strict, strict_delivery, token, token_file"
     )
     assert messages == [
         f"flush_timout in [tool.dotflow.server] of {tmp_path / 'pyproject.toml'}: unknown key, "

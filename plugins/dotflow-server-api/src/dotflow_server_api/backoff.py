@@ -29,7 +29,7 @@ def backoff_delay(
     many clients recovering from one outage do not retry in lockstep.
     """
     exponent = min(max(failures, 1) - 1, 32)
-    ceiling = min(cap, base * (2**exponent))
+    ceiling = min(cap, base * float(2**exponent))
     return ceiling * rand()
 
 
@@ -56,8 +56,8 @@ def parse_retry_after(
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:
-        return None
+    if when is None:  # older Pythons return None
+        return None  # type: ignore[unreachable]
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     try:

@@ -4,9 +4,11 @@ Contributed to the ``dotflow`` command through the ``dotflow.commands``
 entry-point group; the core imports this module only when ``dotflow outbox``
 runs.
 
-Exit codes: 0 all good (or all sent), 1 some events remain, 2 usage or configuration
-error. Errors are one line on stderr, ``dotflow: error: <message>``, as the core's
-commands print them.
+Exit codes: 0 all good (or all sent); 1 something could not be sent (events
+remain, were rejected by the server, or entries of the outbox are stuck:
+poisoned lines, unreadable files); 2 usage or configuration error. Errors are
+one line on stderr, ``dotflow: error: <message>``, as the core's commands
+print them.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dotflow_core import ConfigurationError, Settings
 from dotflow_core.cli import CommandParser, error_line
+from dotflow_server_api.contract import printable
+
+if TYPE_CHECKING:
+    from dotflow_server_api.outbox_summary import FileSummary, Problem
 
 EXIT_OK = 0
 EXIT_REMAINING = 1
@@ -93,18 +99,24 @@ def _age(seconds: float) -> str:
 
 
 def _list(settings: Settings, out: TextIO) -> int:
-    from dotflow_server_api.outbox import summarize
+    from dotflow_server_api.outbox_summary import survey
     from dotflow_server_api.settings import outbox_root
 
     root = outbox_root(settings)
-    summaries = summarize(root)
-    if not summaries:
+    found = survey(root)
+    if not found.waiting and not found.problems:
         print(f"The outbox is empty ({root}).", file=out)
         return EXIT_OK
-    now = time.time()
     print(f"Outbox: {root}", file=out)
+    _print_waiting(found.waiting, out)
+    _print_problems(found.problems, out)
+    return EXIT_OK
+
+
+def _print_waiting(waiting: list[FileSummary], out: TextIO) -> None:
+    now = time.time()
     current = None
-    for summary in summaries:
+    for summary in waiting:
         destination = (summary.base_url, summary.fingerprint)
         if destination != current:
             current = destination
@@ -112,24 +124,37 @@ def _list(settings: Settings, out: TextIO) -> int:
             print(f"  {'WORKFLOW':<38} {'EVENTS':>6} {'OLDEST':>7}  FILE", file=out)
         oldest = _age(now - summary.oldest) if summary.oldest is not None else "-"
         claimed = f"  (being sent by pid {summary.claimed_by})" if summary.claimed_by else ""
+        workflow = printable(summary.workflow_id, 36)
         print(
-            f"  {summary.workflow_id:<38} {summary.events:>6} {oldest:>7}  {summary.path}{claimed}",
-            file=out,
+            f"  {workflow:<38} {summary.events:>6} {oldest:>7}  {summary.path}{claimed}", file=out
         )
-    total = sum(summary.events for summary in summaries)
+    if waiting:
+        total = sum(summary.events for summary in waiting)
+        files = len({summary.path for summary in waiting})
+        print(f"\n{total} event(s) in {files} file(s). Send them: dotflow outbox flush", file=out)
+
+
+def _print_problems(problems: list[Problem], out: TextIO) -> None:
+    if not problems:
+        return
     print(
-        f"\n{total} event(s) in {len(summaries)} file(s). Send them: dotflow outbox flush", file=out
+        f"\nStuck (never sent; {len(problems)} entr{'y' if len(problems) == 1 else 'ies'}):",
+        file=out,
     )
-    return EXIT_OK
+    for problem in problems:
+        lines = f" ({problem.lines} line(s))" if problem.lines else ""
+        print(f"  {problem.path}{lines}: {problem.reason}", file=out)
 
 
 def _flush(settings: Settings, timeout: float, out: TextIO) -> int:
     from dotflow_server_api.delivery import Delivery
+    from dotflow_server_api.outbox_summary import survey
     from dotflow_server_api.settings import load_settings
 
     config = load_settings(settings)
     _log_to_stderr_if_unconfigured()
     delivery = Delivery(config)
+    code = EXIT_OK
     if delivery.replay():
         stats = delivery.close(timeout)
         print(
@@ -139,9 +164,16 @@ def _flush(settings: Settings, timeout: float, out: TextIO) -> int:
         )
         code = EXIT_REMAINING if stats.spooled or stats.dropped else EXIT_OK
     else:
+        stats = delivery.close(0)
         print(f"Nothing waits in the outbox for {config.base_url} and this token.", file=out)
-        delivery.close(0)
-        code = EXIT_OK
+    problems = [
+        problem
+        for problem in survey(config.outbox_dir).problems
+        if (problem.base_url, problem.fingerprint) == (config.base_url, config.fingerprint)
+    ]
+    if problems:
+        _print_problems(problems, out)
+        code = EXIT_REMAINING
     _mention_other_tokens(config.outbox_dir, config.base_url, config.fingerprint, out)
     return code
 
@@ -152,7 +184,7 @@ def _mention_other_tokens(root: Path, base_url: str, fingerprint: str, out: Text
     They are sent only with the token that spooled them: replaying them under this
     one could file one identity's workflows under another's.
     """
-    from dotflow_server_api.outbox import summarize
+    from dotflow_server_api.outbox_summary import summarize
 
     others = [
         summary

@@ -1,21 +1,24 @@
-"""The durable outbox: requests that could not be delivered before the process ended.
+"""The durable outbox: requests not delivered yet, kept across crashes and runs.
 
 Layout (directories mode 0700, files mode 0600, never the token)::
 
     <outbox_dir>/<host-slug>-<url hash>-<token fingerprint>/
         destination.json                      {"base_url": ..., "fingerprint": ...}
-        <workflow slug>~<hash>.<time>.<pid>.<random>.jsonl
+        journal.<time>.<pid>.<random>.jsonl.claimed.<host>.<pid>.<time>   a live run's journal
+        <name>.jsonl                          waiting for the next run (or dotflow outbox flush)
+        rejected/<name>.rejected.jsonl        lines that are never sent, each with its reason
 
 One folder per (base URL, token fingerprint): events are only ever replayed
-to the server and under the identity they were meant for. Each line of a
-``.jsonl`` file is one request: ``method``, ``path``, ``body``,
-``first_enqueued_at``, ``attempts`` (plus ``kind``, ``workflow_id``,
-``task_id`` and ``final``, which replay needs to keep the ordering rules).
+to the server and under the identity they were meant for. The lines are
+described in :mod:`.outbox_lines`.
 
-A run replays a file after claiming it with an atomic rename to
-``<file>.claimed.<host>.<pid>.<time>``, so concurrent runners never replay
-the same file twice; a claim whose process is gone (same host, pid dead, or
-older than a day) can be claimed again.
+A running process journals its undelivered requests to a file it holds
+claimed (see :mod:`.delivery.journal`); at its end, what is still undelivered
+stays in that file, renamed to a plain ``.jsonl``. A run replays a file after
+claiming it with an atomic rename to ``<file>.claimed.<host>.<pid>.<time>``, so
+concurrent runners never replay the same file twice; a claim whose process
+is gone (same host and pid dead, or older than a day) can be claimed again:
+that is how the journal of a killed run is recovered.
 """
 
 from __future__ import annotations
@@ -28,20 +31,22 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote, urlsplit
 
 import attrs
 
-from dotflow_server_api.payloads import CREATE_TASK, KINDS, UPDATE_TASK, Request, utf8
+from dotflow_server_api.outbox_lines import Contents, Entry, Rejected, read_file
+from dotflow_server_api.payloads import CREATE_TASK, UPDATE_TASK, utf8
 
 logger = logging.getLogger("dotflow.server.api.outbox")
 
 SUFFIX: Final = ".jsonl"
 CLAIM_MARK: Final = ".claimed."
 META_FILE: Final = "destination.json"
+REJECTED_DIR: Final = "rejected"
+JOURNAL_PREFIX: Final = "journal."
 #: A claim older than this is taken over even when its owner cannot be checked.
 STALE_CLAIM_SECONDS: Final = 24 * 3600
 _SLUG: Final = re.compile(r"[^A-Za-z0-9._-]+")
@@ -105,106 +110,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _count(value: Any, default: int) -> int:
-    return value if type(value) is int and value >= 0 else default
+@attrs.define(kw_only=True)
+class Recovered:
+    """A file this process claimed for replay: what it holds (the file is still there)."""
+
+    path: Path
+    contents: Contents
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+@attrs.define(kw_only=True)
+class Stuck:
+    """An entry of the outbox folder that cannot be replayed, and why."""
+
+    path: Path
+    reason: str
 
 
-def _epoch(text: Any) -> float:
+def claim_owner(name: str) -> int | None:
+    """The pid a claimed file's name names, if any."""
     try:
-        return datetime.fromisoformat(str(text)).timestamp()
-    except (TypeError, ValueError, OverflowError):
-        return time.time()
-
-
-@attrs.define(kw_only=True)
-class Entry:
-    """One spooled request and its delivery history."""
-
-    request: Request
-    first_enqueued_at: float
-    attempts: int = 0
-    #: Hook events the request carries (several once coalesced).
-    events: int = 1
-
-    def to_line(self) -> str:
-        request = self.request
-        head = json.dumps(
-            {
-                "method": request.method,
-                "path": request.path,
-                "kind": request.kind,
-                "workflow_id": request.workflow_id,
-                "task_id": request.task_id,
-                "final": request.final,
-                "last": request.last,
-                "first_enqueued_at": _iso(self.first_enqueued_at),
-                "attempts": self.attempts,
-                "events": self.events,
-            },
-            ensure_ascii=True,
-            separators=(",", ":"),
-        )
-        # The body is already JSON: splice it in rather than parse and encode it again.
-        return f'{head[:-1]},"body":{request.body.decode("ascii", "replace")}}}\n'
-
-    @classmethod
-    def from_line(cls, line: str) -> Entry:
-        """Parse one line; raises ValueError (or KeyError/TypeError) when it is not an entry."""
-        data = json.loads(line)
-        kind = data["kind"]
-        if kind not in KINDS or data["method"] not in ("POST", "PATCH"):
-            raise ValueError(f"unknown request kind {kind!r}")
-        task_id = data.get("task_id")
-        if task_id is not None and (type(task_id) is not int or task_id < 1):
-            raise ValueError(f"bad task id {task_id!r}")
-        request = Request(
-            kind=kind,
-            method=data["method"],
-            path=str(data["path"]),
-            body=json.dumps(data["body"], ensure_ascii=True, separators=(",", ":")).encode(),
-            workflow_id=str(data["workflow_id"]),
-            task_id=task_id,
-            final=bool(data.get("final", False)),
-            last=bool(data.get("last", False)),
-        )
-        return cls(
-            request=request,
-            first_enqueued_at=_epoch(data.get("first_enqueued_at")),
-            attempts=_count(data.get("attempts"), 0),
-            events=_count(data.get("events"), 1),
-        )
-
-
-@attrs.define(eq=False)
-class ClaimedFile:
-    """A file this process claimed for replay; deleted once each of its entries is settled."""
-
-    path: Path
-    remaining: int = 0
-
-    def settle(self, count: int = 1) -> None:
-        """Mark ``count`` entries settled (sent, dropped, spooled again); delete the file at 0."""
-        self.remaining -= count
-        if self.remaining <= 0:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-
-
-@attrs.define(kw_only=True)
-class FileSummary:
-    """What ``dotflow outbox`` shows for one file."""
-
-    base_url: str
-    fingerprint: str
-    workflow_id: str
-    events: int
-    oldest: float | None
-    path: Path
-    claimed_by: int | None = None
+        return int(name.partition(CLAIM_MARK)[2].split(".")[1])
+    except (ValueError, IndexError):
+        return None
 
 
 class Outbox:
@@ -216,12 +143,14 @@ class Outbox:
         self.fingerprint = fingerprint
         self.directory = root / destination_dirname(base_url, fingerprint)
         self._host = _host_tag()
+        #: What the last :meth:`claim` could not replay (directories, unreadable files).
+        self.stuck: list[Stuck] = []
 
     # -- writing -------------------------------------------------------------
 
     def write(self, workflow_id: str, entries: list[Entry]) -> Path:
         """Write one workflow's entries to a new file, atomically (temp file, fsync, rename)."""
-        self._ensure_directory()
+        self.ensure_directory()
         name = (
             f"{workflow_prefix(workflow_id)}{time.time_ns()}.{os.getpid()}."
             f"{os.urandom(4).hex()}{SUFFIX}"
@@ -243,7 +172,18 @@ class Outbox:
             raise
         return final
 
-    def _ensure_directory(self) -> None:
+    def new_journal_path(self) -> Path:
+        """A name for this process's journal, claimed by it from the start."""
+        base = f"{JOURNAL_PREFIX}{time.time_ns()}.{os.getpid()}.{os.urandom(4).hex()}{SUFFIX}"
+        return self.directory / f"{base}{CLAIM_MARK}{self._stamp()}"
+
+    def release(self, path: Path) -> Path:
+        """Rename a claimed file back to its plain name: any later run may replay it."""
+        plain = path.with_name(path.name.partition(CLAIM_MARK)[0])
+        os.replace(path, plain)
+        return plain
+
+    def ensure_directory(self) -> None:
         make_private_dirs(self.directory)
         meta = self.directory / META_FILE
         if not meta.exists():
@@ -251,14 +191,33 @@ class Outbox:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 json.dump({"base_url": self.base_url, "fingerprint": self.fingerprint}, handle)
 
+    def reject(self, source: Path, rejected: list[Rejected]) -> Path:
+        """Keep ``rejected`` lines aside in ``rejected/``, each with its reason (never deleted)."""
+        folder = self.directory / REJECTED_DIR
+        make_private_dirs(folder)
+        base = source.name.partition(CLAIM_MARK)[0].removesuffix(SUFFIX)
+        target = folder / f"{base}.{os.urandom(3).hex()}.rejected{SUFFIX}"
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8", errors="replace") as handle:
+            for line in rejected:
+                record = {"reason": line.reason, "line_number": line.number, "line": line.text}
+                handle.write(json.dumps(record, ensure_ascii=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return target
+
     # -- replaying -----------------------------------------------------------
 
-    def claim(self, owned: set[Path] | None = None) -> Iterator[tuple[ClaimedFile, list[Entry]]]:
-        """Claim every waiting file (and every stale claim) and yield its entries, oldest first.
+    def claim(self, owned: set[Path] | None = None) -> Iterator[Recovered]:
+        """Claim every waiting file (and every stale claim) and yield what it holds, oldest first.
 
-        :param owned: claims this process holds already (never taken over).
+        A file that cannot be read is given back (renamed to its plain name) and
+        listed in :attr:`stuck`, as is anything that is not a regular file.
+
+        :param owned: files this process holds already (never taken over).
         """
-        for path in self._candidates():
+        self.stuck = []
+        for path in self.candidates():
             target = self._claimable(path, owned or set())
             if target is None:
                 continue
@@ -266,23 +225,35 @@ class Outbox:
                 os.rename(path, target)
             except OSError:  # another runner claimed it first
                 continue
-            entries = self._read(target)
-            claimed = ClaimedFile(target, remaining=len(entries))
-            if not entries:
-                claimed.settle(0)
-            yield claimed, entries
+            try:
+                contents = read_file(target)
+            except OSError as error:
+                self.stuck.append(Stuck(path=path, reason=f"cannot be read: {error.strerror}"))
+                with contextlib.suppress(OSError):
+                    os.rename(target, path)
+                continue
+            yield Recovered(path=target, contents=contents)
 
-    def _candidates(self) -> list[Path]:
+    def candidates(self) -> list[Path]:
+        """Regular files that hold requests, oldest first (the rest goes to :attr:`stuck`)."""
         try:
-            names = os.listdir(self.directory)
+            scanned = list(os.scandir(self.directory))
         except OSError:
             return []
-        files = [
-            self.directory / name
-            for name in names
-            if name.endswith(SUFFIX) or (SUFFIX + CLAIM_MARK) in name
-        ]
+        files = []
+        for entry in scanned:
+            name = entry.name
+            if not (name.endswith(SUFFIX) or (SUFFIX + CLAIM_MARK) in name):
+                continue
+            if entry.is_file(follow_symlinks=False):
+                files.append(Path(entry.path))
+            else:
+                kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
+                self.stuck.append(Stuck(path=Path(entry.path), reason=f"{kind}; never read"))
         return sorted(files, key=_written_at)
+
+    def _stamp(self) -> str:
+        return f"{self._host}.{os.getpid()}.{int(time.time())}"
 
     def _claimable(self, path: Path, owned: set[Path]) -> Path | None:
         name = path.name
@@ -292,8 +263,7 @@ class Outbox:
             original, _, claim = name.partition(CLAIM_MARK)
             if path in owned or not self._stale(claim):
                 return None
-        stamp = f"{self._host}.{os.getpid()}.{int(time.time())}"
-        return path.with_name(f"{original}{CLAIM_MARK}{stamp}")
+        return path.with_name(f"{original}{CLAIM_MARK}{self._stamp()}")
 
     def _stale(self, claim: str) -> bool:
         try:
@@ -307,34 +277,17 @@ class Outbox:
             return False
         return pid == os.getpid() or not _pid_alive(pid)
 
-    def _read(self, path: Path) -> list[Entry]:
-        entries: list[Entry] = []
-        bad = 0
-        try:
-            with path.open(encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if not line.strip():
-                        continue
-                    try:
-                        entries.append(Entry.from_line(line))
-                    except (ValueError, KeyError, TypeError):
-                        bad += 1
-        except OSError as error:
-            logger.error("cannot read outbox file %s: %s", path, error.strerror)
-        if bad:
-            logger.warning("outbox file %s: skipped %d unreadable line(s)", path, bad)
-        return entries
-
     # -- reading without claiming ---------------------------------------------
 
     def highest_task_id(self, workflow_id: str) -> int | None:
-        """The highest task id spooled for ``workflow_id`` (claimed files included)."""
-        prefix = workflow_prefix(workflow_id)
+        """The highest task id waiting for ``workflow_id`` (claimed files and journals included)."""
         highest: int | None = None
-        for path in self._candidates():
-            if not path.name.startswith(prefix):
+        for path in self.candidates():
+            try:
+                entries = read_file(path).entries
+            except OSError:
                 continue
-            for entry in self._read(path):
+            for entry in entries:
                 request = entry.request
                 if (
                     request.kind in (CREATE_TASK, UPDATE_TASK)
@@ -343,38 +296,3 @@ class Outbox:
                 ):
                     highest = max(highest or 0, request.task_id)
         return highest
-
-
-def summarize(root: Path) -> list[FileSummary]:
-    """Every outbox file under ``root``, for ``dotflow outbox`` (reads, claims nothing)."""
-    summaries: list[FileSummary] = []
-    try:
-        folders = sorted(path for path in root.iterdir() if path.is_dir())
-    except OSError:
-        return []
-    for folder in folders:
-        try:
-            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-            base_url, fingerprint = str(meta["base_url"]), str(meta["fingerprint"])
-        except (OSError, ValueError, KeyError, TypeError):
-            base_url, fingerprint = f"(unknown: {folder.name})", "?"
-        outbox = Outbox(root, base_url, fingerprint)
-        outbox.directory = folder
-        for path in outbox._candidates():
-            entries = outbox._read(path)
-            claimed_by = None
-            if CLAIM_MARK in path.name:
-                with contextlib.suppress(ValueError, IndexError):
-                    claimed_by = int(path.name.partition(CLAIM_MARK)[2].split(".")[1])
-            summaries.append(
-                FileSummary(
-                    base_url=base_url,
-                    fingerprint=fingerprint,
-                    workflow_id=entries[0].request.workflow_id if entries else "?",
-                    events=sum(entry.events for entry in entries),
-                    oldest=min((entry.first_enqueued_at for entry in entries), default=None),
-                    path=path,
-                    claimed_by=claimed_by,
-                )
-            )
-    return summaries

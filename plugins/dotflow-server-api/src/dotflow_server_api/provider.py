@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import threading
@@ -19,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from dotflow_core import (
     INITIAL_TASK_ID,
@@ -27,29 +26,22 @@ from dotflow_core import (
     Secret,
     Settings,
     TaskRecord,
+    UndeliveredEventsError,
     WorkflowRecord,
     hookimpl,
 )
 from dotflow_server_api import payloads
 from dotflow_server_api.contexts import ContextEncoder
 from dotflow_server_api.delivery import Delivery, Stats
-from dotflow_server_api.settings import STRICT_ENV, ApiSettings, load_settings
-from dotflow_server_api.transport import Outcome, Result, Transport
+from dotflow_server_api.settings import (
+    BASE_URL_ENV,
+    STRICT_DELIVERY_ENV,
+    STRICT_ENV,
+    ApiSettings,
+    load_settings,
+)
 
 logger = logging.getLogger("dotflow.server.api")
-
-#: Connect and read timeout of the synchronous next-id request (seconds).
-NEXT_ID_TIMEOUT: Final = (2.0, 2.0)
-#: The whole next-id lookup, its one retry included, gives up after this many seconds:
-#: the timeouts above bound each connect and each socket read, not a server that
-#: trickles its answer a byte at a time.
-NEXT_ID_DEADLINE: Final = 2.5
-#: Pause before the one retry, which is made only when the first attempt failed fast
-#: enough to leave it at least :data:`NEXT_ID_RETRY_MIN` seconds.
-NEXT_ID_RETRY_PAUSE: Final = 0.2
-NEXT_ID_RETRY_MIN: Final = 1.0
-#: A next task id above this is taken as a server bug.
-MAX_TASK_ID: Final = 2**53
 
 
 class ServerAPI:
@@ -70,6 +62,7 @@ class ServerAPI:
         token: str | Secret | None = None,
         *,
         strict: bool | None = None,
+        strict_delivery: bool | None = None,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         flush_timeout: float | None = None,
@@ -83,6 +76,7 @@ class ServerAPI:
             "base_url": base_url,
             "token": token if token is None or isinstance(token, Secret) else Secret(str(token)),
             "strict": strict,
+            "strict_delivery": strict_delivery,
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
             "flush_timeout": flush_timeout,
@@ -185,15 +179,31 @@ class ServerAPI:
     def get_next_task_id(self, workflow_id: str) -> int | None:
         """``max(server next_id, 1 + highest task id still queued or spooled)``.
 
-        Falls back (with a WARNING) to the local knowledge or ``None`` when the
-        server cannot answer; raises ConfigurationError instead in strict mode.
+        The outbox is read on another thread while the server is asked, and counts
+        only if read within the same :data:`NEXT_ID_DEADLINE`. Falls back (with a
+        WARNING) to the local knowledge or ``None`` when the server cannot answer;
+        raises ConfigurationError instead in strict mode, and for a workflow id
+        the wire contract does not allow.
         """
+        from dotflow_server_api.next_id import (  # only resumed workflows need it
+            NEXT_ID_DEADLINE,
+            ask_next_id,
+            check_workflow_id,
+            local_highest_task_id,
+        )
+
+        check_workflow_id(workflow_id)
         config = self.config
         delivery = self.delivery()
-        local = self._local_highest_task_id(delivery, workflow_id)
-        answer, cause = self._ask_next_id(delivery, workflow_id)
+        local_known = local_highest_task_id(
+            delivery, workflow_id, time.monotonic() + NEXT_ID_DEADLINE
+        )
+        answer, cause = ask_next_id(delivery, workflow_id)
+        local = local_known()
         if answer is not None:
             return max(answer, local + 1) if local is not None else answer
+        if cause.startswith(BASE_URL_ENV):  # a 404: the base URL is wrong, said once
+            delivery.not_found(cause, log=not config.strict)
         if config.strict:
             raise ConfigurationError(
                 f"{STRICT_ENV} is on and the next task id of workflow {workflow_id!r} could not "
@@ -219,45 +229,6 @@ class ServerAPI:
             INITIAL_TASK_ID,
         )
         return None
-
-    @staticmethod
-    def _local_highest_task_id(delivery: Delivery, workflow_id: str) -> int | None:
-        known = [delivery.highest_queued_task_id(workflow_id)]
-        try:
-            known.append(delivery.outbox.highest_task_id(workflow_id))
-        except Exception as error:
-            logger.warning("could not read the outbox %s: %s", delivery.outbox.directory, error)
-        numbers = [number for number in known if number is not None]
-        return max(numbers) if numbers else None
-
-    @staticmethod
-    def _ask_next_id(delivery: Delivery, workflow_id: str) -> tuple[int | None, str]:
-        """The server's ``next_id``, or ``(None, cause)``.
-
-        At most one retry, and all within :data:`NEXT_ID_DEADLINE`.
-        """
-        path = payloads.next_id_path(workflow_id)
-        try:
-            transport = delivery.transport()
-        except Exception as error:
-            return None, f"{type(error).__name__}: {error}"
-        deadline = time.monotonic() + NEXT_ID_DEADLINE
-        cause = ""
-        for attempt in (1, 2):
-            result = _get_within(transport, path, deadline - time.monotonic())
-            if result.outcome is Outcome.DELIVERED and result.status != 200:
-                return None, f"HTTP {result.status} (expected 200)"
-            if result.outcome is Outcome.DELIVERED:
-                return _parse_next_id(result.content)
-            if result.outcome is Outcome.AUTH:
-                return None, f"HTTP {result.status}: the server rejected the token"
-            cause = result.describe()
-            if result.outcome is not Outcome.RETRY or attempt == 2:
-                break
-            if deadline - time.monotonic() < NEXT_ID_RETRY_PAUSE + NEXT_ID_RETRY_MIN:
-                break
-            time.sleep(NEXT_ID_RETRY_PAUSE)
-        return None, cause
 
     @hookimpl
     def run_link(self, workflow: WorkflowRecord) -> str | None:
@@ -290,7 +261,11 @@ class ServerAPI:
 
     @hookimpl
     def shutdown(self, timeout: float | None) -> None:
-        """Wait (bounded) for everything, spool the rest, log the counts; idempotent."""
+        """Wait (bounded) for everything, spool the rest, log the counts; idempotent.
+
+        :raises UndeliveredEventsError: in strict delivery mode, when events were
+            dropped or left in the outbox (``dotflow start`` then exits 3).
+        """
         with self._lock:
             deliveries = [*self._retired, *([self._delivery] if self._delivery else [])]
             self._retired = []
@@ -298,44 +273,39 @@ class ServerAPI:
         if not deliveries or config is None:
             return
         deadline = time.monotonic() + (config.flush_timeout if timeout is None else timeout)
+        undelivered: list[tuple[Delivery, Stats]] = []
         for delivery in deliveries:
-            delivery.close(max(deadline - time.monotonic(), 0.0))
+            stats = delivery.close(max(deadline - time.monotonic(), 0.0))
+            if stats.undelivered and delivery.config.strict_delivery:
+                undelivered.append((delivery, stats))
+        if undelivered:
+            spooled = sum(stats.spooled for _, stats in undelivered)
+            dropped = sum(stats.dropped for _, stats in undelivered)
+            raise UndeliveredEventsError(
+                f"{STRICT_DELIVERY_ENV} is on and {spooled + dropped} event(s) were not "
+                f"delivered to {config.base_url}: {spooled} left in the outbox "
+                f"(dotflow outbox flush sends them), {dropped} dropped"
+            )
 
 
-def _get_within(transport: Transport, path: str, seconds: float) -> Result:
-    """``GET path``, given up after ``seconds`` whatever the server does.
-
-    The request runs on a daemon thread; one that overruns is left to finish (or
-    time out) on its own, and the workflow goes on.
-    """
-    answers: list[Result] = []
-    timeout = (min(NEXT_ID_TIMEOUT[0], seconds), min(NEXT_ID_TIMEOUT[1], seconds))
-    thread = threading.Thread(
-        target=lambda: answers.append(transport.send("GET", path, None, timeout=timeout)),
-        name="dotflow-server-api-next-id",
-        daemon=True,
-    )
-    thread.start()
-    thread.join(max(seconds, 0.0))
-    if answers:
-        return answers[0]
-    return Result(outcome=Outcome.RETRY, detail=f"no complete answer within {NEXT_ID_DEADLINE:g} s")
+#: Names that lived here before the next-id lookup moved to :mod:`.next_id`.
+_MOVED = frozenset(
+    {
+        "NEXT_ID_TIMEOUT",
+        "NEXT_ID_DEADLINE",
+        "NEXT_ID_RETRY_PAUSE",
+        "NEXT_ID_RETRY_MIN",
+        "MAX_TASK_ID",
+    }
+)
 
 
-def _parse_next_id(content: bytes) -> tuple[int | None, str]:
-    """Read ``{"next_id": N}``: N must be an int from 1 to 2**53 (a bool is not an int)."""
-    try:
-        data = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return None, "the answer is not JSON"
-    if not isinstance(data, dict) or "next_id" not in data:
-        return None, "the answer has no next_id"
-    value = data["next_id"]
-    if type(value) is not int:
-        return None, f"next_id is {type(value).__name__}, not an integer"
-    if not INITIAL_TASK_ID <= value <= MAX_TASK_ID:
-        return None, f"next_id {value} is outside {INITIAL_TASK_ID}..2**53"
-    return value, ""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from dotflow_server_api import next_id
+
+        return getattr(next_id, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: Every instance, so that a forked child gets fresh locks (its deliveries reset themselves).

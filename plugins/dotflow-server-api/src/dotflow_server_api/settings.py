@@ -9,6 +9,7 @@ Every value comes through the core's one mechanism (the ``configure`` hook's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ SECTION: Final = "server"
 BASE_URL_ENV: Final = "SERVER_BASE_URL"
 TOKEN_ENV: Final = "SERVER_USER_TOKEN"
 STRICT_ENV: Final = "SERVER_STRICT"
+STRICT_DELIVERY_ENV: Final = "SERVER_STRICT_DELIVERY"
 OUTBOX_DIR_ENV: Final = "DOTFLOW_OUTBOX_DIR"
 
 #: Concurrent requests by default. A finishing workflow queues one create per task
@@ -44,71 +46,28 @@ _TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
 _warned: set[Hashable] = set()
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ApiSettings:
     """The provider's checked configuration (immutable; equal when every value is).
 
-    A plain class rather than attrs: it is built on every managed run, at start-up.
+    The token is left out of ``repr``. ``outbox_dir`` defaults to
+    ``<user dir>/outbox``.
     """
 
-    __slots__ = (
-        "base_url",
-        "ca_bundle",
-        "connect_timeout",
-        "flush_timeout",
-        "max_in_flight",
-        "max_queue",
-        "outbox_dir",
-        "read_timeout",
-        "strict",
-        "token",
-    )
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        token: Secret,
-        strict: bool = False,
-        connect_timeout: float = 3.0,
-        read_timeout: float = 10.0,
-        flush_timeout: float = 5.0,
-        max_queue: int = 10_000,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        ca_bundle: str | None = None,
-        outbox_dir: Path | None = None,
-    ) -> None:
-        set_ = object.__setattr__
-        #: Absolute http(s) URL, any version prefix included, without a trailing slash.
-        set_(self, "base_url", base_url)
-        set_(self, "token", token)
-        set_(self, "strict", strict)
-        set_(self, "connect_timeout", connect_timeout)
-        set_(self, "read_timeout", read_timeout)
-        set_(self, "flush_timeout", flush_timeout)
-        set_(self, "max_queue", max_queue)
-        set_(self, "max_in_flight", max_in_flight)
-        set_(self, "ca_bundle", ca_bundle)
-        set_(self, "outbox_dir", outbox_dir if outbox_dir is not None else user_dir() / "outbox")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"ApiSettings is immutable; cannot set {name!r}")
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ApiSettings):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "token"
-        )
-        return f"ApiSettings({shown})"
+    #: Absolute http(s) URL, any version prefix included, without a trailing slash.
+    base_url: str
+    token: Secret = dataclasses.field(repr=False)
+    strict: bool = False
+    #: Strict delivery: a run that dropped events or left some undelivered exits
+    #: with :data:`EXIT_UNDELIVERED`.
+    strict_delivery: bool = False
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    flush_timeout: float = 5.0
+    max_queue: int = 10_000
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    ca_bundle: str | None = None
+    outbox_dir: Path = dataclasses.field(default_factory=lambda: user_dir() / "outbox")
 
     @property
     def verify(self) -> str | bool:
@@ -132,6 +91,7 @@ def token_fingerprint(token: Secret) -> str:
 _KEYS: Final[dict[str, tuple[str, Any]]] = {
     "base_url": (BASE_URL_ENV, None),
     "strict": (STRICT_ENV, False),
+    "strict_delivery": (STRICT_DELIVERY_ENV, False),
     "connect_timeout": ("SERVER_CONNECT_TIMEOUT", 3.0),
     "read_timeout": ("SERVER_READ_TIMEOUT", 10.0),
     "flush_timeout": ("SERVER_FLUSH_TIMEOUT", 5.0),
@@ -168,6 +128,7 @@ def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None
         base_url=base_url,
         token=token,
         strict=_boolean(*raw["strict"]),
+        strict_delivery=_boolean(*raw["strict_delivery"]),
         connect_timeout=_seconds(*raw["connect_timeout"]),
         read_timeout=_seconds(*raw["read_timeout"]),
         flush_timeout=_seconds(*raw["flush_timeout"], allow_zero=True),
@@ -224,7 +185,38 @@ def _base_url(value: Any, origin: str, config_key: str) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{origin}={value!r}: a query or fragment is not allowed; {hint}")
+    problem = _unsendable(url, host)
+    if problem:
+        raise ConfigurationError(f"{origin}={value!r}: {problem}; {hint}")
     return url
+
+
+#: Characters no URL may carry unencoded (RFC 3986): requests could not send it.
+_UNSAFE_URL_CHARACTERS: Final = re.compile(r'[\x00-\x20\x7f<>"{}|\\^`]')
+#: A host name (letters, digits, hyphens, dots), or an IPv4 address.
+_HOST_NAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?")
+
+
+def _unsendable(url: str, host: str) -> str | None:
+    """Why no request could be sent to ``url`` (None: it can), without importing requests."""
+    bad = _UNSAFE_URL_CHARACTERS.search(url)
+    if bad:
+        return f"the URL holds {bad.group()!r}, which a URL cannot carry unencoded"
+    if ":" in host:  # an IPv6 literal (urlsplit has removed the brackets)
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            return f"{host!r} is not a valid IPv6 address"
+        return None
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return f"{host!r} is not a valid host name"
+    if not _HOST_NAME.fullmatch(ascii_host):
+        return f"{host!r} is not a valid host name"
+    return None
 
 
 def _token(settings: Settings, explicit: Any) -> Secret:

@@ -171,6 +171,17 @@ def _bearer_auth(token_value: Any) -> Any:
     return BearerAuth()
 
 
+def _stays_on_origin(path: str) -> bool:
+    """True when ``base URL + path`` keeps the base URL's scheme, host and port."""
+    return (
+        path.startswith("/")
+        and not path.startswith("//")
+        and "@" not in path
+        and "\\" not in path
+        and not any(ord(character) < 0x21 for character in path)
+    )
+
+
 class Transport:
     """A keep-alive ``requests.Session`` to one server, sending one request at a time per call.
 
@@ -236,6 +247,13 @@ class Transport:
         """Send one request; never raises. Redirects are not followed."""
         requests = self._requests
         timeout = timeout or (self.config.connect_timeout, self.config.read_timeout)
+        if not _stays_on_origin(path):
+            # Defence in depth (outbox lines are checked before they are queued): a path
+            # that could move the request to another host never goes out with the token.
+            return Result(
+                outcome=Outcome.REJECTED,
+                detail=f"refusing to send to a path that leaves {self.base_url}: {path[:80]!r}",
+            )
         try:
             with quiet_http_client:
                 response = self.session.send(
@@ -292,7 +310,8 @@ class Transport:
         prepared.body = body
         prepared.prepare_content_length(body)
         prepared.prepare_cookies(self.session.cookies)  # always empty: its policy refuses all
-        return self._auth(prepared)
+        signed: requests.PreparedRequest = self._auth(prepared)
+        return signed
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing must never raise

@@ -1,0 +1,262 @@
+"""The queue of requests and its ordering and coalescing rules: plain single-threaded code.
+
+No locks, no threads, no clock of its own: the caller holds whatever lock it
+needs and passes the time in, so tests drive it directly.
+
+- a *stream* is the sequence of requests of one task, or of one workflow; a
+  stream has at most one request in flight, and sends in order;
+- a task's requests wait until its workflow's create is settled;
+- a workflow's final status waits until none of its tasks has a request left;
+- requests replayed from the outbox go before this run's.
+
+Pending requests of one stream are *coalesced*: a newer update replaces a
+pending update, and a pending create absorbs later updates (the POST then
+carries the latest state).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from dotflow_server_api.delivery.items import Item, Stats, Stream, StreamKey
+from dotflow_server_api.delivery.streams import StreamTable
+from dotflow_server_api.payloads import (
+    CREATE_TASK,
+    CREATE_WORKFLOW,
+    UPDATE_TASK,
+    UPDATE_WORKFLOW,
+    as_create_task,
+    as_create_workflow,
+)
+
+
+def merged_request(older: Item, newer: Item) -> bool:
+    """Fold ``newer``'s request into ``older``'s if that keeps the order; True if it did."""
+    old, new = older.request, newer.request
+    if new.kind == UPDATE_TASK and old.kind == UPDATE_TASK:
+        older.request = new
+    elif new.kind == UPDATE_TASK and old.kind == CREATE_TASK:
+        older.request = as_create_task(new)
+    elif new.kind == UPDATE_WORKFLOW and old.kind == UPDATE_WORKFLOW:
+        older.request = new
+    elif new.kind == UPDATE_WORKFLOW and old.kind == CREATE_WORKFLOW and not new.final:
+        # A final status must wait for the tasks, which wait for the create: never merged.
+        older.request = as_create_workflow(new)
+    else:
+        return False
+    return True
+
+
+class RequestQueue(StreamTable):
+    """Streams of pending requests, and which of them may be sent next.
+
+    :param max_queue: requests held before intermediate updates are dropped.
+    :param stats: where coalesced and dropped events are counted.
+    :param changed: ``changed(item, absorbed)`` for every request that is new
+        (``absorbed`` None) or absorbed another (the journal writes its state
+        again, and forgets the absorbed one).
+    """
+
+    def __init__(
+        self,
+        max_queue: int,
+        stats: Stats,
+        changed: Callable[[Item, Item | None], None] | None = None,
+    ) -> None:
+        self.max_queue = max_queue
+        self.stats = stats
+        super().__init__()
+        self._changed = changed or (lambda item, superseded: None)
+        self._delayed: list[tuple[float, int, StreamKey]] = []
+        #: Requests pending or in flight (not abandoned).
+        self.size = 0
+        self.in_flight = 0
+        #: Set when an intermediate update was dropped because the queue was full.
+        self.overflowed = False
+
+    # -- adding ----------------------------------------------------------------
+
+    def add(self, item: Item) -> bool:
+        """Coalesce ``item`` into its stream's tail, or append it; False if it was dropped."""
+        state = self._workflow(item.request.workflow_id)
+        stream = self._stream(state, item.request.task_id)
+        if stream.pending and self._merge(stream.pending[-1], item):
+            return True
+        request = item.request
+        intermediate = request.kind in (UPDATE_TASK, UPDATE_WORKFLOW) and not request.last
+        if self.size >= self.max_queue and intermediate:
+            # Full: creates and final statuses are kept; an intermediate status that
+            # nothing pending can absorb is dropped (the final one carries the same fields).
+            self.stats.dropped += item.events
+            self.overflowed = True
+            self._touch(state, stream)  # forget a stream created for nothing
+            return False
+        stream.pending.append(item)
+        self.size += 1
+        self._changed(item, None)
+        self._touch(state, stream)
+        self._wake(stream)
+        return True
+
+    def add_replayed(self, items: Iterable[Item]) -> int:
+        """Put replayed requests ahead of this run's in their streams.
+
+        :returns: how many requests the queue gained (replayed ones merge where they can).
+        """
+        by_stream: dict[StreamKey, list[Item]] = {}
+        for item in sorted(items, key=lambda queued: queued.seq):
+            by_stream.setdefault((item.request.workflow_id, item.request.task_id), []).append(item)
+        added = 0
+        for (workflow_id, task_id), replayed in by_stream.items():
+            state = self._workflow(workflow_id)
+            stream = self._stream(state, task_id)
+            self.unsent_replays += len(replayed)
+            merged: list[Item] = []
+            for item in [*replayed, *stream.pending]:
+                if not (merged and self._merge(merged[-1], item)):
+                    merged.append(item)
+            gained = len(merged) - len(stream.pending)
+            self.size += gained
+            added += gained
+            stream.pending = deque(merged)
+            self._touch(state, stream)
+            self._wake(stream)
+        return added
+
+    def _merge(self, older: Item, newer: Item) -> bool:
+        if not merged_request(older, newer):
+            return False
+        if newer.unsent_replay:
+            self._replay_sent(newer)
+        older.events += newer.events
+        older.first_enqueued_at = min(older.first_enqueued_at, newer.first_enqueued_at)
+        self.stats.coalesced += newer.events
+        self._changed(older, newer)  # newer is gone: its journal line, if any, is superseded
+        return True
+
+    # -- taking ----------------------------------------------------------------
+
+    def next_ready(self, now: float) -> Item | None:
+        """Take the next request that may be sent at ``now``, in queue order."""
+        while self._delayed and self._delayed[0][0] <= now:
+            _, seq, key = heapq.heappop(self._delayed)
+            heapq.heappush(self._ready, (seq, key))
+        while self._ready:
+            seq, key = heapq.heappop(self._ready)
+            stream = self.streams.get(key)
+            if stream is None or stream.in_flight is not None or not stream.pending:
+                continue  # stale entry
+            item = stream.pending[0]
+            if item.seq != seq:
+                continue
+            if item.not_before > now:
+                heapq.heappush(self._delayed, (item.not_before, seq, key))
+            elif self._sendable(stream, item, seq):
+                return self._start(stream, item, now)
+        return None
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Seconds until a delayed request may go (None: none is delayed)."""
+        return max(self._delayed[0][0] - now, 0.0) if self._delayed else None
+
+    def _sendable(self, stream: Stream, item: Item, seq: int) -> bool:
+        """Whether the head of ``stream`` may go now; parks it where it must wait."""
+        state = self.workflows[stream.workflow_id]
+        if stream.task_id is not None and self._create_open(state):
+            if item.unsent_replay and self._create_failing(state):
+                self._replay_sent(item)  # blocked by a failing create: hold nothing back
+            state.parked.add(stream.task_id)
+            return False
+        if item.request.final and state.busy_tasks:
+            if item.unsent_replay:
+                self._replay_sent(item)  # waits for tasks that may be this run's
+            state.final_parked = True
+            return False
+        if self.unsent_replays and not item.unsent_replay:
+            self._held.append((seq, stream.key))  # replayed requests go first
+            return False
+        return True
+
+    def _start(self, stream: Stream, item: Item, now: float) -> Item:
+        if item.unsent_replay:
+            self._replay_sent(item)
+        stream.pending.popleft()
+        stream.in_flight = item
+        item.attempts += 1
+        item.sent_at = now
+        self.in_flight += 1
+        return item
+
+    # -- results -----------------------------------------------------------------
+
+    def finished(self, item: Item) -> None:
+        """``item`` was answered for good (delivered, dropped) or was abandoned earlier."""
+        stream = self._landed(item)
+        if not item.abandoned:
+            self.size -= 1
+        self._settled(stream)
+
+    def retry(self, item: Item, not_before: float) -> None:
+        """``item`` failed in a retryable way: back at its stream's head until ``not_before``."""
+        stream = self._landed(item)
+        item.not_before = not_before
+        if item.request.kind == CREATE_WORKFLOW:  # its parked replayed tasks hold nothing back
+            state = self._workflow(item.request.workflow_id)
+            for task_id in state.parked:
+                task_stream = self.streams.get((item.request.workflow_id, task_id))
+                if task_stream and task_stream.pending and task_stream.pending[0].unsent_replay:
+                    self._replay_sent(task_stream.pending[0])
+        stream.pending.appendleft(item)
+        if len(stream.pending) > 1 and self._merge(item, stream.pending[1]):
+            del stream.pending[1]
+            self.size -= 1
+        self._settled(stream)
+
+    def _landed(self, item: Item) -> Stream:
+        self.in_flight -= 1
+        state = self._workflow(item.request.workflow_id)
+        stream = self._stream(state, item.request.task_id)
+        stream.in_flight = None
+        return stream
+
+    def _settled(self, stream: Stream) -> None:
+        self._touch(self._workflow(stream.workflow_id), stream)
+        self._wake(stream)
+
+    def take(self, wanted: Callable[[Item], bool]) -> list[Item]:
+        """Remove the wanted requests (pending and in flight, marked abandoned), in order."""
+        taken: list[Item] = []
+        for stream in list(self.streams.values()):
+            keep: deque[Item] = deque()
+            for item in stream.pending:
+                (taken if wanted(item) else keep).append(item)
+                if item.unsent_replay and wanted(item):
+                    self._replay_sent(item)
+            stream.pending = keep
+            flying = stream.in_flight
+            if flying is not None and not flying.abandoned and wanted(flying):
+                flying.abandoned = True
+                taken.append(flying)
+        self.size -= len(taken)
+        for stream in list(self.streams.values()):
+            state = self.workflows.get(stream.workflow_id)
+            if state is not None:
+                self._touch(state, stream)
+        return sorted(taken, key=lambda item: item.seq)
+
+    def reschedule(self, latest: Callable[[Item], float]) -> None:
+        """Bring every delayed request forward to at most ``latest(item)`` (a deadline came)."""
+        for stream in self.streams.values():
+            for item in stream.pending:
+                item.not_before = min(item.not_before, latest(item))
+        self._delayed = [
+            (min(when, _head_time(self, key)), seq, key) for when, seq, key in self._delayed
+        ]
+        heapq.heapify(self._delayed)
+
+
+def _head_time(queue: RequestQueue, key: StreamKey) -> float:
+    stream = queue.streams.get(key)
+    return stream.pending[0].not_before if stream and stream.pending else 0.0

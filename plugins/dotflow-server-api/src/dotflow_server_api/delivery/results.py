@@ -1,0 +1,91 @@
+"""The part of ``Delivery`` that applies a request's result: delivered, retried, dropped.
+
+A mixin of :class:`~.core.Delivery`; every method runs with the lock held.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dotflow_server_api.delivery.items import Item, Stats
+from dotflow_server_api.transport import Outcome, Result
+
+if TYPE_CHECKING:
+    from dotflow_server_api.delivery.health import ServerHealth
+    from dotflow_server_api.delivery.journal import Journal
+    from dotflow_server_api.delivery.limiter import AimdLimit
+    from dotflow_server_api.delivery.queue import RequestQueue
+    from dotflow_server_api.delivery.reporting import RejectionLog
+    from dotflow_server_api.delivery.workers import WorkerPool
+
+
+class Results:
+    """Applies results (see :class:`~.core.Delivery`)."""
+
+    stats: Stats
+    _queue: RequestQueue
+    _health: ServerHealth
+    _limit: AimdLimit
+    _journal: Journal
+    _journal_pool: WorkerPool
+    _reporter: RejectionLog
+    _auth_failed: bool
+
+    def _now(self) -> float:
+        raise NotImplementedError
+
+    # -- results -------------------------------------------------------------
+
+    def _complete(self, item: Item, result: Result) -> None:
+        """Apply a request's result (lock held)."""
+        self.stats.requests += 1
+        now = self._now()
+        outcome = result.outcome
+        if outcome is Outcome.RETRY:
+            if not item.abandoned:
+                self._limit.pushed_back(item.sent_at, now)
+                self._retry_later(item, result, now)
+                return
+        else:
+            self._reporter.first_answer(item, result)
+            if self._health.answer(now, item):
+                self._limit.restart()
+            self._limit.answered(self._queue.in_flight - 1)
+        self._queue.finished(item)
+        if not item.abandoned:
+            self._settle(item, result)
+
+    def _retry_later(self, item: Item, result: Result, now: float) -> None:
+        item.failures += 1
+        not_before = self._health.failure(now, item, result, self._queue.in_flight - 1)
+        self._queue.retry(item, not_before)
+
+    def _settle(self, item: Item, result: Result) -> None:
+        """``item`` was answered for good: count it and ack its journal lines (lock held)."""
+        outcome = result.outcome
+        if outcome is Outcome.DELIVERED:
+            self.stats.delivered += item.events
+        elif outcome is Outcome.AUTH:
+            self._token_rejected(item, result)
+            if item.seq < 0:  # replayed from the outbox: stays there (its journal line), not lost
+                self.stats.spooled += item.events
+                return
+            self.stats.dropped += item.events
+        else:
+            self.stats.dropped += item.events
+            self._reporter.rejected(item, result)
+        self._journal.mark_settled(item)
+        if self._journal.pending:
+            self._journal_pool.grow_to(1)
+
+    def _token_rejected(self, item: Item, result: Result) -> None:
+        self._auth_failed = True
+        self._reporter.token_rejected(item, result)
+        # Events of this run are dropped, never spooled for later; requests replayed
+        # from the outbox stay there (they were accepted under this identity before).
+        replayed = self._queue.take(lambda queued: queued.seq < 0)
+        self.stats.spooled += sum(queued.events for queued in replayed)
+        dropped = self._queue.take(lambda queued: True)
+        self.stats.dropped += sum(queued.events for queued in dropped)
+        for queued in dropped:
+            self._journal.mark_settled(queued)

@@ -1,0 +1,161 @@
+"""The next task id of a resumed workflow: the one synchronous call of the provider.
+
+Asked of the server within :data:`NEXT_ID_DEADLINE` (one retry at most),
+while the outbox is read on another thread: the workflow's thread never scans
+it, and a spooled task id counts only if read within the same deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from dotflow_core import INITIAL_TASK_ID, ConfigurationError
+from dotflow_server_api import payloads
+from dotflow_server_api.contract import MAX_WORKFLOW_ID_LENGTH, printable
+from dotflow_server_api.delivery import Delivery
+from dotflow_server_api.delivery.reporting import not_found_hint
+from dotflow_server_api.transport import Outcome, Result, Transport
+
+logger = logging.getLogger("dotflow.server.api")
+
+#: Connect and read timeout of the synchronous next-id request (seconds).
+NEXT_ID_TIMEOUT: Final = (2.0, 2.0)
+#: The whole next-id lookup, its one retry included, gives up after this many seconds:
+#: the timeouts above bound each connect and each socket read, not a server that
+#: trickles its answer a byte at a time.
+NEXT_ID_DEADLINE: Final = 2.5
+#: Pause before the one retry, which is made only when the first attempt failed fast
+#: enough to leave it at least :data:`NEXT_ID_RETRY_MIN` seconds.
+NEXT_ID_RETRY_PAUSE: Final = 0.2
+NEXT_ID_RETRY_MIN: Final = 1.0
+#: A next task id above this is taken as a server bug.
+MAX_TASK_ID: Final = 2**53
+
+
+def local_highest_task_id(
+    delivery: Delivery, workflow_id: str, deadline: float
+) -> Callable[[], int | None]:
+    """Start reading what is queued and spooled for ``workflow_id``; call the result for it."""
+    spooled = _in_background(lambda: _spooled_highest_task_id(delivery, workflow_id))
+
+    def result() -> int | None:
+        return _highest(
+            delivery.highest_queued_task_id(workflow_id),
+            spooled(max(deadline - time.monotonic(), 0.0)),
+        )
+
+    return result
+
+
+def ask_next_id(delivery: Delivery, workflow_id: str) -> tuple[int | None, str]:
+    """The server's ``next_id``, or ``(None, cause)``.
+
+    At most one retry, and all within :data:`NEXT_ID_DEADLINE`.
+    """
+    path = payloads.next_id_path(workflow_id)
+    try:
+        transport = delivery.transport()
+    except Exception as error:
+        return None, f"{type(error).__name__}: {error}"
+    deadline = time.monotonic() + NEXT_ID_DEADLINE
+    cause = ""
+    for attempt in (1, 2):
+        result = _get_within(transport, path, deadline - time.monotonic())
+        if result.outcome is Outcome.DELIVERED and result.status != 200:
+            return None, f"HTTP {result.status} (expected 200)"
+        if result.outcome is Outcome.DELIVERED:
+            return _parse_next_id(result.content)
+        if result.outcome is Outcome.AUTH:
+            return None, f"HTTP {result.status}: the server rejected the token"
+        if result.status == 404:
+            return None, not_found_hint(delivery.config.base_url, path)
+        cause = result.describe()
+        if result.outcome is not Outcome.RETRY or attempt == 2:
+            break
+        if deadline - time.monotonic() < NEXT_ID_RETRY_PAUSE + NEXT_ID_RETRY_MIN:
+            break
+        time.sleep(NEXT_ID_RETRY_PAUSE)
+    return None, cause
+
+
+def check_workflow_id(workflow_id: str) -> None:
+    """A workflow id the wire contract cannot carry stops the run before any task."""
+    if len(workflow_id) > MAX_WORKFLOW_ID_LENGTH:
+        raise ConfigurationError(
+            f"workflow id {printable(workflow_id)} (from WORKFLOW_ID, --workflow-id or "
+            f"workflow_id=) is {len(workflow_id)} characters long; the server's API accepts "
+            f"at most {MAX_WORKFLOW_ID_LENGTH}"
+        )
+
+
+def _spooled_highest_task_id(delivery: Delivery, workflow_id: str) -> int | None:
+    """The highest task id waiting in the outbox (a whole scan: never on the workflow's thread)."""
+    if delivery._outbox is None and not os.path.isdir(delivery.config.outbox_dir):
+        return None
+    try:
+        return delivery.outbox.highest_task_id(workflow_id)
+    except Exception as error:
+        logger.warning("could not read the outbox %s: %s", delivery.outbox.directory, error)
+        return None
+
+
+def _in_background(work: Callable[[], int | None]) -> Callable[[float], int | None]:
+    """Run ``work`` on a daemon thread; the result is ``wait(seconds)`` (None if not done)."""
+    answers: list[int | None] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(work()), name="dotflow-outbox-scan", daemon=True
+    )
+    thread.start()
+
+    def wait(seconds: float) -> int | None:
+        thread.join(seconds)
+        return answers[0] if answers else None
+
+    return wait
+
+
+def _highest(*numbers: int | None) -> int | None:
+    known = [number for number in numbers if number is not None]
+    return max(known) if known else None
+
+
+def _get_within(transport: Transport, path: str, seconds: float) -> Result:
+    """``GET path``, given up after ``seconds`` whatever the server does.
+
+    The request runs on a daemon thread; one that overruns is left to finish (or
+    time out) on its own, and the workflow goes on.
+    """
+    answers: list[Result] = []
+    timeout = (min(NEXT_ID_TIMEOUT[0], seconds), min(NEXT_ID_TIMEOUT[1], seconds))
+    thread = threading.Thread(
+        target=lambda: answers.append(transport.send("GET", path, None, timeout=timeout)),
+        name="dotflow-server-api-next-id",
+        daemon=True,
+    )
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if answers:
+        return answers[0]
+    return Result(outcome=Outcome.RETRY, detail=f"no complete answer within {NEXT_ID_DEADLINE:g} s")
+
+
+def _parse_next_id(content: bytes) -> tuple[int | None, str]:
+    """Read ``{"next_id": N}``: N must be an int from 1 to 2**53 (a bool is not an int)."""
+    try:
+        data = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None, "the answer is not JSON"
+    if not isinstance(data, dict) or "next_id" not in data:
+        return None, "the answer has no next_id"
+    value = data["next_id"]
+    if type(value) is not int:
+        return None, f"next_id is {type(value).__name__}, not an integer"
+    if not INITIAL_TASK_ID <= value <= MAX_TASK_ID:
+        return None, f"next_id {value} is outside {INITIAL_TASK_ID}..2**53"
+    return value, ""
