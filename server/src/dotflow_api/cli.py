@@ -300,6 +300,8 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if level != "debug":  # Alembic narrates every step; dotflow_api.migrate sums it up
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _uvicorn_log_config(level: str) -> dict[str, Any]:
