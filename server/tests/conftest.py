@@ -1,8 +1,10 @@
 """Shared fixtures: an in-process app over a fresh database per test.
 
-Every test that takes ``database_url`` runs twice: on a new SQLite file, and on
-PostgreSQL, from empty tables. PostgreSQL is a private cluster this session starts
-(``dotflow_api.pgcluster``), or the server ``DOTFLOW_API_TEST_DATABASE_URL`` names
+A test that takes ``database_url`` runs on a new SQLite file; in modules marked
+``both_backends`` (those whose behaviour depends on the database: the store, runs,
+input values, migrations, real servers) it runs on PostgreSQL too, from empty tables.
+PostgreSQL is a private cluster this session starts (``dotflow_api.pgcluster``), or
+the server ``DOTFLOW_API_TEST_DATABASE_URL`` names
 (e.g. ``postgresql+psycopg://postgres@127.0.0.1/dotflow_test``). Without PostgreSQL
 installed the PostgreSQL variants skip, saying so, except in CI (``CI=true``), where
 they fail. Tests that only make sense on SQLite are marked with ``sqlite_only``.
@@ -38,6 +40,14 @@ EXTERNAL_DATABASE_URL = os.environ.get("DOTFLOW_API_TEST_DATABASE_URL")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", r"ignore:Using `httpx` with `starlette.testclient`")
     config.addinivalue_line("markers", "sqlite_only: checks SQLite specifics")
+    config.addinivalue_line("markers", "both_backends: run on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        backends = ["sqlite", "postgresql"] if both else ["sqlite"]
+        metafunc.parametrize("database_url", backends, indirect=True)
 
 
 def in_ci() -> bool:
@@ -94,7 +104,7 @@ def build_app(database_url: str, *, max_body_bytes: int | None = None) -> FastAP
     return create_app(Store(engine), TokenSet([TOKEN_A, TOKEN_B]), **kwargs)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
         url: str = request.getfixturevalue("postgres_admin_url")

@@ -22,7 +22,7 @@ from dotflow_api.models import Base
 from dotflow_api.process import ServerProcess
 from sqlalchemy import Engine, text
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 FIXTURES = Path(__file__).with_name("fixtures")
 AUTH_A = {"Authorization": f"Bearer {TOKEN_A}"}

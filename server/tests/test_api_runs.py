@@ -5,8 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from api_helpers import AUTH_A, AUTH_B, task_body, workflow_body
 from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.both_backends
 
 RUN_1 = "11111111-1111-4111-8111-111111111111"
 RUN_2 = "22222222-2222-4222-8222-222222222222"

@@ -17,7 +17,7 @@ import pytest
 import requests
 from dotflow_api.process import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 TOKEN = "serve-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

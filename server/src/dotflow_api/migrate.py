@@ -66,5 +66,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             before = BASE_REVISION
         command.upgrade(config, revision)
         after = MigrationContext.configure(conn).get_current_revision()
-    if after != before:
-        logger.info("database schema upgraded from %s to %s", before or "nothing", after)
+    if before is None:
+        logger.debug("database schema created at %s", after)
+    elif after != before:
+        logger.info("database schema upgraded from %s to %s", before, after)
