@@ -200,13 +200,13 @@ class ProviderManager:
         """Give every active provider its settings (the ``configure`` hook)."""
         self.hook.configure(settings=settings)
 
-    def next_task_id(self, workflow_id: str) -> int:
-        """The id of the first new task of an externally identified workflow.
+    def next_task_id(self, workflow_id: str, run_id: str) -> int:
+        """The id of the first new task of run ``run_id`` of an externally identified workflow.
 
         Asks the providers (``get_next_task_id``); falls back to
         ``INITIAL_TASK_ID`` when none answers or the answer is unusable.
         """
-        answer = self.hook.get_next_task_id(workflow_id=workflow_id)
+        answer = self.hook.get_next_task_id(workflow_id=workflow_id, run_id=run_id)
         if answer is None:
             return INITIAL_TASK_ID
         if (

@@ -77,12 +77,14 @@ class RecordingProvider:
     """A provider that keeps every hook call it receives, in order (thread-safe).
 
     ``calls`` holds ``(hook_name, argument)`` pairs; ``next_task_id`` is what
-    it answers to ``get_next_task_id`` (None: no opinion).
+    it answers to ``get_next_task_id`` (None: no opinion), and ``asked_run_ids``
+    the ``run_id`` of each of those calls.
     """
 
     def __init__(self, next_task_id: int | None = None) -> None:
         self.next_task_id = next_task_id
         self.calls: list[tuple[str, Any]] = []
+        self.asked_run_ids: list[str] = []
         self._lock = threading.Lock()
 
     def _record(self, hook: str, argument: Any) -> None:
@@ -133,7 +135,9 @@ class RecordingProvider:
         self._record("update_task", task)
 
     @hookimpl
-    def get_next_task_id(self, workflow_id: str) -> int | None:
+    def get_next_task_id(self, workflow_id: str, run_id: str) -> int | None:
+        with self._lock:
+            self.asked_run_ids.append(run_id)
         self._record("get_next_task_id", workflow_id)
         return self.next_task_id
 
@@ -156,12 +160,17 @@ def contract_step_fails(previous_context: Any) -> None:
     raise ValueError("this step fails on purpose (dotflow contract kit)")
 
 
+#: The run every sample record belongs to (one run, as the engine would report it).
+SAMPLE_RUN_ID = str(uuid.uuid4())
+
+
 def sample_workflow_record(status: WorkflowStatus = WorkflowStatus.IN_PROGRESS) -> WorkflowRecord:
     """A realistic workflow record for feeding a hook directly."""
     now = utc_now()
     finished = status is not WorkflowStatus.IN_PROGRESS
     return WorkflowRecord(
         workflow_id=f"contract-{uuid.uuid4()}",
+        run_id=SAMPLE_RUN_ID,
         status=status,
         name="dotflow contract kit",
         mode="sequential",
@@ -186,6 +195,7 @@ def sample_task_record(
         task_id=task_id,
         name="tests.contract.step",
         status=status,
+        run_id=SAMPLE_RUN_ID,
         group_name="default",
         retry_count=1 if status is not TaskStatus.NOT_STARTED else 0,
         duration=0.25 if finished else None,
@@ -261,10 +271,28 @@ class ProviderContract:
         self._assert_no_failures(manager)
 
     def test_get_next_task_id_answers_an_int_or_none(self, manager: ProviderManager) -> None:
-        answer = manager.hook.get_next_task_id(workflow_id=f"contract-{uuid.uuid4()}")
+        answer = manager.hook.get_next_task_id(
+            workflow_id=f"contract-{uuid.uuid4()}", run_id=str(uuid.uuid4())
+        )
         assert answer is None or (type(answer) is int and answer >= INITIAL_TASK_ID), (
             f"get_next_task_id answered {answer!r}; expected None or an int >= {INITIAL_TASK_ID}"
         )
+        self._assert_no_failures(manager)
+
+    def test_a_run_reports_one_run_id(self, provider: Any, manager: ProviderManager) -> None:
+        """Two managed runs of one workflow id: each run's records carry its own ``run_id``.
+
+        ``get_next_task_id`` receives the run's id; the provider raises nothing.
+        """
+        recorder = RecordingProvider()
+        manager.add(recorder, name="contract-recorder")
+        workflow_id = f"contract-{uuid.uuid4()}"
+        first = self._run(manager, "sequential", workflow_id)
+        second = self._run(manager, "sequential", workflow_id)
+        assert recorder.asked_run_ids == [first.run_id, second.run_id]
+        records = recorder.workflow_events() + recorder.task_events()
+        assert {record.run_id for record in records} == {first.run_id, second.run_id}
+        assert first.run_id != second.run_id
         self._assert_no_failures(manager)
 
     def test_lifecycle_hooks_return_within_their_timeout(self, manager: ProviderManager) -> None:
@@ -318,8 +346,8 @@ class ProviderContract:
         assert delivered["status"] == workflow.status
         assert delivered["tasks"] == {task.task_id: task.status for task in workflow.result_task()}
 
-    def _run(self, manager: ProviderManager, mode: str) -> DotFlow:
-        workflow = DotFlow(providers=manager)
+    def _run(self, manager: ProviderManager, mode: str, workflow_id: str | None = None) -> DotFlow:
+        workflow = DotFlow(workflow_id, providers=manager)
         workflow.task.add(contract_step_ok, initial_context={"n": 1})
         workflow.task.add(contract_step_fails, group_name="failing")
         workflow.task.add(contract_step_ok, group_name="other")

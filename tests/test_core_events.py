@@ -236,7 +236,7 @@ def test_no_provider_makes_every_hook_a_no_op() -> None:
     workflow.task.add(produce)
     workflow.start()
     assert workflow.providers.names == ()
-    assert workflow.providers.hook.get_next_task_id(workflow_id="x") is None
+    assert workflow.providers.hook.get_next_task_id(workflow_id="x", run_id="r") is None
     assert workflow.status is WorkflowStatus.COMPLETED
 
 
@@ -401,7 +401,10 @@ def test_every_hook_can_be_called_through_the_manager(recorder: RecordingProvide
     manager.hook.update_workflow(workflow=workflow)
     manager.hook.create_task(task=sample_task_record(workflow.workflow_id))
     manager.hook.update_task(task=sample_task_record(workflow.workflow_id))
-    assert manager.hook.get_next_task_id(workflow_id=workflow.workflow_id) is None
+    assert (
+        manager.hook.get_next_task_id(workflow_id=workflow.workflow_id, run_id=workflow.run_id)
+        is None
+    )
     manager.hook.flush(workflow_id=workflow.workflow_id, timeout=1.0)
     manager.hook.shutdown(timeout=1.0)
     assert recorder.names() == [

@@ -48,12 +48,12 @@ class Provider(RecordingProvider):
         return {"status": status, "tasks": tasks}
 """,
     )
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
 
 
 def test_delivery_is_skipped_with_a_reason_when_not_checkable(pytester: pytest.Pytester) -> None:
     result = run_kit(pytester, "class Provider(RecordingProvider):\n    pass\n")
-    result.assert_outcomes(passed=8, skipped=1)
+    result.assert_outcomes(passed=9, skipped=1)
 
 
 def test_a_delivered_state_of_the_wrong_shape_fails_with_the_expected_shape(
@@ -67,7 +67,7 @@ def test_a_delivered_state_of_the_wrong_shape_fails_with_the_expected_shape(
         return {}
 """,
     )
-    result.assert_outcomes(passed=8, failed=1)
+    result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines(
         ['*delivered_state() returned {}; expected {"status": <WorkflowStatus>, "tasks"*']
     )
@@ -100,6 +100,22 @@ class Provider:
     )
     result.stdout.fnmatch_lines(["*get_next_task_id answered '7'*"])
     assert result.parseoutcomes()["failed"] == 1
+
+
+def test_a_provider_that_cannot_take_a_run_id_fails_the_kit(pytester: pytest.Pytester) -> None:
+    """A provider written before run ids (one run per workflow id, numeric ids only)."""
+    result = run_kit(
+        pytester,
+        """
+class Provider:
+    @hookimpl
+    def get_next_task_id(self, workflow_id, run_id):
+        int(run_id)  # assumes a number, gets a UUID
+        return None
+""",
+    )
+    result.stdout.fnmatch_lines(["*the provider raised inside hooks*get_next_task_id*ValueError*"])
+    assert result.parseoutcomes()["failed"] == 2
 
 
 def test_a_flush_that_ignores_its_timeout_fails_the_kit(pytester: pytest.Pytester) -> None:
@@ -147,5 +163,5 @@ class Provider:
         pass
 """,
     )
-    assert result.parseoutcomes()["errors"] == 9
+    assert result.parseoutcomes()["errors"] == 10
     result.stdout.fnmatch_lines(["*provider 'provider-under-test' failed to load*when*"])

@@ -148,3 +148,47 @@ def test_a_workflow_id_that_is_not_utf8_text_is_refused(monkeypatch: pytest.Monk
     assert str(caught.value).startswith(
         "WORKFLOW_ID='nightly-\\udcff': holds bytes that are not UTF-8 text"
     )
+
+
+def test_every_run_gets_its_own_run_id_carried_by_every_record(
+    recorder: RecordingProvider,
+) -> None:
+    runs = []
+    for _ in range(2):
+        workflow = DotFlow(workflow_id="nightly-etl", providers=[recorder])
+        workflow.task.add([step, step])
+        workflow.start(mode="parallel")
+        runs.append(workflow.run_id)
+    assert len(set(runs)) == 2
+    for run_id in runs:
+        uuid.UUID(run_id)
+    assert recorder.asked_run_ids == runs
+    records = recorder.workflow_events() + recorder.task_events()
+    assert {record.run_id for record in records} == set(runs)
+    assert [task.run_id for task in workflow.result_task()] == [runs[1], runs[1]]
+    assert workflow.result()["run_id"] == runs[1]
+
+
+def test_a_get_next_task_id_without_run_id_in_its_signature_still_answers() -> None:
+    class Legacy:
+        @hookimpl
+        def get_next_task_id(self, workflow_id: str) -> int:
+            return 7
+
+    class Current:
+        seen: list[tuple[str, str]] = []
+
+        @hookimpl(trylast=True)
+        def get_next_task_id(self, workflow_id: str, run_id: str) -> int:
+            self.seen.append((workflow_id, run_id))
+            return 3
+
+    current = Current()
+    workflow = DotFlow(workflow_id="ext", providers=[current, Legacy()])
+    workflow.task.add(step)
+    assert workflow.result_task()[0].task_id == 7
+    assert current.seen == []  # the legacy answer came first (last registered first)
+    workflow = DotFlow(workflow_id="ext", providers=[current])
+    workflow.task.add(step)
+    assert workflow.result_task()[0].task_id == 3
+    assert current.seen == [("ext", workflow.run_id)]

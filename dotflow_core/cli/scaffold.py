@@ -59,7 +59,8 @@ GUIDANCE: dict[str, str] = {
     ),
     "get_next_task_id": (
         "Return the next free task id of this workflow when your destination knows it (e.g. "
-        "1 + the highest task id stored), else None for 'no opinion'. Raise "
+        "1 + the highest task id stored; reserve ids for run_id if several runs may share "
+        "the workflow id), else None for 'no opinion'. Raise "
         "ConfigurationError only in a strict mode where guessing is worse than stopping."
     ),
     "flush": (

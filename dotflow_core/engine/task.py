@@ -43,6 +43,8 @@ class Task:
     task_id: int
     workflow_id: str
     step: Action = attrs.field(repr=False)
+    #: The run that created the task (``None`` for a task built outside a workflow).
+    run_id: str | None = attrs.field(default=None, kw_only=True)
     callback: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     group_name: str = DEFAULT_GROUP
     #: The value given to ``task.add(initial_context=...)``.
@@ -92,6 +94,7 @@ class Task:
             task_id=self.task_id,
             name=self.step.name,
             status=self.status,
+            run_id=self.run_id,
             group_name=self.group_name,
             retry_count=self.retry_count,
             duration=self.duration,
@@ -126,6 +129,7 @@ class TaskBuilder:
     :param workflow_id: the workflow the tasks belong to (generated when omitted).
     :param initial_task_id: the id of the first task added (``INITIAL_TASK_ID`` by default).
     :param events: where ``create_task`` events go; ``None`` reports nothing.
+    :param run_id: the run the tasks belong to (their records carry it).
     """
 
     def __init__(
@@ -133,6 +137,8 @@ class TaskBuilder:
         workflow_id: str | None = None,
         initial_task_id: int = INITIAL_TASK_ID,
         events: Events | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         if (
             isinstance(initial_task_id, bool)
@@ -144,6 +150,7 @@ class TaskBuilder:
             )
         self.workflow_id = workflow_id or str(uuid.uuid4())
         self.initial_task_id = initial_task_id
+        self.run_id = run_id
         self.queue: list[Task] = []
         self._events = events or Events.silent()
 
@@ -176,6 +183,7 @@ class TaskBuilder:
                 task_id=task_id,
                 workflow_id=self.workflow_id,
                 step=item,
+                run_id=self.run_id,
                 callback=resolved_callback,
                 group_name=group_name,
                 initial=initial_context.storage

@@ -104,6 +104,8 @@ class DotFlow:
         #: True when the caller supplied the id (managed mode).
         self.managed = supplied is not None
         self.workflow_id: str = supplied or str(uuid.uuid4())
+        #: This run (one ``DotFlow``, one ``start()``): a UUID every record carries.
+        self.run_id: str = str(uuid.uuid4())
         self.name = name
         self.mode: str | None = None
         self.status: WorkflowStatus | None = None
@@ -121,9 +123,11 @@ class DotFlow:
         self._clock = 0.0
         self._finish_lock = threading.Lock()
         first_task_id = (
-            self.providers.next_task_id(self.workflow_id) if self.managed else INITIAL_TASK_ID
+            self.providers.next_task_id(self.workflow_id, self.run_id)
+            if self.managed
+            else INITIAL_TASK_ID
         )
-        self.task = TaskBuilder(self.workflow_id, first_task_id, self._events)
+        self.task = TaskBuilder(self.workflow_id, first_task_id, self._events, run_id=self.run_id)
         if not self.managed:
             self.status = WorkflowStatus.IN_PROGRESS
             self._events.workflow_created(self.snapshot())
@@ -277,6 +281,7 @@ class DotFlow:
         statuses = [task.status for task in self.task.queue]
         return WorkflowRecord(
             workflow_id=self.workflow_id,
+            run_id=self.run_id,
             status=self.status or WorkflowStatus.IN_PROGRESS,
             name=self.name,
             mode=self.mode,

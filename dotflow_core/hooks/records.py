@@ -81,6 +81,10 @@ class WorkflowRecord:
     #: The workflow id: generated (a UUID string) or supplied by the caller.
     workflow_id: str
     status: WorkflowStatus
+    #: This run of the workflow: a UUID string, new for every ``DotFlow`` (one ``start()``),
+    #: so two runs that share a supplied ``workflow_id`` stay apart. ``None`` only in
+    #: records built by hand, outside the engine.
+    run_id: str | None = None
     #: A label for people, e.g. the host name; ``None`` when not given.
     name: str | None = None
     #: The execution mode once the workflow starts: sequential, background or parallel.
@@ -107,6 +111,8 @@ class TaskRecord:
     #: The step's qualified name, e.g. ``"flow.extract"``.
     name: str
     status: TaskStatus
+    #: The run that created the task (the ``run_id`` of its workflow's records).
+    run_id: str | None = None
     group_name: str = "default"
     #: Attempts that failed and were retried so far.
     retry_count: int = 0

@@ -97,8 +97,8 @@ def update_task(task: TaskRecord) -> None:
 
 
 @hookspec(firstresult=True)
-def get_next_task_id(workflow_id: str) -> int | None:
-    """Say which id the first task of a resumed workflow should get.
+def get_next_task_id(workflow_id: str, run_id: str) -> int | None:
+    """Say which id the first task of a resumed workflow's new run should get.
 
     Fires once, from ``DotFlow(workflow_id=...)`` when the caller supplied the
     workflow id (managed mode), before any task is added; never for a generated
@@ -106,7 +106,15 @@ def get_next_task_id(workflow_id: str) -> int | None:
     wins (order: ``tryfirst`` implementations, then the most recently
     registered provider first, ``trylast`` ones last).
 
+    Several runs may share a workflow id at once (a fleet of CI runners, two
+    overlapping cron jobs): a provider whose destination can reserve ids
+    should reserve them for ``run_id`` here, so that concurrent runs get
+    disjoint ids, rather than answer "highest stored id + 1".
+
     :param workflow_id: the id the caller supplied.
+    :param run_id: the new run (a UUID string), the ``run_id`` every record of
+        this run will carry. An implementation that
+        does not name it in its signature is called without it, as before.
     :returns: an ``int`` >= 1 (the next free task id), or ``None`` for "no
         opinion". When nobody answers, numbering starts at ``INITIAL_TASK_ID``.
         Raise :class:`dotflow_core.ConfigurationError` to stop the run instead

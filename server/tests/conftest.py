@@ -1,9 +1,13 @@
 """Shared fixtures: an in-process app over a fresh database per test.
 
-The database is a new SQLite file per test, unless ``DOTFLOW_API_TEST_DATABASE_URL``
-names another one (e.g. ``postgresql+psycopg://postgres@127.0.0.1/dotflow_test``):
-then every test starts from empty tables there. Tests that only make sense on SQLite
-are marked with ``sqlite_only``.
+A test that takes ``database_url`` runs on a new SQLite file; in modules marked
+``both_backends`` (those whose behaviour depends on the database: the store, runs,
+input values, migrations, real servers) it runs on PostgreSQL too, from empty tables.
+PostgreSQL is a private cluster this session starts (``dotflow_api.pgcluster``), or
+the server ``DOTFLOW_API_TEST_DATABASE_URL`` names
+(e.g. ``postgresql+psycopg://postgres@127.0.0.1/dotflow_test``). Without PostgreSQL
+installed the PostgreSQL variants skip, saying so, except in CI (``CI=true``), where
+they fail. Tests that only make sense on SQLite are marked with ``sqlite_only``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dotflow_api.app import create_app  # noqa: E402
 from dotflow_api.auth import TokenSet  # noqa: E402
 from dotflow_api.db import create_db_engine, create_schema  # noqa: E402
 from dotflow_api.models import Base  # noqa: E402
+from dotflow_api.pgcluster import PostgresCluster, PostgresUnavailable  # noqa: E402
 from dotflow_api.store import Store  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -35,15 +40,58 @@ EXTERNAL_DATABASE_URL = os.environ.get("DOTFLOW_API_TEST_DATABASE_URL")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", r"ignore:Using `httpx` with `starlette.testclient`")
     config.addinivalue_line("markers", "sqlite_only: checks SQLite specifics")
+    config.addinivalue_line("markers", "both_backends: run on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        backends = ["sqlite", "postgresql"] if both else ["sqlite"]
+        metafunc.parametrize("database_url", backends, indirect=True)
+
+
+def in_ci() -> bool:
+    """True in CI (``CI=true``), where a missing PostgreSQL is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not EXTERNAL_DATABASE_URL:
-        return
-    skip = pytest.mark.skip(reason="SQLite-specific; DOTFLOW_API_TEST_DATABASE_URL is set")
+    skip = pytest.mark.skip(reason="SQLite-specific")
     for item in items:
-        if item.get_closest_marker("sqlite_only"):
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec else None
+        if backend == "postgresql" and item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL database for the session: migrated once, emptied before each test."""
+    if EXTERNAL_DATABASE_URL:
+        yield EXTERNAL_DATABASE_URL
+        return
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailable as error:
+        if in_ci():
+            pytest.fail(f"CI=true and PostgreSQL cannot run: {error}")
+        pytest.skip(f"PostgreSQL variant skipped: {error}")
+    try:
+        yield cluster.create_database("dotflow_test")
+    finally:
+        cluster.stop()
+
+
+def empty_postgres(url: str) -> None:
+    """Bring the schema up to date and delete every row (ids start from 1 again)."""
+    engine = create_db_engine(url)
+    try:
+        create_schema(engine)
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    finally:
+        engine.dispose()
 
 
 def build_app(database_url: str, *, max_body_bytes: int | None = None) -> FastAPI:
@@ -57,12 +105,11 @@ def build_app(database_url: str, *, max_body_bytes: int | None = None) -> FastAP
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    if EXTERNAL_DATABASE_URL:
-        engine = create_db_engine(EXTERNAL_DATABASE_URL)
-        Base.metadata.drop_all(engine)
-        engine.dispose()
-        return EXTERNAL_DATABASE_URL
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_admin_url")
+        empty_postgres(url)
+        return url
     return f"sqlite:///{tmp_path / 'api.sqlite3'}"
 
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 from dotflow_api.process import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 TOKEN = "e2e-token-" + "s3cr3t" * 4
 OTHER_TOKEN = "e2e-other-token"

@@ -13,6 +13,8 @@ from api_helpers import AUTH_A, TOKEN_A, task_body, workflow_body
 from dotflow_api.auth import owner_key
 from fastapi.testclient import TestClient
 
+pytestmark = pytest.mark.both_backends
+
 JSON = {**AUTH_A, "content-type": "application/json"}
 
 

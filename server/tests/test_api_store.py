@@ -13,6 +13,8 @@ from dotflow_api.models import Task, Workflow
 from dotflow_api.store import NotFoundError, Store
 from sqlalchemy import event, func, select
 
+pytestmark = pytest.mark.both_backends
+
 OWNER = owner_key("t")
 
 

@@ -6,6 +6,8 @@ import pytest
 from api_helpers import AUTH_A, NOW, task_body, workflow_body
 from fastapi.testclient import TestClient
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_post_task_creates_then_repost_updates(client: TestClient) -> None:
     client.post("/workflows", json=workflow_body(), headers=AUTH_A)

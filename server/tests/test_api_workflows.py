@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
 from api_helpers import AUTH_A, NOW, workflow_body
 from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_healthz_needs_no_token(client: TestClient) -> None:

@@ -8,25 +8,38 @@ whole or not at all.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BeforeValidator
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from dotflow_api import dashboard
+from dotflow_api import dashboard, routes_runs
 from dotflow_api._version import __version__
+from dotflow_api.api_common import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    MAX_PAGE,
+    NOT_FOUND,
+    TASK_CONFLICT,
+    Limit,
+    Offset,
+    TaskIdPath,
+    WorkflowIdPath,
+    mismatch,
+    store_of,
+    task_view,
+    workflow_view,
+)
 from dotflow_api.auth import Authenticator, AuthMiddleware, Owner, TokenSet
 from dotflow_api.dashboard.link import DashboardLinkMiddleware
+from dotflow_api.extensions import BATCH_HEADER, ExtensionsHeaderMiddleware, batch_header_value
 from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
-from dotflow_api.models import WORKFLOW_ID_MAX_LENGTH
 from dotflow_api.paths import DecodedPathRoute, RawPathMiddleware
 from dotflow_api.schemas import (
-    MAX_INT,
     MAX_TASK_ID,
     ErrorDetail,
     Health,
@@ -34,123 +47,22 @@ from dotflow_api.schemas import (
     TaskAck,
     TaskBody,
     TaskList,
-    TaskView,
-    ValidationErrorBody,
+    TaskStatus,
     WorkflowCreate,
     WorkflowList,
     WorkflowUpdate,
     WorkflowView,
-    valid_unicode_id,
 )
 from dotflow_api.sessions import SessionStore
-from dotflow_api.store import NotFoundError, Store
+from dotflow_api.store import ConflictError, NotFoundError, Store
 from dotflow_api.tokens import TokenStore
 
 logger = logging.getLogger("dotflow_api.app")
 
-#: Largest page a listing returns.
-MAX_PAGE: Final = 1000
-
-WorkflowIdPath = Annotated[
-    str,
-    BeforeValidator(valid_unicode_id),
-    Path(
-        min_length=1,
-        max_length=WORKFLOW_ID_MAX_LENGTH,
-        description="The workflow id, percent-encoded (it may contain any character).",
-    ),
-]
-_DECIMAL: Final = re.compile("[1-9][0-9]*")
-
-
-def _canonical_task_id(value: Any) -> Any:
-    """Refuse spellings other than plain decimal (``01``, ``+1``, ``1 ``): one id, one path."""
-    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
-        raise ValueError(
-            f"task id must be written in plain decimal digits, from 1 to {MAX_TASK_ID}, "
-            "without sign, leading zeros or spaces, e.g. 7"
-        )
-    return value
-
-
-TaskIdPath = Annotated[
-    int,
-    Path(ge=1, le=MAX_TASK_ID, description="The task id."),
-    BeforeValidator(_canonical_task_id),
-]
-Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
-
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorDetail, "description": "Missing or invalid bearer token."},
-    422: {"model": ValidationErrorBody, "description": "Invalid parameters or body."},
-    503: {"model": ErrorDetail, "description": "Database busy or unavailable; retry."},
-}
-_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_AUTH_ERRORS,
-    400: {"model": ErrorDetail, "description": "Malformed JSON body."},
-    413: {"model": ErrorDetail, "description": "Body larger than the server's limit."},
-}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorDetail, "description": "No such workflow or task for this token."},
-}
+#: The API is served at the root and under this prefix (the base URL the docs show).
+API_PREFIX: Final = "/api/v1"
 
 router = APIRouter(route_class=DecodedPathRoute)
-
-
-def _store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-def _workflow_view(row: dict[str, Any]) -> WorkflowView:
-    return WorkflowView(
-        id=row["workflow_id"],
-        status=row["status"],
-        name=row["name"],
-        mode=row["mode"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration=row["duration"],
-        task_count=row["task_count"],
-        completed_count=row["completed_count"],
-        failed_count=row["failed_count"],
-        stored_task_count=row["stored_task_count"],
-        registered_at=row["registered_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _task_view(workflow_id: str, row: dict[str, Any]) -> TaskView:
-    return TaskView(
-        workflow_id=workflow_id,
-        id=row["task_id"],
-        name=row["name"],
-        status=row["status"],
-        group_name=row["group_name"],
-        retry_count=row["retry_count"],
-        duration=row["duration"],
-        errors=row["errors"] or [],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        current_context=row["current_context"],
-        previous_context=row["previous_context"],
-        registered_at=row["registered_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _mismatch(field: str, path_param: str) -> RequestValidationError:
-    """422 for a body ``field`` that differs from the path; the body value is not echoed."""
-    return RequestValidationError(
-        [
-            {
-                "loc": ("body", field),
-                "msg": f"body {field} does not match the path's {path_param}; they must be equal",
-                "type": "value_error",
-            }
-        ]
-    )
 
 
 @router.get("/healthz", tags=["health"], response_model=Health)
@@ -165,17 +77,17 @@ def healthz() -> Health:
     status_code=status.HTTP_201_CREATED,
     response_model=WorkflowView,
     responses={200: {"model": WorkflowView, "description": "Existed already; updated."}}
-    | _BODY_ERRORS,
+    | BODY_ERRORS,
 )
 def create_workflow(
     body: WorkflowCreate, owner: Owner, request: Request, response: Response
 ) -> WorkflowView:
     """Register a workflow (201), or update it if this token already has it (200)."""
-    fields = body.model_dump(include=body.model_fields_set - {"id"})
-    row, created = _store(request).upsert_workflow(owner, body.id, fields)
+    fields = body.model_dump(include=body.model_fields_set - {"id", "run_id"})
+    row, created = store_of(request).upsert_workflow(owner, body.id, fields, body.run_id)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return _workflow_view(row)
+    return workflow_view(row)
 
 
 @router.patch(
@@ -183,7 +95,7 @@ def create_workflow(
     tags=["runner"],
     response_model=WorkflowView,
     responses={201: {"model": WorkflowView, "description": "Was unknown; registered."}}
-    | _BODY_ERRORS,
+    | BODY_ERRORS,
 )
 def update_workflow(
     workflow_id: WorkflowIdPath,
@@ -194,27 +106,27 @@ def update_workflow(
 ) -> WorkflowView:
     """Update a workflow (200); registers it if unknown (201), as managed mode needs."""
     if body.id is not None and body.id != workflow_id:
-        raise _mismatch("id", "workflow_id")
-    fields = body.model_dump(include=body.model_fields_set - {"id"})
-    row, created = _store(request).upsert_workflow(owner, workflow_id, fields)
+        raise mismatch("id", "workflow_id")
+    fields = body.model_dump(include=body.model_fields_set - {"id", "run_id"})
+    row, created = store_of(request).upsert_workflow(owner, workflow_id, fields, body.run_id)
     if created:
         response.status_code = status.HTTP_201_CREATED
-    return _workflow_view(row)
+    return workflow_view(row)
 
 
 @router.get(
     "/workflows",
     tags=["read"],
     response_model=WorkflowList,
-    responses=_AUTH_ERRORS,
+    responses=AUTH_ERRORS,
 )
 def list_workflows(
     owner: Owner, request: Request, limit: Limit = 100, offset: Offset = 0
 ) -> WorkflowList:
     """The caller's workflows, most recently registered first."""
-    page = _store(request).list_workflows(owner, limit=limit, offset=offset)
+    page = store_of(request).list_workflows(owner, limit=limit, offset=offset)
     return WorkflowList(
-        items=[_workflow_view(row) for row in page.rows],
+        items=[workflow_view(row) for row in page.rows],
         total=page.total,
         limit=limit,
         offset=offset,
@@ -225,11 +137,11 @@ def list_workflows(
     "/workflows/{workflow_id}",
     tags=["read"],
     response_model=WorkflowView,
-    responses=_AUTH_ERRORS | _NOT_FOUND,
+    responses=AUTH_ERRORS | NOT_FOUND,
 )
 def get_workflow(workflow_id: WorkflowIdPath, owner: Owner, request: Request) -> WorkflowView:
     """One workflow: status, timestamps, duration and task counts."""
-    return _workflow_view(_store(request).get_workflow(owner, workflow_id))
+    return workflow_view(store_of(request).get_workflow(owner, workflow_id))
 
 
 @router.post(
@@ -237,7 +149,9 @@ def get_workflow(workflow_id: WorkflowIdPath, owner: Owner, request: Request) ->
     tags=["runner"],
     status_code=status.HTTP_201_CREATED,
     response_model=TaskAck,
-    responses={200: {"model": TaskAck, "description": "Existed already; updated."}} | _BODY_ERRORS,
+    responses={200: {"model": TaskAck, "description": "Existed already; updated."}}
+    | BODY_ERRORS
+    | TASK_CONFLICT,
 )
 def create_task(
     workflow_id: WorkflowIdPath,
@@ -246,9 +160,11 @@ def create_task(
     request: Request,
     response: Response,
 ) -> TaskAck:
-    """Store a task (201), or update it if its id exists (200); registers the workflow."""
-    fields = body.model_dump(include=body.model_fields_set - {"id"})
-    if not _store(request).upsert_task(owner, workflow_id, body.id, fields):
+    """Store a task (201), or update it if its id exists (200); registers the workflow.
+
+    With a ``run_id``, a task of another run is never changed (409)."""
+    fields = body.model_dump(include=body.model_fields_set - {"id", "run_id"})
+    if not store_of(request).upsert_task(owner, workflow_id, body.id, fields, body.run_id):
         response.status_code = status.HTTP_200_OK
     return TaskAck(workflow_id=workflow_id, id=body.id, status=body.status)
 
@@ -260,15 +176,18 @@ def create_task(
     responses={
         409: {"model": ErrorDetail, "description": "The workflow holds the largest task id."}
     }
-    | _AUTH_ERRORS,
+    | AUTH_ERRORS,
 )
 def next_task_id(
     workflow_id: WorkflowIdPath, owner: Owner, request: Request
 ) -> NextTaskId | JSONResponse:
-    """The id for the workflow's next task: highest stored id + 1 (1 when none); 409 when
-    the workflow already holds the largest task id, so no id the server takes is left."""
-    last_id = _store(request).last_task_id(owner, workflow_id)
-    if last_id is not None and last_id >= MAX_TASK_ID:
+    """The id for the workflow's next task: 1 + the highest id stored or reserved by a
+    live run (1 when none); 409 when no id the server takes is left.
+
+    A read, not a reservation: runs that start together should reserve their ids
+    (``POST /workflows/{workflow_id}/runs/{run_id}/reserve``)."""
+    next_id, last_id = store_of(request).next_task_id(owner, workflow_id)
+    if next_id > MAX_TASK_ID:
         return JSONResponse(
             {
                 "detail": f"the workflow holds the largest task id ({MAX_TASK_ID} = 2**53), "
@@ -276,14 +195,14 @@ def next_task_id(
             },
             status_code=status.HTTP_409_CONFLICT,
         )
-    return NextTaskId(next_id=1 if last_id is None else last_id + 1, last_id=last_id)
+    return NextTaskId(next_id=next_id, last_id=last_id)
 
 
 @router.patch(
     "/workflows/{workflow_id}/tasks/{task_id}",
     tags=["runner"],
     response_model=TaskAck,
-    responses=_BODY_ERRORS | _NOT_FOUND,
+    responses=BODY_ERRORS | NOT_FOUND | TASK_CONFLICT,
 )
 def update_task(
     workflow_id: WorkflowIdPath,
@@ -294,9 +213,9 @@ def update_task(
 ) -> TaskAck:
     """Update a stored task (idempotent); 404 if the workflow or task is unknown."""
     if body.id != task_id:
-        raise _mismatch("id", "task_id")
-    fields = body.model_dump(include=body.model_fields_set - {"id"})
-    _store(request).update_task(owner, workflow_id, task_id, fields)
+        raise mismatch("id", "task_id")
+    fields = body.model_dump(include=body.model_fields_set - {"id", "run_id"})
+    store_of(request).update_task(owner, workflow_id, task_id, fields, body.run_id)
     return TaskAck(workflow_id=workflow_id, id=task_id, status=body.status)
 
 
@@ -304,7 +223,7 @@ def update_task(
     "/workflows/{workflow_id}/tasks",
     tags=["read"],
     response_model=TaskList,
-    responses=_AUTH_ERRORS | _NOT_FOUND,
+    responses=AUTH_ERRORS | NOT_FOUND,
 )
 def list_tasks(
     workflow_id: WorkflowIdPath,
@@ -312,11 +231,25 @@ def list_tasks(
     request: Request,
     limit: Limit = MAX_PAGE,
     offset: Offset = 0,
+    run_id: Annotated[
+        str | None, Query(min_length=1, description="Only the tasks of this run.")
+    ] = None,
+    status: Annotated[
+        TaskStatus | None, Query(description="Only the tasks in this status.")
+    ] = None,
 ) -> TaskList:
-    """The workflow's tasks ordered by id, with contexts, errors and timestamps."""
-    page = _store(request).list_tasks(owner, workflow_id, limit=limit, offset=offset)
+    """The workflow's tasks ordered by id, with contexts, errors and timestamps;
+    ``run_id`` and ``status`` narrow the list (an unknown status is a 422)."""
+    page = store_of(request).list_tasks(
+        owner,
+        workflow_id,
+        limit=limit,
+        offset=offset,
+        run_id=run_id,
+        status=None if status is None else status.value,
+    )
     return TaskList(
-        items=[_task_view(workflow_id, row) for row in page.rows],
+        items=[task_view(workflow_id, row) for row in page.rows],
         total=page.total,
         limit=limit,
         offset=offset,
@@ -352,6 +285,13 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+
+async def _on_conflict(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConflictError)
+    return JSONResponse(
+        {"detail": str(exc), "next_id": exc.next_id}, status_code=status.HTTP_409_CONFLICT
+    )
 
 
 async def _on_data_error(request: Request, exc: Exception) -> JSONResponse:
@@ -421,10 +361,13 @@ def create_app(
     app.state.tokens = tokens
     app.state.authenticator = authenticator
     app.state.sessions = SessionStore(store.engine)
-    app.include_router(router)
+    for prefix in ("", API_PREFIX):  # the documented base URL ends in /api/v1
+        app.include_router(router, prefix=prefix, include_in_schema=not prefix)
+        app.include_router(routes_runs.router, prefix=prefix, include_in_schema=not prefix)
     dashboard.install(app)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(NotFoundError, _on_not_found)
+    app.add_exception_handler(ConflictError, _on_conflict)
     app.add_exception_handler(DataError, _on_data_error)
     app.add_exception_handler(SQLAlchemyError, _on_database_error)
     # add_middleware puts each new middleware outside the previous ones.
@@ -432,7 +375,42 @@ def create_app(
     app.add_middleware(DashboardLinkMiddleware, public_url=public_url)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(ExtensionsHeaderMiddleware, max_body_bytes=max_body_bytes)
+    app.openapi = lambda: _openapi_with_extensions(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_extensions(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the ``Dotflow-Batch`` header on every answer and the
+    ``/api/v1`` prefix as a second server (cached, as FastAPI caches its own)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    document["servers"] = [
+        {"url": "/", "description": "The API at the root."},
+        {"url": API_PREFIX, "description": "The same API under /api/v1."},
+    ]
+    document.setdefault("components", {})["headers"] = {
+        BATCH_HEADER: {
+            "description": "Sent on every answer by servers that take batches at POST "
+            "/workflows/{workflow_id}/events: 'max-events=N, max-bytes=M', the most events "
+            "and body bytes one batch may carry. Absent: send single requests only.",
+            "schema": {"type": "string", "example": batch_header_value(DEFAULT_MAX_BODY_BYTES)},
+        }
+    }
+    reference = {"$ref": f"#/components/headers/{BATCH_HEADER}"}
+    for item in document["paths"].values():
+        for operation in item.values():
+            for answer in operation.get("responses", {}).values():
+                answer.setdefault("headers", {})[BATCH_HEADER] = reference
+    app.openapi_schema = document
+    return document
 
 
 def openapi_document() -> dict[str, Any]:

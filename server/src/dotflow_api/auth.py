@@ -28,7 +28,14 @@ logger = logging.getLogger("dotflow_api.auth")
 TOKENS_ENV: Final = "DOTFLOW_API_TOKENS"
 #: Paths served without a token: liveness and the API documentation.
 PUBLIC_PATHS: Final = frozenset(
-    {"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"}
+    {
+        "/healthz",
+        "/api/v1/healthz",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+        "/favicon.ico",
+    }
 )
 #: Path prefixes served without a bearer token: the docs' assets, and the dashboard,
 #: which authenticates with its own session cookie.

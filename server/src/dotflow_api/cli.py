@@ -1,6 +1,11 @@
 """The ``dotflow-api`` command: ``serve`` runs the server, ``openapi`` prints its contract,
 ``tokens`` and ``prune`` administer its database (see :mod:`dotflow_api.admin`).
 
+``serve --workers N`` runs N server processes on one listening socket and one
+database: this process migrates the database, binds the socket and announces the URL
+once, then supervises the workers (uvicorn's ``Multiprocess``: a worker that dies is
+replaced; SIGTERM/SIGINT stops them all).
+
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for bad input or missing
 configuration (one line on stderr naming the bad value), 1 when the server cannot
 run (e.g. the port is taken). Tokens never appear in any message.
@@ -19,10 +24,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
+from dotflow_api import connections
 from dotflow_api._version import __version__
 from dotflow_api.admin import add_admin_commands
 from dotflow_api.app import create_app, openapi_document
@@ -35,12 +42,21 @@ from dotflow_api.cli_common import (
     CommandError,
     open_database,
 )
-from dotflow_api.db import safe_url
+from dotflow_api.db import create_db_engine, safe_url
 from dotflow_api.limits import DEFAULT_MAX_BODY_BYTES
 from dotflow_api.store import Store
 from dotflow_api.tokens import TokenStore
 
 logger = logging.getLogger("dotflow_api.cli")
+
+#: Seconds uvicorn keeps a quiet keep-alive connection after a response.
+KEEP_ALIVE_TIMEOUT: Final = 5
+#: Seconds running requests get to finish on SIGTERM before connections are cut.
+GRACEFUL_SHUTDOWN_TIMEOUT: Final = 10
+#: Where ``serve --workers N`` hands its settings to the worker processes (JSON).
+_WORKER_SETTINGS_ENV: Final = "DOTFLOW_API_WORKER_SETTINGS"
+#: Connections the kernel queues before the server accepts them.
+LISTEN_BACKLOG: Final = 2048
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +75,38 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected 0-65535 (0: any free)")
     return port
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(
+            f"invalid worker count {text!r}: expected 1-64 (e.g. the number of cores)"
+        )
+    return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: expected 0.1-3600")
+    return value
+
+
+def _connections(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"invalid connection count {text!r}: expected >= 16")
+    return value
 
 
 def _byte_count(text: str) -> int:
@@ -121,6 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the address each request used)",
     )
     serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="server processes sharing the socket and the database (1)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=connections.DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close connections that send no complete request head within this "
+        f"time ({connections.DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_connections,
+        default=None,
+        metavar="N",
+        help="open connections per process; past it, those waiting longest without "
+        "a request are closed (default: what the open-file limit allows)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -179,20 +250,78 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
 
-    config = uvicorn.Config(
-        app,
-        log_config=_uvicorn_log_config(args.log_level),
-        access_log=not args.no_access_log,
-        lifespan="off",
-        server_header=False,
+    if args.workers > 1:
+        return _serve_workers(args, sock, url=url, port=port)
+    server = _AnnouncingServer(
+        _uvicorn_config(args, app), url=url, port=port, port_file=args.port_file
     )
-    server = _AnnouncingServer(config, url=url, port=port, port_file=args.port_file)
     server.run(sockets=[sock])
     sock.close()
     if server.announce_error is not None:
         raise CommandError(server.announce_error, EXIT_CANNOT_RUN)
     logger.info("stopped")
     return 0
+
+
+def _uvicorn_config(args: argparse.Namespace, app: Any, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings: our connection guard, timeouts and the socket's backlog."""
+    config = uvicorn.Config(
+        app,
+        log_config=_uvicorn_log_config(args.log_level),
+        access_log=not args.no_access_log,
+        lifespan="off",
+        server_header=False,
+        http=connections.GuardedH11Protocol,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
+        backlog=connections.accept_batch(),
+        **options,
+    )
+    connections.configure(
+        config,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections or connections.default_max_connections(),
+    )
+    return config
+
+
+def _serve_workers(args: argparse.Namespace, sock: socket.socket, *, url: str, port: int) -> int:
+    """Run ``args.workers`` worker processes on ``sock`` until SIGTERM/SIGINT."""
+    os.environ[_WORKER_SETTINGS_ENV] = json.dumps(
+        {
+            "database": args.database,
+            "max_body_bytes": args.max_body_bytes,
+            "tokens_file": None if args.tokens_file is None else str(args.tokens_file),
+            "log_level": args.log_level,
+            "public_url": _public_url(args),
+        }
+    )
+    config = _uvicorn_config(args, f"{__name__}:worker_app", factory=True, workers=args.workers)
+    error = announce(url, port, args.port_file)
+    if error is not None:
+        sock.close()
+        raise CommandError(error, EXIT_CANNOT_RUN)
+    logger.info("%d worker processes", args.workers)
+    Multiprocess(config, sockets=[sock]).run()
+    sock.close()
+    logger.info("stopped")
+    return 0
+
+
+def worker_app() -> Any:
+    """The application of one ``serve --workers N`` worker (uvicorn calls it in the
+    worker process; the parent already migrated the database)."""
+    settings = json.loads(os.environ[_WORKER_SETTINGS_ENV])
+    _configure_logging(settings["log_level"])
+    tokens_file = settings["tokens_file"]
+    tokens = load_tokens(None if tokens_file is None else Path(tokens_file))
+    engine = create_db_engine(settings["database"])
+    return create_app(
+        Store(engine),
+        tokens,
+        max_body_bytes=settings["max_body_bytes"],
+        public_url=settings["public_url"],
+    )
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -261,7 +390,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise CommandError(
@@ -303,18 +432,24 @@ class _AnnouncingServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if not self.started:
             return
-        if self.port_file is not None:
-            try:
-                write_port_file(self.port_file, self.port)
-            except OSError as exc:
-                self.announce_error = (
-                    f"cannot write port file '{self.port_file}': {exc.strerror or exc}"
-                )
-                self.should_exit = True
-                return
-        logger.info("listening on %s", self.url)
-        sys.stdout.write(f"dotflow-api listening on {self.url}\n")
-        sys.stdout.flush()
+        for sock in sockets or ():  # asyncio re-listened with the (small) accept batch
+            sock.listen(LISTEN_BACKLOG)
+        self.announce_error = announce(self.url, self.port, self.port_file)
+        if self.announce_error is not None:
+            self.should_exit = True
+
+
+def announce(url: str, port: int, port_file: Path | None) -> str | None:
+    """Write the port file and print the listening line; the error message, if any."""
+    if port_file is not None:
+        try:
+            write_port_file(port_file, port)
+        except OSError as exc:
+            return f"cannot write port file '{port_file}': {exc.strerror or exc}"
+    logger.info("listening on %s", url)
+    sys.stdout.write(f"dotflow-api listening on {url}\n")
+    sys.stdout.flush()
+    return None
 
 
 def _configure_logging(level: str) -> None:
@@ -324,6 +459,8 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if level != "debug":  # Alembic narrates every step; dotflow_api.migrate sums it up
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _uvicorn_log_config(level: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ CLIENT_OPERATIONS: Final = (
     ("/workflows/{workflow_id}/tasks", "post"),
     ("/workflows/{workflow_id}/tasks/{task_id}", "patch"),
     ("/workflows/{workflow_id}/tasks/next-id", "get"),
+    ("/workflows/{workflow_id}/runs/{run_id}/reserve", "post"),
+    ("/workflows/{workflow_id}/events", "post"),
 )
 
 
@@ -56,10 +58,12 @@ def client_contract(document: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "openapi": served["openapi"],
         "info": info,
+        "servers": copy.deepcopy(served.get("servers", [])),
         "paths": paths,
         "components": {
             "schemas": dict(sorted(needed.items())),
             "securitySchemes": copy.deepcopy(components.get("securitySchemes", {})),
+            "headers": copy.deepcopy(components.get("headers", {})),
         },
     }
 

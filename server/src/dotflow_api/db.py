@@ -25,8 +25,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from dotflow_api.models import Base
-
 logger = logging.getLogger("dotflow_api.db")
 
 #: Execution option that marks a connection's transactions as read-only (SQLite: deferred).
@@ -164,6 +162,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables that do not exist yet (idempotent, safe for several processes)."""
-    Base.metadata.create_all(engine)
+    """Bring the schema up to date with the migrations (idempotent, safe for several
+    processes starting at once; see :mod:`dotflow_api.migrate`)."""
+    from dotflow_api.migrate import upgrade
+
+    upgrade(engine)
     logger.debug("schema ready on %s", safe_url(engine.url))

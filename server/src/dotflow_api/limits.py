@@ -6,6 +6,11 @@ length), and only handed to the application once it is complete and within the l
 Buffering the whole body first also means a request whose body is cut off never
 reaches a handler, so it cannot cause a partial write.
 
+Before a 413 the body is still read, and thrown away, up to ``DRAIN_MAX_BYTES`` and
+``DRAIN_TIMEOUT`` seconds: a client that writes its whole body before it reads the
+answer (Python's ``urllib``, most simple clients) would otherwise get a connection
+reset instead of the 413, because closing a socket with unread data resets it.
+
 A body sent without a ``Content-Type`` header is taken to be JSON (some minimal
 clients omit it). That is safe here: every write needs a bearer token in a header,
 which a cross-site form post cannot add.
@@ -13,7 +18,9 @@ which a cross-site form post cannot add.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +29,10 @@ logger = logging.getLogger("dotflow_api.limits")
 
 #: Default largest request body accepted, in bytes.
 DEFAULT_MAX_BODY_BYTES: Final = 6_000_000
+#: Most bytes of a too-large body read (and dropped) before answering 413.
+DRAIN_MAX_BYTES: Final = 64 * 1024 * 1024
+#: Most seconds spent reading a too-large body before answering 413.
+DRAIN_TIMEOUT: Final = 10.0
 
 
 class BodyLimitMiddleware:
@@ -42,6 +53,8 @@ class BodyLimitMiddleware:
             await _send_error(send, 400, "invalid Content-Length header")
             return
         if declared is not None and declared > self.max_body_bytes:
+            if not _has_header(scope, b"expect"):  # 100-continue: it sends nothing yet
+                await _drain(receive, already=0, more=True)
             await self._too_large(scope, send)
             return
 
@@ -54,6 +67,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
+                await _drain(receive, already=size, more=message.get("more_body", False))
                 await self._too_large(scope, send)
                 return
             if chunk:
@@ -86,6 +100,24 @@ class BodyLimitMiddleware:
         await _send_error(
             send, 413, f"request body is larger than the limit of {self.max_body_bytes} bytes"
         )
+
+
+async def _drain(receive: Receive, *, already: int, more: bool) -> None:
+    """Read and drop the rest of a body, within ``DRAIN_MAX_BYTES`` and ``DRAIN_TIMEOUT``."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    read = already
+    while more and read <= DRAIN_MAX_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout=remaining)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] == "http.disconnect":
+            return
+        read += len(message.get("body", b""))
+        more = bool(message.get("more_body", False))
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -1,10 +1,19 @@
-"""Database tables: one row per (owner, workflow) and one per task of a workflow.
+"""Database tables: one row per (owner, workflow), per run of a workflow and per task.
 
 ``owner`` is the SHA-256 hex digest of the bearer token that wrote the row, never the
 token itself. Every query filters on it, which is what keeps tokens apart. Tasks hang
 off their workflow's surrogate key ``workflows.pk``; since that key stands for exactly
 one ``(owner, workflow_id)``, the unique constraint on ``(workflow_pk, task_id)`` is the
 unique constraint on ``(owner, workflow_id, task_id)``.
+
+A run (``dotflow_runs``) is one ``start()`` of a workflow, named by the ``run_id`` the
+runner sends; tasks carry the ``run_id`` of the run that created them (``NULL`` for
+tasks written by clients that send none, and for rows of databases older than runs).
+A run may hold a reservation of task ids (``reserved_first_id`` to
+``reserved_last_id``) so that runs that start together number their tasks apart.
+
+The schema is versioned by Alembic (``dotflow_api/migrations``); a change here needs a
+migration.
 
 Only portable column types are used, so the same schema works on SQLite, PostgreSQL
 and any other database SQLAlchemy supports. On SQLite the client's JSON (errors and
@@ -37,6 +46,8 @@ from sqlalchemy.types import TypeDecorator
 WORKFLOW_ID_MAX_LENGTH = 255
 #: Length of a SHA-256 hex digest, the owner key.
 OWNER_KEY_LENGTH = 64
+#: Longest run id accepted (runners send a UUID, 36 characters).
+RUN_ID_MAX_LENGTH = 64
 
 
 def utcnow() -> datetime:
@@ -146,6 +157,7 @@ class Task(Base):
     __tablename__ = "dotflow_tasks"
     __table_args__ = (
         UniqueConstraint("workflow_pk", "task_id", name="uq_dotflow_tasks_workflow_task"),
+        Index("ix_dotflow_tasks_workflow_run", "workflow_pk", "run_id"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -163,6 +175,39 @@ class Task(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     current_context: Mapped[Any] = mapped_column(JSONValue, nullable=True)
     previous_context: Mapped[Any] = mapped_column(JSONValue, nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    #: The run that created the task; NULL when the client sent no run id.
+    run_id: Mapped[str | None] = mapped_column(String(RUN_ID_MAX_LENGTH), nullable=True)
+
+
+class Run(Base):
+    """One run of a workflow (one ``start()``), as last reported by its runner."""
+
+    __tablename__ = "dotflow_runs"
+    __table_args__ = (
+        UniqueConstraint("workflow_pk", "run_id", name="uq_dotflow_runs_workflow_run"),
+        Index("ix_dotflow_runs_workflow_pk", "workflow_pk", "pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workflow_pk: Mapped[int] = mapped_column(
+        Integer, ForeignKey("dotflow_workflows.pk", ondelete="CASCADE"), nullable=False
+    )
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_MAX_LENGTH), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mode: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    task_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completed_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: The task ids reserved for this run (both NULL when it reserved none).
+    reserved_first_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reserved_last_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

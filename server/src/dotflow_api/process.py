@@ -41,6 +41,7 @@ class ServerProcess:
         port: int = 0,
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
+        max_open_files: int | None = None,
     ) -> None:
         self.database_url = database_url
         self.tokens = list(tokens)
@@ -48,6 +49,8 @@ class ServerProcess:
         self.port = port
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dotflow-api-"))
         self.extra_args = list(extra_args)
+        #: The process's limit on open files (soft and hard, as ``ulimit -n``), if set.
+        self.max_open_files = max_open_files
         self.stdout = self.workdir / "server.out"
         self.stderr = self.workdir / "server.err"
         self.process: subprocess.Popen[bytes] | None = None
@@ -85,7 +88,12 @@ class ServerProcess:
         environment = {**os.environ, TOKENS_ENV: ",".join(self.tokens)}
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.process = subprocess.Popen(
-                command, stdout=out, stderr=err, env=environment, cwd=self.workdir
+                command,
+                stdout=out,
+                stderr=err,
+                env=environment,
+                cwd=self.workdir,
+                preexec_fn=None if self.max_open_files is None else self._limit_open_files,
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not port_file.exists():
@@ -98,6 +106,12 @@ class ServerProcess:
                 )
             time.sleep(0.02)
         self.port = int(port_file.read_text(encoding="ascii"))
+
+    def _limit_open_files(self) -> None:
+        import resource
+
+        limit = int(self.max_open_files or 0)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Stop the process (SIGTERM by default; SIGKILL if it lingers) and return its exit code."""

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from dotflow_api.models import WORKFLOW_ID_MAX_LENGTH
+from dotflow_api.models import RUN_ID_MAX_LENGTH, WORKFLOW_ID_MAX_LENGTH
 
 #: Deepest nesting accepted in a request body (contexts included); the client caps at 64.
 MAX_JSON_DEPTH: Final = 128
@@ -42,6 +42,15 @@ MAX_INT: Final = 2**31 - 1
 #: Largest task id (a 64-bit column): the largest ``next_id`` the api client accepts,
 #: and the largest integer a JSON double holds exactly.
 MAX_TASK_ID: Final = 2**53
+
+
+class BatchOp(str, enum.Enum):
+    """The single requests a batch event may stand for."""
+
+    CREATE_WORKFLOW = "create_workflow"
+    UPDATE_WORKFLOW = "update_workflow"
+    CREATE_TASK = "create_task"
+    UPDATE_TASK = "update_task"
 
 
 class TaskStatus(str, enum.Enum):
@@ -110,6 +119,19 @@ WorkflowId = Annotated[
 # converted ("3" -> 3, true -> 1); a JSON integer is still a valid number of seconds.
 Count = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
 TaskId = Annotated[int, Strict(), Field(ge=1, le=MAX_TASK_ID)]
+RunId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=RUN_ID_MAX_LENGTH,
+        description="The run that sends the event (dotflow sends a UUID per start()).",
+    ),
+    BeforeValidator(valid_unicode_id),
+]
+#: Most task ids one reservation takes.
+MAX_RESERVATION: Final = 10_000
+#: Most events one batch request carries.
+MAX_BATCH_EVENTS: Final = 1000
 Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
@@ -201,6 +223,11 @@ class WorkflowFields(RequestBody):
     task_count: Count = 0
     completed_count: Count = 0
     failed_count: Count = 0
+    run_id: RunId | None = Field(
+        default=None,
+        description="The run reporting (optional): the fields then describe that run, and "
+        "the workflow while it is the latest run.",
+    )
 
 
 class WorkflowCreate(WorkflowFields):
@@ -229,6 +256,11 @@ class TaskBody(RequestBody):
     finished_at: UtcDatetime | None = None
     current_context: Any = None
     previous_context: Any = None
+    run_id: RunId | None = Field(
+        default=None,
+        description="The run reporting (optional). With it, a task another run stored (or "
+        "reserved) is never changed: the answer is 409 with the next free id.",
+    )
 
 
 class WorkflowView(BaseModel):
@@ -248,6 +280,12 @@ class WorkflowView(BaseModel):
     stored_task_count: int = Field(description="Tasks the server holds for this workflow.")
     registered_at: UtcDatetime = Field(description="When the server first saw the workflow.")
     updated_at: UtcDatetime = Field(description="When the server last changed it.")
+    latest_run_id: str | None = Field(
+        default=None,
+        description="The newest run (the status, times and counts above are its own), or "
+        "null when no client sent a run id.",
+    )
+    run_count: int = Field(default=0, description="Runs the server knows of.")
 
 
 class WorkflowList(BaseModel):
@@ -285,6 +323,9 @@ class TaskView(BaseModel):
     previous_context: Any
     registered_at: UtcDatetime
     updated_at: UtcDatetime
+    run_id: str | None = Field(
+        default=None, description="The run that created the task (null: sent without one)."
+    )
 
 
 class TaskList(BaseModel):
@@ -312,6 +353,99 @@ class NextTaskId(BaseModel):
         default=None,
         description="The highest task id stored, or null. Optional: clients need only next_id.",
     )
+
+
+class RunView(BaseModel):
+    """One run of a workflow (one ``start()``), as its runner reported it."""
+
+    workflow_id: str
+    run_id: str
+    status: WorkflowStatus
+    name: str | None = Field(description="The workflow name the run reported.")
+    mode: str | None
+    created_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    duration: float | None
+    task_count: int = Field(description="Tasks added, as reported by the run.")
+    completed_count: int
+    failed_count: int
+    stored_task_count: int = Field(description="Tasks of this run the server holds.")
+    first_task_id: int | None = Field(description="Lowest id of the run's stored tasks.")
+    last_task_id: int | None = Field(description="Highest id of the run's stored tasks.")
+    reserved_first_id: int | None = Field(description="First id of the run's reservation.")
+    reserved_last_id: int | None = Field(description="Last id of the run's reservation.")
+    registered_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class RunList(BaseModel):
+    """A page of a workflow's runs, newest first."""
+
+    items: list[RunView]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReserveBody(RequestBody):
+    """Body of ``POST /workflows/{workflow_id}/runs/{run_id}/reserve``."""
+
+    count: Annotated[int, Strict(), Field(ge=1, le=MAX_RESERVATION)] = Field(
+        default=1, description="How many consecutive task ids to reserve."
+    )
+
+
+class Reservation(BaseModel):
+    """Task ids reserved for one run: no other run's request may take them."""
+
+    workflow_id: str
+    run_id: str
+    first_id: int = Field(description="The first reserved id.")
+    last_id: int = Field(description="The last reserved id (first_id + count - 1).")
+
+
+class TaskConflict(BaseModel):
+    """Answer 409 to a task write of a run that would change another run's task."""
+
+    detail: str
+    next_id: int | None = Field(
+        description="The next free id: report this run's tasks from there (null: none left)."
+    )
+
+
+class BatchEvent(BaseModel):
+    """One event of a batch: which single request it stands for, and that request's body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    op: BatchOp = Field(
+        description="create_workflow = POST /workflows, update_workflow = PATCH "
+        "/workflows/{workflow_id}, create_task = POST .../tasks, update_task = PATCH "
+        ".../tasks/{body.id}."
+    )
+    body: dict[str, Any] = Field(description="The body that single request takes.")
+
+
+class BatchBody(BaseModel):
+    """Body of ``POST /workflows/{workflow_id}/events``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    events: list[BatchEvent] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class BatchResult(BaseModel):
+    """The answer the single request would have had: its status code and body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class BatchAnswer(BaseModel):
+    """Answer of a batch: one result per event, in order."""
+
+    results: list[BatchResult]
 
 
 class Health(BaseModel):
