@@ -2,6 +2,10 @@
 
 ``to_json_safe`` never raises: values JSON cannot carry become ISO strings
 (dates), lists (tuples, sets), or a capped ``repr`` (anything else).
+
+A layer below the engine: it imports nothing of it. A type that stands for
+another value (the engine's ``Context`` stands for its ``storage``) says so
+with a ``__json_safe__()`` method, converted in its place.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from datetime import date, datetime
 from typing import Any
 
 import attrs
-
-from dotflow_core.engine.context import Context
 
 #: Longest ``repr`` kept for a value JSON cannot carry.
 REPR_LIMIT = 2000
@@ -54,8 +56,13 @@ def _convert(value: Any, limit: int, depth: int, active: set[int]) -> Any:
         return value.isoformat()
     if depth >= _MAX_DEPTH or id(value) in active:
         return capped_repr(value, limit)
-    if isinstance(value, Context):
-        return _convert(value.storage, limit, depth + 1, active)
+    stand_in = getattr(type(value), "__json_safe__", None)
+    if stand_in is not None:
+        try:
+            substitute = stand_in(value)
+        except Exception:
+            return capped_repr(value, limit)
+        return _convert(substitute, limit, depth + 1, active)
     active.add(id(value))
     try:
         if isinstance(value, Mapping):

@@ -18,25 +18,21 @@ from typing import Any, NoReturn
 from dotflow_core import discovery
 from dotflow_core._version import __version__
 from dotflow_core.cli import process
-
-PROG = "dotflow"
-
-#: Exit codes of every command (see docs/cli.md).
-EXIT_OK = 0
-EXIT_TASK_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = process.EXIT_TERMINATED  # 143: SIGTERM, handled as Ctrl-C
-
-#: Execution modes of ``dotflow start`` (the engine's MODES; a test keeps them equal).
-MODES = ("sequential", "background", "parallel")
-LOG_FORMATS = ("text", "json")
+from dotflow_core.cli._common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TASK_FAILED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    LOG_FORMATS,
+    PROG,
+    START_MODES,
+    CliError,
+    error_line,
+    interrupted_exit_code,
+)
 
 BUILTIN_COMMANDS = ("start", "providers")
-
-
-class CliError(Exception):
-    """A usage or configuration problem found by the CLI itself; exit code 2, one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,20 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code
 
 
-def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
-    """130 after Ctrl-C, 143 after SIGTERM (see :mod:`.process`)."""
-    return EXIT_TERMINATED if isinstance(interrupt, process.Terminated) else EXIT_INTERRUPTED
-
-
 def console_main() -> int:
     """The ``dotflow`` executable: :func:`main` in a process it owns (see :mod:`.process`)."""
     with process.owned():
         return main()
-
-
-def error_line(message: str) -> str:
-    """The one line every usage or configuration error prints on stderr."""
-    return f"{PROG}: error: {' '.join(str(message).split())}\n"
 
 
 def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
@@ -143,8 +129,8 @@ def _add_start(commands: Any) -> None:
     start.add_argument(
         "-m",
         "--mode",
-        choices=MODES,
-        default=MODES[0],
+        choices=START_MODES,
+        default=START_MODES[0],
         help="execution mode (default: %(default)s)",
     )
     start.add_argument(
@@ -331,5 +317,6 @@ __all__ = [
     "CommandParser",
     "console_main",
     "error_line",
+    "interrupted_exit_code",
     "main",
 ]

@@ -27,7 +27,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from dotflow_core.cli import PROG, error_line
+from dotflow_core.cli._common import PROG, error_line
 from dotflow_core.hooks.markers import hookimpl
 from dotflow_core.hooks.records import (
     TaskError,

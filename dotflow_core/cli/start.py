@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dotflow_core.cli import (
+from dotflow_core.cli import process
+from dotflow_core.cli._common import (
     EXIT_OK,
     EXIT_TASK_FAILED,
     EXIT_USAGE,
     CliError,
     interrupted_exit_code,
-    process,
 )
 from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
 from dotflow_core.discovery import installed_providers

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from dotflow_core.engine.context import Context
+from dotflow_core.hooks.records import is_strict_int
 
 #: The step parameters the engine fills in when a step's signature names them.
 CONTEXT_PARAMETERS = ("initial_context", "previous_context")
@@ -143,7 +144,7 @@ def action(
 
 
 def _check_int(option: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_strict_int(value, minimum):
         raise ValueError(f"@action({option}={value!r}): {option} must be an int >= {minimum}")
 
 

@@ -53,6 +53,10 @@ class Context:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __json_safe__(self) -> Any:
+        """What :func:`dotflow_core.serialize.to_json_safe` converts in a context's place."""
+        return self.storage
+
     def __repr__(self) -> str:
         return (
             f"Context(storage={self.storage!r}, task_id={self.task_id!r}, "

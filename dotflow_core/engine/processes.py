@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from dotflow_core.engine.events import Events
-from dotflow_core.engine.execution import SIGNAL_CHECK_INTERVAL
+from dotflow_core.engine.modes import SIGNAL_CHECK_INTERVAL
 from dotflow_core.engine.runner import RunControl, run_group
 from dotflow_core.engine.task import DEFAULT_GROUP, Task
 from dotflow_core.hooks.records import TaskRecord, TaskStatus

@@ -15,7 +15,14 @@ from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.steps import resolve_callback, resolve_step
 from dotflow_core.errors import ConfigurationError
-from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskError, TaskRecord, TaskStatus
+from dotflow_core.hooks.records import (
+    INITIAL_TASK_ID,
+    MAX_TASK_ID,
+    TaskError,
+    TaskRecord,
+    TaskStatus,
+    is_strict_int,
+)
 from dotflow_core.serialize import record_to_dict
 
 DEFAULT_GROUP = "default"
@@ -134,13 +141,10 @@ class TaskBuilder:
         initial_task_id: int = INITIAL_TASK_ID,
         events: Events | None = None,
     ) -> None:
-        if (
-            isinstance(initial_task_id, bool)
-            or not isinstance(initial_task_id, int)
-            or (initial_task_id < INITIAL_TASK_ID)
-        ):
+        if not is_strict_int(initial_task_id, INITIAL_TASK_ID, MAX_TASK_ID):
             raise ConfigurationError(
-                f"initial_task_id={initial_task_id!r}: must be an int >= {INITIAL_TASK_ID}"
+                f"initial_task_id={initial_task_id!r}: must be an int from {INITIAL_TASK_ID} "
+                f"to {MAX_TASK_ID}"
             )
         self.workflow_id = workflow_id or str(uuid.uuid4())
         self.initial_task_id = initial_task_id

@@ -11,19 +11,23 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from dotflow_core.discovery import installed_providers
 from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
-from dotflow_core.engine.execution import BACKGROUND, SEQUENTIAL, check_mode, execute
+from dotflow_core.engine.execution import execute
+from dotflow_core.engine.modes import BACKGROUND, SEQUENTIAL, check_mode
 from dotflow_core.engine.runner import RunControl
 from dotflow_core.engine.steps import callable_name
 from dotflow_core.engine.task import Task, TaskBuilder
 from dotflow_core.errors import ConfigurationError, WorkflowStateError
-from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskStatus, WorkflowRecord, WorkflowStatus
+from dotflow_core.hooks.records import (
+    INITIAL_TASK_ID,
+    TaskStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+    is_strict_int,
+)
 from dotflow_core.manager import ProviderManager
-from dotflow_core.selection import select_providers
 from dotflow_core.serialize import record_to_dict
-from dotflow_core.settings import Settings
 
 logger = logging.getLogger("dotflow.engine")
 
@@ -36,20 +40,19 @@ def providers_manager(
 ) -> ProviderManager:
     """The manager for ``DotFlow(providers=...)``.
 
-    ``None``: the providers the environment and config file select;
-    a list: those names (installed providers) and/or plugin objects; ``[]``: none;
-    a :class:`ProviderManager`: used as it is.
+    A :class:`ProviderManager`: used as it is (the engine only calls its hooks);
+    ``None``: :meth:`ProviderManager.from_environment`; a list: those names
+    (installed providers) and/or plugin objects; ``[]``: none.
     """
     if isinstance(providers, ProviderManager):
         return providers
-    settings = Settings.load()
     if providers is None:
-        providers = select_providers(settings, installed_providers()).names
-    elif isinstance(providers, (str, bytes)):
+        return ProviderManager.from_environment()
+    if isinstance(providers, (str, bytes)):
         raise ConfigurationError(
             f"providers={providers!r}: pass a list, e.g. providers=[{providers!r}]"
         )
-    return ProviderManager.from_providers(providers, settings)
+    return ProviderManager.from_providers(providers)
 
 
 def check_workflow_id(value: object, origin: str) -> str:
@@ -152,9 +155,7 @@ class DotFlow:
         if isinstance(keep_going, str) or keep_going not in (True, False):  # 0/1 pass, "no" not
             raise ConfigurationError(f"keep_going={keep_going!r}: expected True or False")
         keep_going = bool(keep_going)
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
+        if max_workers is not None and not is_strict_int(max_workers, 1):
             raise ConfigurationError(f"max_workers={max_workers!r}: must be an int >= 1")
         for name, callback in (("on_success", on_success), ("on_failure", on_failure)):
             if callback is not None and not callable(callback):

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dotflow_core import ConfigurationError, Settings
-from dotflow_core.cli import CommandParser, error_line
+from dotflow_core.plugin import CommandParser, ConfigurationError, Settings, error_line
 
 EXIT_OK = 0
 EXIT_REMAINING = 1

@@ -19,8 +19,14 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote
 
-from dotflow_core import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
-from dotflow_core.serialize import capped_repr, to_json_safe
+from dotflow_core.plugin import (
+    TaskRecord,
+    TaskStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+    capped_repr,
+    to_json_safe,
+)
 
 #: Largest body sent; bigger task bodies lose their contexts first.
 MAX_BODY_BYTES: Final = 5_000_000

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from dotflow_core import (
+from dotflow_core.plugin import (
     INITIAL_TASK_ID,
+    MAX_TASK_ID,
     ConfigurationError,
     Secret,
     Settings,
@@ -45,8 +46,6 @@ NEXT_ID_DEADLINE: Final = 2.5
 #: enough to leave it at least :data:`NEXT_ID_RETRY_MIN` seconds.
 NEXT_ID_RETRY_PAUSE: Final = 0.2
 NEXT_ID_RETRY_MIN: Final = 1.0
-#: A next task id above this is taken as a server bug.
-MAX_TASK_ID: Final = 2**53
 
 
 class ServerAPI:
