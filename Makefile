@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml plugins/*/pyproject.toml server/pyproject.toml requirem
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest

@@ -246,18 +246,18 @@ class ProviderManager:
         answer = self.hook.get_next_task_id(workflow_id=workflow_id)
         if answer is None:
             return INITIAL_TASK_ID
-        if not is_strict_int(answer, INITIAL_TASK_ID, MAX_TASK_ID):
-            logger.warning(
-                "get_next_task_id answered %.80r for workflow %s; expected an int from %d to %d; "
-                "numbering starts at %d and may collide with earlier task ids",
-                answer,
-                workflow_id,
-                INITIAL_TASK_ID,
-                MAX_TASK_ID,
-                INITIAL_TASK_ID,
-            )
-            return INITIAL_TASK_ID
-        return answer
+        if is_strict_int(answer, INITIAL_TASK_ID, MAX_TASK_ID):
+            return answer
+        logger.warning(
+            "get_next_task_id answered %.80r for workflow %s; expected an int from %d to %d; "
+            "numbering starts at %d and may collide with earlier task ids",
+            answer,
+            workflow_id,
+            INITIAL_TASK_ID,
+            MAX_TASK_ID,
+            INITIAL_TASK_ID,
+        )
+        return INITIAL_TASK_ID
 
     def flush(self, workflow_id: str, timeout: float | None = None) -> None:
         """Ask every provider to deliver what it holds for ``workflow_id``."""

@@ -12,7 +12,9 @@ unknown):
   (``{"type", "message"}`` of the last failed attempt, or null)
 - ``summary`` (always last): workflow_id, status, interrupted, mode, providers,
   provider_source, task_count, completed, failed, not_run, unfinished (still running
-  when the command was interrupted in background mode), duration, exit_code
+  when the command was interrupted in background mode), duration, exit_code,
+  failed_tasks (``[{"task_id", "name", "error"}]``, error the first line of the last
+  failed attempt's ``Type: message``, or null)
 - ``log``: level, logger, message (library log records)
 - ``error``: message, exit_code (a usage or configuration error; nothing ran)
 """
@@ -24,6 +26,7 @@ import logging
 import sys
 import textwrap
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -36,6 +39,7 @@ from dotflow_core.hooks.records import (
     WorkflowRecord,
     WorkflowStatus,
 )
+from dotflow_core.messages import one_line
 
 TEXT = "text"
 JSON = "json"
@@ -50,10 +54,6 @@ _TASK_EVENTS = {
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 class Output:
@@ -90,7 +90,7 @@ class Output:
     def error(self, message: str, exit_code: int) -> None:
         """A usage or configuration error: ``dotflow: error: <message>``, or an ``error`` event."""
         if self.format == JSON:
-            self.emit("error", message=_one_line(message), exit_code=exit_code)
+            self.emit("error", message=one_line(message), exit_code=exit_code)
         else:
             self.write_line(error_line(message))
 
@@ -175,8 +175,17 @@ class Output:
         statuses: list[TaskStatus],
         duration: float | None,
         exit_code: int,
+        failures: Sequence[tuple[int, str, TaskError | None]] = (),
     ) -> None:
-        """The last line: workflow, outcome, task counts, providers and total time."""
+        """The last line: workflow, outcome, task counts, providers and total time.
+
+        Before it (text), or in it (JSON), each failed task: id, name and the first line
+        of its last error, shown even with ``-q``.
+        """
+        failed_tasks = [
+            {"task_id": task_id, "name": name, "error": _first_line(error)}
+            for task_id, name, error in failures
+        ]
         completed = statuses.count(TaskStatus.COMPLETED)
         failed = statuses.count(TaskStatus.FAILED)
         not_run = statuses.count(TaskStatus.NOT_STARTED)
@@ -197,8 +206,12 @@ class Output:
                 unfinished=unfinished,
                 duration=duration,
                 exit_code=exit_code,
+                failed_tasks=failed_tasks,
             )
             return
+        for task in failed_tasks:
+            cause = f": {task['error']}" if task["error"] else ""
+            self.write_line(f"{PROG}: failed: task {task['task_id']} {task['name']}{cause}")
         outcome = "interrupted" if interrupted else (status.value if status else "ended")
         still = f", {unfinished} unfinished" if unfinished else ""
         self.write_line(
@@ -208,10 +221,18 @@ class Output:
         )
 
 
+def _first_line(error: TaskError | None) -> str | None:
+    """``Type: first line of the message`` of an error, or None."""
+    if error is None:
+        return None
+    lines = error.message.strip().splitlines()
+    return f"{error.type}: {lines[0].strip()}" if lines else error.type
+
+
 def _describe(error: TaskError | None) -> str:
     if error is None:
         return "an error"
-    message = _one_line(error.message)
+    message = one_line(error.message)
     return f"{error.type}: {message}" if message else error.type
 
 

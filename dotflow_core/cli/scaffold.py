@@ -116,6 +116,7 @@ def check_not_installed(name: str) -> None:
     from importlib import metadata
 
     distribution = f"dotflow-server-{name}"
+    installed: str | None
     try:
         installed = f"{distribution} {metadata.version(distribution)}"
     except metadata.PackageNotFoundError:

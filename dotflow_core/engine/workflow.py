@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +38,24 @@ logger = logging.getLogger("dotflow.engine")
 WORKFLOW_ID_ENV = "WORKFLOW_ID"
 
 
+#: The manager ``DotFlow(providers=None)`` uses instead of the environment's, when set.
+_handed_down: ContextVar[ProviderManager | None] = ContextVar("dotflow_providers", default=None)
+
+
+@contextmanager
+def providers_for_new_workflows(manager: ProviderManager) -> Iterator[None]:
+    """Within this block, ``DotFlow()`` without ``providers`` uses ``manager``.
+
+    How ``dotflow start --workflow module:factory`` runs the factory's workflow with
+    the command's providers (``--provider``, the selection rules, its progress).
+    """
+    token = _handed_down.set(manager)
+    try:
+        yield
+    finally:
+        _handed_down.reset(token)
+
+
 def providers_manager(
     providers: ProviderManager | Sequence[str | object] | None,
 ) -> ProviderManager:
@@ -47,12 +68,21 @@ def providers_manager(
     if isinstance(providers, ProviderManager):
         return providers
     if providers is None:
-        return ProviderManager.from_environment()
+        handed_down = _handed_down.get()
+        return handed_down if handed_down is not None else ProviderManager.from_environment()
     if isinstance(providers, (str, bytes)):
         raise ConfigurationError(
             f"providers={providers!r}: pass a list, e.g. providers=[{providers!r}]"
         )
     return ProviderManager.from_providers(providers)
+
+
+def host_name() -> str:
+    """The machine's name, as dotflow names a workflow by default (``local`` when unknown)."""
+    try:
+        return socket.gethostname() or "local"
+    except OSError:
+        return "local"
 
 
 def check_workflow_id(value: object, origin: str) -> str:
@@ -85,7 +115,8 @@ class DotFlow:
         ``get_next_task_id``. Defaults to ``$WORKFLOW_ID``; when that is unset
         too, a UUID is generated and ``create_workflow`` fires.
     :param providers: see :func:`providers_manager`.
-    :param name: a label for people, passed to providers.
+    :param name: a label for people, passed to providers; the host name by default,
+        as in dotflow.
     :raises ConfigurationError: bad id, unknown or failing provider, rejected settings.
     """
 
@@ -102,12 +133,14 @@ class DotFlow:
             supplied = check_workflow_id(os.environ[WORKFLOW_ID_ENV], WORKFLOW_ID_ENV)
         else:
             supplied = None
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"name={name!r}: expected a string (default: the host name)")
         self.providers = providers_manager(providers)
         self._events = Events(self.providers)
         #: True when the caller supplied the id (managed mode).
         self.managed = supplied is not None
         self.workflow_id: str = supplied or str(uuid.uuid4())
-        self.name = name
+        self.name: str = name or host_name()  # dotflow's "name or hostname()"
         self.mode: str | None = None
         self.status: WorkflowStatus | None = None
         self.created_at: datetime = utc_now()
@@ -168,6 +201,7 @@ class DotFlow:
                 "create a new DotFlow to run again"
             )
         self._started = True
+        self.task._started = True
         self._outcome_callbacks = (on_success, on_failure)
         self.mode = mode
         if mode == BACKGROUND:

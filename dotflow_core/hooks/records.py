@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import traceback as traceback_module
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import attrs
 
@@ -22,7 +22,7 @@ INITIAL_TASK_ID: Final = 1
 MAX_TASK_ID: Final = 2**53
 
 
-def is_strict_int(value: object, minimum: int, maximum: int | None = None) -> bool:
+def is_strict_int(value: object, minimum: int, maximum: int | None = None) -> TypeGuard[int]:
     """True for an ``int`` (not a ``bool``) from ``minimum`` to ``maximum`` (no upper bound: None).
 
     The one check behind every integer setting and id of the core, so that
@@ -95,7 +95,7 @@ class WorkflowRecord:
     #: The workflow id: generated (a UUID string) or supplied by the caller.
     workflow_id: str
     status: WorkflowStatus
-    #: A label for people, e.g. the host name; ``None`` when not given.
+    #: A label for people: ``DotFlow(name=...)``, ``dotflow start --name``, else the host name.
     name: str | None = None
     #: The execution mode once the workflow starts: sequential, background or parallel.
     mode: str | None = None
