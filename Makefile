@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml plugins/*/pyproject.toml server/pyproject.toml requirem
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/mypy --config-file plugins/dotflow-server-api/pyproject.toml plugins/dotflow-server-api/src
 
 test: lint

@@ -7,6 +7,10 @@ Public API::
 The names below are imported on first use (PEP 562), so that ``import
 dotflow_core`` stays cheap: the ``dotflow`` command's ``--help`` and
 ``--version`` must not pay for pluggy, attrs and the engine.
+
+The public namespaces are this package, :mod:`dotflow_core.plugin` (for
+provider and command authors) and :mod:`dotflow_core.testing` (the provider
+contract kit). Every other module is internal and may change in any release.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from dotflow_core.hooks import (
         ENTRY_POINT_GROUP,
         INITIAL_TASK_ID,
+        MAX_TASK_ID,
         TaskError,
         TaskRecord,
         TaskStatus,
@@ -62,6 +67,7 @@ _LAZY: dict[str, str] = {
     "WorkflowStateError": "dotflow_core.errors",
     "ENTRY_POINT_GROUP": "dotflow_core.hooks",
     "INITIAL_TASK_ID": "dotflow_core.hooks",
+    "MAX_TASK_ID": "dotflow_core.hooks",
     "TaskError": "dotflow_core.hooks",
     "TaskRecord": "dotflow_core.hooks",
     "TaskStatus": "dotflow_core.hooks",
@@ -94,6 +100,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "INITIAL_TASK_ID",
+    "MAX_TASK_ID",
     "Action",
     "ConfigurationError",
     "Context",

@@ -11,18 +11,27 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
+
+from dotflow_core.groups import AUTO_ENTRY_POINT_GROUP, COMMAND_ENTRY_POINT_GROUP, ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from importlib.metadata import EntryPoint
 
-#: The entry-point group under which installed providers are found.
-ENTRY_POINT_GROUP: Final = "dotflow.server"
-
-#: The entry-point group through which installed packages add ``dotflow`` subcommands.
-#: Entry-point name = subcommand; value = ``module:function`` taking ``argv`` (list of
-#: str) and returning an exit code. Imported only when that subcommand runs.
-COMMAND_ENTRY_POINT_GROUP: Final = "dotflow.commands"
+__all__ = [
+    "AUTO_ENTRY_POINT_GROUP",
+    "COMMAND_ENTRY_POINT_GROUP",
+    "ENTRY_POINT_GROUP",
+    "AutoRule",
+    "InstalledEntryPoint",
+    "auto_rules",
+    "contributed_commands",
+    "entry_points",
+    "installed_providers",
+    "parse_auto_rule",
+    "rescan",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,38 @@ class InstalledEntryPoint:
     also_offered_by: tuple[str | None, ...] = ()
 
 
+@dataclass(frozen=True)
+class AutoRule:
+    """One way a provider asks to be selected automatically: every variable set.
+
+    Declared in the provider's package metadata, one entry point per rule in the
+    ``dotflow.server.auto`` group: name ``<provider>`` or ``<provider>.<label>``,
+    value the variables joined by dots (``"SERVER_BASE_URL.SERVER_USER_TOKEN"``).
+    A variable counts as set when its value is not blank.
+    """
+
+    provider: str
+    variables: tuple[str, ...]
+
+    def met(self, environ: Mapping[str, str]) -> bool:
+        return not self.missing(environ)
+
+    def missing(self, environ: Mapping[str, str]) -> tuple[str, ...]:
+        return tuple(name for name in self.variables if not environ.get(name, "").strip())
+
+    def partly_met(self, environ: Mapping[str, str]) -> bool:
+        return 0 < len(self.missing(environ)) < len(self.variables)
+
+
+def parse_auto_rule(name: str, value: str) -> AutoRule | None:
+    """The rule an entry point of the ``dotflow.server.auto`` group declares; None if malformed."""
+    provider = name.split(".", 1)[0].strip()
+    variables = tuple(part.strip() for part in value.split("."))
+    if not provider or not variables or not all(part.isidentifier() for part in variables):
+        return None
+    return AutoRule(provider, variables)
+
+
 def entry_points(group: str) -> tuple[InstalledEntryPoint, ...]:
     """Every entry point of ``group``, one per distinct (name, target), sorted by name."""
     return _scan().get(group, ())
@@ -50,17 +91,17 @@ def rescan() -> None:
 
 @functools.cache
 def _scan() -> dict[str, tuple[InstalledEntryPoint, ...]]:
-    """Both dotflow groups, read in one pass over the installed distributions.
+    """Every dotflow group, read in one pass over the installed distributions.
 
     Every pass opens the metadata of every distribution on ``sys.path``; ``dotflow
-    start`` needs both groups, so it pays for one pass, not two.
+    start`` needs all the groups, so it pays for one pass, not three.
     """
     from importlib import metadata
 
     everything = metadata.entry_points()
     return {
         group: _distinct(everything.select(group=group))
-        for group in (ENTRY_POINT_GROUP, COMMAND_ENTRY_POINT_GROUP)
+        for group in (ENTRY_POINT_GROUP, COMMAND_ENTRY_POINT_GROUP, AUTO_ENTRY_POINT_GROUP)
     }
 
 
@@ -107,3 +148,32 @@ def contributed_commands() -> dict[str, InstalledEntryPoint]:
     for entry in entry_points(COMMAND_ENTRY_POINT_GROUP):
         commands.setdefault(entry.name, entry)
     return commands
+
+
+def auto_rules() -> tuple[AutoRule, ...]:
+    """The auto-selection rules installed providers declare (group ``dotflow.server.auto``).
+
+    Read from metadata only: a provider's module is imported when it is selected,
+    never to learn whether it should be. A malformed declaration is ignored with a
+    warning naming it.
+    """
+    rules = []
+    for entry in entry_points(AUTO_ENTRY_POINT_GROUP):
+        rule = parse_auto_rule(entry.name, entry.entry_point.value)
+        if rule is None:
+            import logging
+
+            from dotflow_core.messages import warn_once
+
+            warn_once(
+                logging.getLogger("dotflow.providers"),
+                "%s entry point %r = %r (from %s) is ignored: expected the names of environment "
+                "variables joined by dots, e.g. 'SERVER_BASE_URL.SERVER_USER_TOKEN'",
+                AUTO_ENTRY_POINT_GROUP,
+                entry.name,
+                entry.entry_point.value,
+                entry.distribution or "?",
+            )
+            continue
+        rules.append(rule)
+    return tuple(rules)

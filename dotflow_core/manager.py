@@ -5,6 +5,10 @@ group (entry-point name = provider name). Only the selected ones are imported,
 so start-up stays fast however many are installed. A provider that raises
 inside a hook never breaks the workflow: the error is logged once per provider
 and hook, and the hook call goes on with the next provider.
+
+The engine receives a manager (``DotFlow(providers=manager)``) and only calls
+its hooks; building one from the environment is :meth:`ProviderManager.from_environment`.
+Discovery and selection are imported only when a manager is built from names.
 """
 
 from __future__ import annotations
@@ -17,12 +21,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
-from dotflow_core.discovery import installed_providers
 from dotflow_core.errors import (
     ConfigurationError,
     ProviderLoadError,
@@ -31,8 +34,18 @@ from dotflow_core.errors import (
 )
 from dotflow_core.hooks import specs
 from dotflow_core.hooks.markers import PROJECT_NAME
-from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskRecord, WorkflowRecord
+from dotflow_core.hooks.records import (
+    INITIAL_TASK_ID,
+    MAX_TASK_ID,
+    TaskRecord,
+    WorkflowRecord,
+    is_strict_int,
+)
+from dotflow_core.messages import one_line
 from dotflow_core.settings import FLAG_CHOICES, Settings, parse_flag
+
+if TYPE_CHECKING:
+    from dotflow_core.selection import Selection
 
 logger = logging.getLogger("dotflow.providers")
 
@@ -41,8 +54,6 @@ logger = logging.getLogger("dotflow.providers")
 TRACE_ENV = "DOTFLOW_TRACE_HOOKS"
 #: Hooks whose ConfigurationError stops the run instead of being isolated.
 _CONFIGURATION_HOOKS = frozenset({"configure", "get_next_task_id"})
-#: A next task id above this is treated as a provider bug, not a number to use.
-MAX_TASK_ID = 2**53
 #: Longest link a ``run_link`` answer may be.
 MAX_LINK_LENGTH = 2048
 
@@ -78,6 +89,8 @@ def load_provider(name: str) -> Any:
     :raises UnknownProviderError: no installed distribution offers ``name``.
     :raises ProviderLoadError: importing it failed.
     """
+    from dotflow_core.discovery import installed_providers
+
     installed = installed_providers()
     if name not in installed:
         raise UnknownProviderError(name, list(installed))
@@ -112,6 +125,10 @@ class ProviderManager:
         self.hook = self._plugins.hook
         self._lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
+        #: The guarded stand-in registered with pluggy for each plugin, by ``id(plugin)``.
+        self._proxies: dict[int, _GuardedPlugin] = {}
+        #: Which rule chose the providers, for a manager built by :meth:`from_environment`.
+        self.selection: Selection | None = None
         #: Names of the hooks at least one active provider implements.
         self.listening: frozenset[str] = frozenset()
         #: Every exception a provider raised inside a hook, in order.
@@ -140,10 +157,32 @@ class ProviderManager:
         except BaseException:
             # The run is refused: providers added here never heard of it, so they get
             # no shutdown at exit either (unless another manager still uses them).
-            for _, plugin in manager._plugins.list_name_plugin():
-                if id(plugin) not in armed_before:
-                    _EXIT_PLUGINS.pop(id(plugin), None)
+            for plugin_id in manager._proxies:
+                if plugin_id not in armed_before:
+                    _EXIT_PLUGINS.pop(plugin_id, None)
             raise
+        return manager
+
+    @classmethod
+    def from_environment(
+        cls, settings: Settings | None = None, *, flag: str | None = None
+    ) -> ProviderManager:
+        """A manager with the providers the selection rules choose (:mod:`dotflow_core.selection`).
+
+        What ``DotFlow(providers=None)`` and ``dotflow start`` use: ``flag`` is an
+        explicit choice (``--provider``), then ``DOTFLOW_PROVIDER``, the config file,
+        a provider's auto-selection, ``default``. The rule that applied is kept in
+        :attr:`selection`.
+
+        :raises ConfigurationError: see :meth:`from_providers`, and a bad selection.
+        """
+        from dotflow_core.discovery import installed_providers
+        from dotflow_core.selection import select_providers
+
+        settings = settings if settings is not None else Settings.load()
+        selection = select_providers(settings, installed_providers(), flag=flag)
+        manager = cls.from_providers(selection.names, settings)
+        manager.selection = selection
         return manager
 
     @property
@@ -169,28 +208,29 @@ class ProviderManager:
             raise ProviderLoadError(
                 name, f"it is a class; pass an instance, e.g. {plugin.__name__}()"
             )
+        proxy = self._guarded_plugin(plugin, name)
         try:
-            self._plugins.register(plugin, name=name)
+            self._plugins.register(proxy, name=name)
         except (pluggy.PluginValidationError, ValueError) as error:
             raise ProviderLoadError(name, _plugin_error(error, plugin)) from error
-        if not self._plugins.get_hookcallers(plugin):
-            self._plugins.unregister(plugin)
+        if not self._plugins.get_hookcallers(proxy):
+            self._plugins.unregister(proxy)
             raise ProviderLoadError(
                 name, "it implements no hook: mark its hook functions with @hookimpl"
             )
         try:
             self._plugins.check_pending()
         except pluggy.PluginValidationError as error:
-            self._plugins.unregister(plugin)
+            self._plugins.unregister(proxy)
             raise ProviderLoadError(name, _plugin_error(error, plugin)) from error
-        self._isolate(plugin, name)
+        self._proxies[id(plugin)] = proxy
         self.listening = frozenset(
             caller.name
             for caller in vars(self.hook).values()
             if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls()
         )
         if self._shutdown_at_exit and any(
-            impl.plugin is plugin for impl in self.hook.shutdown.get_hookimpls()
+            impl.plugin is proxy for impl in self.hook.shutdown.get_hookimpls()
         ):  # a plugin without a shutdown hook has nothing to hear at exit
             _EXIT_PLUGINS.setdefault(id(plugin), (plugin, name))
             _SHUT_DOWN.discard(id(plugin))
@@ -209,22 +249,18 @@ class ProviderManager:
         answer = self.hook.get_next_task_id(workflow_id=workflow_id, run_id=run_id)
         if answer is None:
             return INITIAL_TASK_ID
-        if (
-            isinstance(answer, bool)
-            or not isinstance(answer, int)
-            or not (INITIAL_TASK_ID <= answer <= MAX_TASK_ID)
-        ):
-            logger.warning(
-                "get_next_task_id answered %.80r for workflow %s; expected an int from %d to %d; "
-                "numbering starts at %d and may collide with earlier task ids",
-                answer,
-                workflow_id,
-                INITIAL_TASK_ID,
-                MAX_TASK_ID,
-                INITIAL_TASK_ID,
-            )
-            return INITIAL_TASK_ID
-        return answer
+        if is_strict_int(answer, INITIAL_TASK_ID, MAX_TASK_ID):
+            return answer
+        logger.warning(
+            "get_next_task_id answered %.80r for workflow %s; expected an int from %d to %d; "
+            "numbering starts at %d and may collide with earlier task ids",
+            answer,
+            workflow_id,
+            INITIAL_TASK_ID,
+            MAX_TASK_ID,
+            INITIAL_TASK_ID,
+        )
+        return INITIAL_TASK_ID
 
     def run_links(self, workflow: WorkflowRecord) -> list[str]:
         """Where the providers say the ended run can be seen (the ``run_link`` hook).
@@ -260,14 +296,25 @@ class ProviderManager:
             name, suffix = f"{base}-{suffix}", suffix + 1
         return name
 
-    def _isolate(self, plugin: object, provider: str) -> None:
-        """Wrap the plugin's hook functions so that their exceptions are logged, not raised."""
-        for caller in self._plugins.get_hookcallers(plugin) or ():
-            for impl in caller.get_hookimpls():
-                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
-                    # HookImpl.function is Final for type checkers only; swapping it
-                    # keeps pluggy's own call loop, ordering and monitoring intact.
-                    impl.function = self._guarded(impl.function, provider, caller.name, id(plugin))  # type: ignore[misc]
+    def _guarded_plugin(self, plugin: object, provider: str) -> _GuardedPlugin:
+        """A stand-in for ``plugin`` whose hook functions log their exceptions, not raise them.
+
+        pluggy registers the stand-in and keeps its own call loop, ordering and
+        monitoring; nothing of pluggy's is changed. Wrappers (``wrapper=True``,
+        ``hookwrapper=True``) are passed on as they are.
+        """
+        functions: dict[str, Callable[..., Any]] = {}
+        for attribute in dir(plugin):
+            options = self._plugins.parse_hookimpl_opts(plugin, attribute)
+            if options is None:
+                continue
+            function = getattr(plugin, attribute)
+            if not (options.get("wrapper") or options.get("hookwrapper")):
+                hook = options.get("specname") or attribute
+                function = self._guarded(function, provider, hook, id(plugin))
+                setattr(function, f"{PROJECT_NAME}_impl", dict(options))
+            functions[attribute] = function
+        return _GuardedPlugin(plugin, functions)
 
     def _guarded(
         self, function: Callable[..., Any], provider: str, hook: str, plugin_id: int
@@ -302,7 +349,7 @@ class ProviderManager:
     def _record_undelivered(self, provider: str, hook: str, error: UndeliveredEventsError) -> None:
         with self._lock:
             self.failures.append(HookFailure(provider, hook, error))
-        logger.error("provider %r: %s", provider, _one_line(error))
+        logger.error("provider %r: %s", provider, one_line(error))
 
     @property
     def undelivered(self) -> bool:
@@ -324,19 +371,26 @@ class ProviderManager:
                 provider,
                 hook,
                 type(error).__name__,
-                _one_line(error),
+                one_line(error),
                 exc_info=error,
             )
 
 
+class _GuardedPlugin:
+    """What pluggy registers for a provider: its hook functions, guarded, as attributes."""
+
+    def __init__(self, plugin: object, functions: Mapping[str, Callable[..., Any]]) -> None:
+        self.__dict__.update(functions)
+        self._dotflow_plugin = plugin
+
+    def __repr__(self) -> str:
+        return repr(self._dotflow_plugin)
+
+
 def _plugin_error(error: BaseException, plugin: object) -> str:
     """pluggy's validation message on one line, without the plugin's memory-address repr."""
-    text = _one_line(error)
+    text = one_line(error)
     return text.replace(f"plugin {plugin!r}", "this provider").replace(repr(plugin), "it")
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 #: Every plugin any manager activated in this process, so that each gets one

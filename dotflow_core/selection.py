@@ -5,35 +5,37 @@ First rule that applies wins:
 1. ``flag``: an explicit choice (``dotflow start --provider``, ``DotFlow(providers=...)``);
 2. ``env``: ``DOTFLOW_PROVIDER``;
 3. ``config``: ``provider`` in ``[tool.dotflow]`` / ``dotflow.toml``;
-4. ``auto``: managed mode, when ``SERVER_BASE_URL`` and ``SERVER_USER_TOKEN``
-   are both set and the ``api`` provider is installed;
+4. ``auto``: an installed provider whose declaration in the
+   ``dotflow.server.auto`` entry-point group is met by the environment (managed
+   mode: the ``api`` provider declares ``SERVER_BASE_URL`` with
+   ``SERVER_USER_TOKEN`` or ``SERVER_USER_TOKEN_FILE``); see :class:`AutoRule`;
 5. ``default``: the ``default`` provider, when installed;
 6. ``none``: no provider; every hook is a no-op.
 
 A selection is a comma-separated list of names (events fan out to all of
 them); the word ``none`` selects no provider at all.
+
+The core names no provider here: what the ``auto`` rule looks for comes from
+the providers' own package metadata, read without importing them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import attrs
 
+from dotflow_core.discovery import AutoRule, auto_rules
 from dotflow_core.errors import ConfigurationError
+from dotflow_core.messages import warn_once
 from dotflow_core.settings import Settings
 
 logger = logging.getLogger("dotflow.providers")
 
 PROVIDER_ENV = "DOTFLOW_PROVIDER"
-BASE_URL_ENV = "SERVER_BASE_URL"
-TOKEN_ENV = "SERVER_USER_TOKEN"
-MANAGED_PROVIDER = "api"
 DEFAULT_PROVIDER = "default"
 NO_PROVIDER = "none"
-
-_warned_missing_api = False
 
 
 @attrs.frozen
@@ -91,9 +93,17 @@ def shown_value(value: object) -> str:
 
 
 def select_providers(
-    settings: Settings, installed: Collection[str], flag: str | None = None
+    settings: Settings,
+    installed: Collection[str],
+    flag: str | None = None,
+    *,
+    auto: Iterable[AutoRule] | None = None,
 ) -> Selection:
-    """Apply the selection rules (module docstring) to a flag, settings and what is installed."""
+    """Apply the selection rules (module docstring) to a flag, settings and what is installed.
+
+    :param auto: the installed providers' auto-selection rules (default: read from
+        the package metadata, see :func:`dotflow_core.discovery.auto_rules`).
+    """
     if flag is not None:
         return Selection(parse_names(flag, "--provider"), "flag")
     from_env = settings.environ.get(PROVIDER_ENV, "").strip()
@@ -103,17 +113,15 @@ def select_providers(
     if from_config is not None:
         return Selection(parse_names(from_config, settings.origin("provider")), "config")
     _warn_misspelt_provider_key(settings)
-    managed = bool(settings.environ.get(BASE_URL_ENV) and settings.environ.get(TOKEN_ENV))
-    notice = None
-    if managed:
-        if MANAGED_PROVIDER in installed:
-            return Selection((MANAGED_PROVIDER,), "auto")
-        notice = (
-            f"{BASE_URL_ENV} and {TOKEN_ENV} are set but the {MANAGED_PROVIDER!r} provider is "
-            f"not installed, so nothing is reported to the server; "
-            f"pip install dotflow-server-api to enable managed mode"
-        )
-        _warn_missing_api_once(notice)
+    if auto is None:
+        auto = auto_rules()
+    rules = [rule for rule in auto if rule.provider in installed]
+    chosen = sorted({rule.provider for rule in rules if rule.met(settings.environ)})
+    if chosen:
+        return Selection(tuple(chosen), "auto")
+    notice = half_configured(rules, settings.environ)
+    if notice is not None:
+        warn_once(logger, notice)
     if DEFAULT_PROVIDER in installed:
         return Selection((DEFAULT_PROVIDER,), "default", notice)
     return Selection((), NO_PROVIDER, notice)
@@ -133,8 +141,35 @@ def _warn_misspelt_provider_key(settings: Settings) -> None:
             )
 
 
-def _warn_missing_api_once(notice: str) -> None:
-    global _warned_missing_api
-    if not _warned_missing_api:
-        _warned_missing_api = True
-        logger.warning(notice)
+def auto_reason(rules: Iterable[AutoRule], selection: Selection, environ: Mapping[str, str]) -> str:
+    """Why the ``auto`` rule chose ``selection``, in words (for ``dotflow providers``)."""
+    met = [rule for rule in rules if rule.provider in selection.names and rule.met(environ)]
+    parts = [
+        f"{' and '.join(rule.variables)} set ({rule.provider!r} asks for them)" for rule in met
+    ]
+    return "; ".join(parts) or "chosen automatically"
+
+
+def half_configured(rules: Iterable[AutoRule], environ: Mapping[str, str]) -> str | None:
+    """What is missing for a provider whose auto-selection is only partly set up, or None.
+
+    E.g. ``SERVER_BASE_URL`` without a usable token: the run would otherwise report to
+    nobody without a word.
+    """
+    by_provider: dict[str, list[AutoRule]] = {}
+    for rule in rules:
+        if rule.partly_met(environ):
+            by_provider.setdefault(rule.provider, []).append(rule)
+    if not by_provider:
+        return None
+    lines = []
+    for provider, partial in sorted(by_provider.items()):
+        missing = {name for rule in partial for name in rule.missing(environ)}
+        given = sorted({name for rule in partial for name in rule.variables} - missing)
+        needed = " or ".join(dict.fromkeys(" and ".join(rule.missing(environ)) for rule in partial))
+        lines.append(
+            f"{' and '.join(given)} set but not {needed}: the {provider!r} provider is not "
+            f"selected and nothing is reported to it; set {needed}, or choose providers with "
+            f"--provider or {PROVIDER_ENV}"
+        )
+    return "; ".join(lines)

@@ -20,6 +20,10 @@ Values JSON cannot carry become ISO strings (dates), lists (tuples, sets),
 their ``value`` (enums) or a capped ``repr`` (anything else; ``bytes`` are cut
 before their ``repr`` is taken). Nothing here copies the data it is given
 beyond what it returns.
+
+A layer below the engine: it imports nothing of it. A type that stands for
+another value (the engine's ``Context`` stands for its ``storage``) says so
+with a ``__json_safe__()`` method, converted in its place.
 """
 
 from __future__ import annotations
@@ -28,12 +32,10 @@ import enum
 import math
 from collections.abc import Mapping
 from datetime import date, datetime
-from json.encoder import encode_basestring_ascii as _json_string  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, Final
 
 import attrs
-
-from dotflow_core.engine.context import Context
 
 #: Longest ``repr`` kept for a value JSON cannot carry.
 REPR_LIMIT: Final = 2000
@@ -232,8 +234,9 @@ class JsonSafe:
             return self._float(value)
         if isinstance(value, (datetime, date)):
             return self._text(value.isoformat())
-        if isinstance(value, Context):
-            return self._value(value.storage, depth)
+        stand_in = getattr(type(value), "__json_safe__", None)
+        if stand_in is not None:  # a type that stands for another value (the engine's Context)
+            return self._stand_in(value, stand_in, depth)
         if isinstance(value, Mapping):
             return self._mapping(value, depth, type(value).__name__)
         if isinstance(value, _SEQUENCES):
@@ -245,6 +248,16 @@ class JsonSafe:
             fields = {field.name: getattr(value, field.name) for field in attrs.fields(type(value))}
             return self._mapping(fields, depth, type(value).__name__, identity=id(value))
         return self._text(capped_repr(value, self._repr_limit))
+
+    def _stand_in(self, value: Any, stand_in: Any, depth: int) -> Any:
+        """The value that ``value.__json_safe__()`` stands for, converted in its place."""
+        if depth >= MAX_DEPTH:
+            return self._text(capped_repr(value, self._repr_limit))
+        try:
+            substitute = stand_in(value)
+        except Exception:
+            return self._text(capped_repr(value, self._repr_limit))
+        return self._value(substitute, depth + 1)
 
     # -- containers ------------------------------------------------------------
 

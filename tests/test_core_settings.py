@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dotflow_core import ConfigurationError, Secret, Settings, read_secret_file, user_dir
-from dotflow_core import selection as selection_module
+from dotflow_core.discovery import AutoRule, parse_auto_rule
+from dotflow_core.messages import forget_warnings
 from dotflow_core.selection import parse_names, select_providers
 from dotflow_core.settings import find_config
 
@@ -260,13 +261,58 @@ def test_selection_precedence() -> None:
     assert (nothing.names, nothing.source, nothing.describe()) == ((), "none", "none (none)")
 
 
-def test_managed_mode_without_the_api_provider_is_said_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(selection_module, "_warned_missing_api", False)
+API_RULES = (
+    AutoRule("api", ("SERVER_BASE_URL", "SERVER_USER_TOKEN")),
+    AutoRule("api", ("SERVER_BASE_URL", "SERVER_USER_TOKEN_FILE")),
+)
+
+
+def test_auto_selection_follows_the_declared_rules_only() -> None:
+    installed = {"api", "default"}
+    token_file = settings_with(SERVER_BASE_URL="u", SERVER_USER_TOKEN_FILE="/t")
+    assert select_providers(token_file, installed, auto=API_RULES).names == ("api",)
+    assert select_providers(settings_with(**MANAGED), installed, auto=()).names == ("default",)
+    # A rule of a provider that is not installed selects nothing.
+    assert select_providers(settings_with(**MANAGED), {"default"}, auto=API_RULES).names == (
+        "default",
+    )
+    other = (AutoRule("audit", ("AUDIT_URL",)),)
+    both = select_providers(
+        settings_with(AUDIT_URL="x", **MANAGED), {"api", "audit"}, auto=API_RULES + other
+    )
+    assert (both.names, both.source) == (("api", "audit"), "auto")
+
+
+def test_half_configured_auto_selection_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    forget_warnings()
+    blank_token = settings_with(SERVER_BASE_URL="u", SERVER_USER_TOKEN="")
     with caplog.at_level(logging.WARNING, logger="dotflow"):
-        first = select_providers(settings_with(**MANAGED), {"default"})
-        select_providers(settings_with(**MANAGED), {"default"})
-    assert first.names == ("default",) and "pip install dotflow-server-api" in (first.notice or "")
-    assert caplog.text.count("not installed") == 1
-    assert select_providers(settings_with(SERVER_BASE_URL="x"), {"default"}).notice is None
+        first = select_providers(blank_token, {"api", "default"}, auto=API_RULES)
+        select_providers(blank_token, {"api", "default"}, auto=API_RULES)
+    assert first.names == ("default",)
+    assert "SERVER_BASE_URL set but not SERVER_USER_TOKEN or SERVER_USER_TOKEN_FILE" in (
+        first.notice or ""
+    )
+    assert caplog.text.count("is not selected") == 1
+    nothing_set = select_providers(settings_with(), {"api", "default"}, auto=API_RULES)
+    assert nothing_set.notice is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        (
+            "api",
+            "SERVER_BASE_URL.SERVER_USER_TOKEN",
+            ("api", ("SERVER_BASE_URL", "SERVER_USER_TOKEN")),
+        ),
+        ("api.file", "A", ("api", ("A",))),
+        ("api", "not a variable", None),
+        ("api", "A..B", None),
+    ],
+)
+def test_auto_rules_are_parsed_from_entry_point_text(
+    name: str, value: str, rule: tuple[str, tuple[str, ...]] | None
+) -> None:
+    parsed = parse_auto_rule(name, value)
+    assert (parsed and (parsed.provider, parsed.variables)) == rule

@@ -18,27 +18,22 @@ from typing import Any, NoReturn
 from dotflow_core import discovery
 from dotflow_core._version import __version__
 from dotflow_core.cli import process
-
-PROG = "dotflow"
-
-#: Exit codes of every command (see docs/cli.md).
-EXIT_OK = 0
-EXIT_TASK_FAILED = 1
-EXIT_USAGE = 2
-#: Strict delivery: the run's events were dropped or left undelivered (see docs/cli.md).
-EXIT_UNDELIVERED = 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = process.EXIT_TERMINATED  # 143: SIGTERM, handled as Ctrl-C
-
-#: Execution modes of ``dotflow start`` (the engine's MODES; a test keeps them equal).
-MODES = ("sequential", "background", "parallel")
-LOG_FORMATS = ("text", "json")
+from dotflow_core.cli._common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TASK_FAILED,
+    EXIT_TERMINATED,
+    EXIT_UNDELIVERED,
+    EXIT_USAGE,
+    LOG_FORMATS,
+    PROG,
+    START_MODES,
+    CliError,
+    error_line,
+    interrupted_exit_code,
+)
 
 BUILTIN_COMMANDS = ("start", "providers")
-
-
-class CliError(Exception):
-    """A usage or configuration problem found by the CLI itself; exit code 2, one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,20 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code
 
 
-def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
-    """130 after Ctrl-C, 143 after SIGTERM (see :mod:`.process`)."""
-    return EXIT_TERMINATED if isinstance(interrupt, process.Terminated) else EXIT_INTERRUPTED
-
-
 def console_main() -> int:
     """The ``dotflow`` executable: :func:`main` in a process it owns (see :mod:`.process`)."""
     with process.owned():
         return main()
-
-
-def error_line(message: str) -> str:
-    """The one line every usage or configuration error prints on stderr."""
-    return f"{PROG}: error: {' '.join(str(message).split())}\n"
 
 
 def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
@@ -98,6 +83,7 @@ def build_parser(*, contributed: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "-V",
+        "-v",
         "--version",
         action=_VersionAction,
         help="show the versions of dotflow-core and of every installed provider, then exit",
@@ -120,20 +106,43 @@ def _add_start(commands: Any) -> None:
         "start",
         help="run a workflow made of one or more steps",
         description=(
-            "Run the given steps as the tasks of one workflow, report every event to the "
-            "selected providers and show progress on stderr. Exit code: 0 all tasks "
-            "completed, 1 a task failed, 2 usage or configuration error (nothing ran), "
-            "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
+            "Run the given steps (or the workflow a factory builds) as one workflow, report "
+            "every event to the selected providers and show progress on stderr. Exit code: 0 "
+            "all tasks completed, 1 a task failed, 2 usage or configuration error (nothing "
+            "ran), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
         ),
     )
-    start.add_argument(
+    source = start.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "-s",
         "--step",
-        action="append",
-        required=True,
+        action=_StepAction,
         metavar="MODULE.FUNC",
-        help="an @action step, imported from the current directory or sys.path; repeat to "
-        "add more tasks, run in order",
+        help="an @action step ('module.func' or 'module:func'), imported from the current "
+        "directory or sys.path; repeat to add more tasks, run in order",
+    )
+    source.add_argument(
+        "-w",
+        "--workflow",
+        metavar="MODULE:FACTORY",
+        help="a function returning a configured DotFlow (not started), run with this "
+        "command's providers, mode and exit codes; instead of --step",
+    )
+    start.add_argument(
+        "-g",
+        "--group",
+        action=_GroupAction,
+        dest="groups",
+        default=[],
+        metavar="NAME",
+        help="the steps after it belong to group NAME: groups run concurrently, the steps "
+        "of a group in order (default group: 'default')",
+    )
+    start.add_argument(
+        "-n",
+        "--name",
+        metavar="NAME",
+        help="the workflow's name for people and providers (default: the host name)",
     )
     start.add_argument(
         "-p",
@@ -145,21 +154,23 @@ def _add_start(commands: Any) -> None:
     start.add_argument(
         "-m",
         "--mode",
-        choices=MODES,
-        default=MODES[0],
+        choices=START_MODES,
+        default=START_MODES[0],
         help="execution mode (default: %(default)s)",
     )
     start.add_argument(
         "-i",
         "--initial-context",
-        metavar="JSON|@FILE",
-        help="the value every step receives as initial_context: JSON text, or @path to a JSON file",
+        metavar="JSON|TEXT|@FILE",
+        help="the value every step receives as initial_context: JSON, plain text (a string), "
+        "or @path to a file holding either (at most 64 MiB)",
     )
     start.add_argument(
         "-c",
         "--callback",
         metavar="MODULE.FUNC",
-        help="a function called as callback(task=task) after each task ends",
+        help="a function ('module.func' or 'module:func') called as callback(task=task) "
+        "after each task ends",
     )
     start.add_argument(
         "--workflow-id",
@@ -216,6 +227,30 @@ def _add_providers(commands: Any) -> None:
     )
     new.add_argument("name", metavar="NAME", help="the provider name: lowercase, e.g. 'audit'")
     new.set_defaults(handler=_lazy("scaffold", "run"))
+
+
+class _StepAction(argparse.Action):
+    """``--step PATH``: appends ``(group, PATH)``; the group is the last ``--group`` before it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:  # fmt: skip
+        groups = getattr(namespace, "groups", None) or []
+        steps = [
+            *(getattr(namespace, self.dest, None) or []),
+            (groups[-1] if groups else "default", values),
+        ]
+        setattr(namespace, self.dest, steps)
+
+
+class _GroupAction(argparse.Action):
+    """``--group NAME``: the steps that follow belong to NAME."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:  # fmt: skip
+        name = str(values).strip()
+        if not name:
+            parser.error(f"argument -g/--group: {values!r} is not a group name; use e.g. 'reports'")
+        namespace.groups = [*(getattr(namespace, "groups", None) or []), name]
 
 
 def _lazy(module: str, function: str) -> Any:
@@ -276,6 +311,9 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
         lines = [f"dotflow-core {__version__} (Python {sys.version.split()[0]})"]
+        docs = _documentation_url()
+        if docs:
+            lines.append(f"docs: {docs}")
         for title, entries in (
             ("providers", discovery.entry_points(discovery.ENTRY_POINT_GROUP)),
             ("commands", list(discovery.contributed_commands().values())),
@@ -289,6 +327,21 @@ class _VersionAction(argparse.Action):
                 )
         sys.stdout.write("\n".join(lines) + "\n")
         parser.exit(EXIT_OK)
+
+
+def _documentation_url() -> str | None:
+    """The ``Documentation`` URL of dotflow-core's package metadata (None when not installed)."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata("dotflow-core").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation":
+            return url.strip()
+    return None
 
 
 def _run_contributed(command: discovery.InstalledEntryPoint, argv: list[str]) -> int:
@@ -334,5 +387,6 @@ __all__ = [
     "CommandParser",
     "console_main",
     "error_line",
+    "interrupted_exit_code",
     "main",
 ]

@@ -12,8 +12,10 @@ unknown):
   (``{"type", "message"}`` of the last failed attempt, or null)
 - ``summary`` (always last): workflow_id, status, interrupted, mode, providers,
   provider_source, task_count, completed, failed, not_run, unfinished (still running
-  when the command was interrupted in background mode), duration, exit_code, links
-  (where the providers say the run can be seen, e.g. a dashboard page; often empty)
+  when the command was interrupted in background mode), duration, exit_code,
+  failed_tasks (``[{"task_id", "name", "error"}]``, error the first line of the last
+  failed attempt's ``Type: message``, or null), links (where the providers say the run
+  can be seen, e.g. a dashboard page; often empty)
 - ``log``: level, logger, message (library log records)
 - ``error``: message, exit_code (a usage or configuration error; nothing ran)
 """
@@ -25,10 +27,11 @@ import logging
 import sys
 import textwrap
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from dotflow_core.cli import PROG, error_line
+from dotflow_core.cli._common import PROG, error_line
 from dotflow_core.hooks.markers import hookimpl
 from dotflow_core.hooks.records import (
     TaskError,
@@ -37,6 +40,7 @@ from dotflow_core.hooks.records import (
     WorkflowRecord,
     WorkflowStatus,
 )
+from dotflow_core.messages import one_line
 
 TEXT = "text"
 JSON = "json"
@@ -51,10 +55,6 @@ _TASK_EVENTS = {
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 class Output:
@@ -91,7 +91,7 @@ class Output:
     def error(self, message: str, exit_code: int) -> None:
         """A usage or configuration error: ``dotflow: error: <message>``, or an ``error`` event."""
         if self.format == JSON:
-            self.emit("error", message=_one_line(message), exit_code=exit_code)
+            self.emit("error", message=one_line(message), exit_code=exit_code)
         else:
             self.write_line(error_line(message))
 
@@ -176,10 +176,19 @@ class Output:
         statuses: list[TaskStatus],
         duration: float | None,
         exit_code: int,
+        failures: Sequence[tuple[int, str, TaskError | None]] = (),
         links: list[str] | None = None,
     ) -> None:
         """The last line: workflow, outcome, task counts, providers and total time; then
-        one line per link to the run (``dotflow: see the run at URL``), if any."""
+        one line per link to the run (``dotflow: see the run at URL``), if any.
+
+        Before it (text), or in it (JSON), each failed task: id, name and the first line
+        of its last error, shown even with ``-q``.
+        """
+        failed_tasks = [
+            {"task_id": task_id, "name": name, "error": _first_line(error)}
+            for task_id, name, error in failures
+        ]
         completed = statuses.count(TaskStatus.COMPLETED)
         failed = statuses.count(TaskStatus.FAILED)
         not_run = statuses.count(TaskStatus.NOT_STARTED)
@@ -200,9 +209,13 @@ class Output:
                 unfinished=unfinished,
                 duration=duration,
                 exit_code=exit_code,
+                failed_tasks=failed_tasks,
                 links=list(links or ()),
             )
             return
+        for task in failed_tasks:
+            cause = f": {task['error']}" if task["error"] else ""
+            self.write_line(f"{PROG}: failed: task {task['task_id']} {task['name']}{cause}")
         outcome = "interrupted" if interrupted else (status.value if status else "ended")
         still = f", {unfinished} unfinished" if unfinished else ""
         self.write_line(
@@ -214,10 +227,18 @@ class Output:
             self.write_line(f"{PROG}: see the run at {link}")
 
 
+def _first_line(error: TaskError | None) -> str | None:
+    """``Type: first line of the message`` of an error, or None."""
+    if error is None:
+        return None
+    lines = error.message.strip().splitlines()
+    return f"{error.type}: {lines[0].strip()}" if lines else error.type
+
+
 def _describe(error: TaskError | None) -> str:
     if error is None:
         return "an error"
-    message = _one_line(error.message)
+    message = one_line(error.message)
     return f"{error.type}: {message}" if message else error.type
 
 

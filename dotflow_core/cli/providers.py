@@ -15,15 +15,13 @@ import sys
 from typing import Any
 
 from dotflow_core import discovery
-from dotflow_core.cli import EXIT_OK, EXIT_USAGE, error_line
+from dotflow_core.cli._common import EXIT_OK, EXIT_USAGE, error_line
 from dotflow_core.cli.output import Output, route_library_logs
 from dotflow_core.errors import ConfigurationError
 from dotflow_core.selection import (
-    BASE_URL_ENV,
-    MANAGED_PROVIDER,
     PROVIDER_ENV,
-    TOKEN_ENV,
     Selection,
+    auto_reason,
     select_providers,
     shown_value,
 )
@@ -104,10 +102,7 @@ def _reason(selection: Selection, settings: Settings) -> str:
             f"provider = {shown_value(settings.config.get('provider'))} in {settings.config_path}"
         )
     if selection.source == "auto":
-        return (
-            f"{BASE_URL_ENV} and {TOKEN_ENV} are set and the {MANAGED_PROVIDER!r} provider "
-            f"is installed (managed mode)"
-        )
+        return auto_reason(discovery.auto_rules(), selection, settings.environ)
     if selection.source == "default":
         return (
             f"nothing chosen (--provider, {PROVIDER_ENV}, config file) and 'default' is installed"
@@ -149,6 +144,8 @@ def _table(
     lines.append("")
     if selection is not None and settings is not None:
         lines.append(f"active: {selection.describe()}: {_reason(selection, settings)}")
+    if selection is not None and selection.notice:
+        lines.append(f"notice: {selection.notice}")
     if problem:
         lines.append(f"problem: {problem}")
     return "\n".join(lines) + "\n"

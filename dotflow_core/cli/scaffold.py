@@ -24,7 +24,7 @@ from typing import Any
 
 from dotflow_core import discovery
 from dotflow_core._version import __version__
-from dotflow_core.cli import EXIT_OK, EXIT_USAGE, CliError, error_line
+from dotflow_core.cli._common import EXIT_OK, EXIT_USAGE, CliError, error_line
 from dotflow_core.hooks import specs
 from dotflow_core.hooks.markers import ENTRY_POINT_GROUP, PROJECT_NAME
 
@@ -122,6 +122,7 @@ def check_not_installed(name: str) -> None:
     from importlib import metadata
 
     distribution = f"dotflow-server-{name}"
+    installed: str | None
     try:
         installed = f"{distribution} {metadata.version(distribution)}"
     except metadata.PackageNotFoundError:

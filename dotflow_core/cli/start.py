@@ -1,4 +1,4 @@
-"""``dotflow start``: run steps as one workflow, report to the selected providers.
+"""``dotflow start``: run steps (or a workflow factory) as one workflow, report to providers.
 
 Everything that can be wrong with the command line, the configuration or the
 providers is checked before the workflow exists (exit 2, one line, no event
@@ -9,37 +9,45 @@ exactly once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from dotflow_core.cli import (
+from dotflow_core.cli import process
+from dotflow_core.cli._common import (
     EXIT_OK,
     EXIT_TASK_FAILED,
     EXIT_UNDELIVERED,
     EXIT_USAGE,
     CliError,
     interrupted_exit_code,
-    process,
 )
+from dotflow_core.cli.inputs import parse_initial_context, resolve_factory, resolve_steps
 from dotflow_core.cli.output import Output, ProgressReporter, route_library_logs
 from dotflow_core.discovery import installed_providers
 from dotflow_core.engine.action import Action
-from dotflow_core.engine.steps import resolve_callback, resolve_step
-from dotflow_core.engine.workflow import DotFlow, check_workflow_id
+from dotflow_core.engine.steps import callable_name, resolve_callback
+from dotflow_core.engine.workflow import DotFlow, check_workflow_id, providers_for_new_workflows
 from dotflow_core.errors import ConfigurationError
 from dotflow_core.hooks.records import TaskStatus, WorkflowStatus
 from dotflow_core.manager import ProviderManager
 from dotflow_core.selection import Selection, select_providers
+from dotflow_core.serialize import capped_repr
 from dotflow_core.settings import Settings
 
 #: The name the progress reporter is registered under on the run's manager.
 REPORTER_NAME = "dotflow-cli"
 #: Seconds providers get to deliver what they hold after Ctrl-C.
 INTERRUPT_SHUTDOWN_TIMEOUT = 5.0
+#: Options that describe the tasks of a ``--step`` run; a factory describes its own.
+_STEP_ONLY = (
+    ("initial_context", "--initial-context"),
+    ("callback", "--callback"),
+    ("name", "--name"),
+    ("workflow_id", "--workflow-id"),
+)
 
 
 def run(options: argparse.Namespace) -> int:
@@ -47,17 +55,99 @@ def run(options: argparse.Namespace) -> int:
     output = Output(options.log_format, quiet=options.quiet, tracebacks=options.verbose > 0)
     route_library_logs(output, options.verbose)
     try:
+        check_options(options)
         settings = Settings.load()
         initial_context = parse_initial_context(options.initial_context)
         selection = select_providers(settings, installed_providers(), flag=options.provider)
         process.startup_finished()  # user code from here on
-        steps = resolve_steps(options.step)
+        factory = resolve_factory(options.workflow) if options.workflow else None
+        steps = resolve_steps(options.step or [])
         callback = resolve_callback(options.callback) if options.callback else None
         manager = ProviderManager.from_providers(selection.names, settings)
+        manager.selection = selection
     except (ConfigurationError, CliError) as error:
         output.error(str(error), EXIT_USAGE)
         return EXIT_USAGE
-    return _run_with(manager, selection, output, options, steps, callback, initial_context)
+    build = (
+        (lambda: _from_factory(factory, options.workflow, manager))
+        if factory is not None
+        else (lambda: _from_steps(options, manager, steps, callback, initial_context))
+    )
+    return _run_with(manager, selection, output, options, build)
+
+
+def check_options(options: argparse.Namespace) -> None:
+    """Combinations argparse cannot refuse by itself.
+
+    :raises CliError: a factory with step options (as dotflow refuses them), or a
+        ``--group`` that no ``--step`` follows.
+    """
+    if options.workflow:
+        for attribute, flag in _STEP_ONLY:
+            if getattr(options, attribute, None) is not None:
+                raise CliError(
+                    f"{flag} applies to --step runs; a --workflow factory sets it on its "
+                    f"DotFlow itself (or use WORKFLOW_ID for the id)"
+                )
+        if options.groups:
+            raise CliError("--group applies to --step runs; a --workflow factory groups its tasks")
+        return
+    used = {group for group, _ in options.step or []}
+    for group in options.groups:
+        if group not in used:
+            raise CliError(
+                f"--group {group!r}: no --step follows it; put the group's steps after it"
+            )
+
+
+def _from_steps(
+    options: argparse.Namespace,
+    manager: ProviderManager,
+    steps: list[tuple[str, Action]],
+    callback: Any,
+    initial_context: Any,
+) -> DotFlow:
+    workflow_id = options.workflow_id
+    if workflow_id is not None:
+        workflow_id = check_workflow_id(workflow_id, "--workflow-id")
+    workflow = DotFlow(workflow_id=workflow_id, providers=manager, name=options.name)
+    for group, step in steps:
+        workflow.task.add(
+            step=step, callback=callback, initial_context=initial_context, group_name=group
+        )
+    return workflow
+
+
+def _from_factory(factory: Callable[[], Any], path: str, manager: ProviderManager) -> DotFlow:
+    """Call the ``--workflow`` factory; a ``DotFlow(providers=None)`` in it gets the CLI's.
+
+    :raises CliError: it raised, returned something else than an unstarted DotFlow,
+        or gave its workflow providers of its own (they would miss the CLI's progress
+        and selection: leave ``providers`` out).
+    """
+    with providers_for_new_workflows(manager):
+        try:
+            workflow = factory()
+        except ConfigurationError:
+            raise
+        except Exception as error:
+            raise CliError(
+                f"--workflow {path}: {callable_name(factory)}() raised "
+                f"{type(error).__name__}: {error}"
+            ) from error
+    if not isinstance(workflow, DotFlow):
+        raise CliError(
+            f"--workflow {path}: {callable_name(factory)}() returned {capped_repr(workflow, 80)}; "
+            f"expected a DotFlow, configured and not started"
+        )
+    if workflow.providers is not manager:
+        raise CliError(
+            f"--workflow {path}: the factory's DotFlow has providers of its own; leave "
+            f"providers= out so that --provider, DOTFLOW_PROVIDER and the config file apply"
+        )
+    if workflow.mode is not None:
+        raise CliError(f"--workflow {path}: the factory started its workflow; return it unstarted")
+    return workflow
 
 
 def _run_with(
@@ -65,9 +155,7 @@ def _run_with(
     selection: Selection,
     output: Output,
     options: argparse.Namespace,
-    steps: list[Action],
-    callback: Any,
-    initial_context: Any,
+    build: Callable[[], DotFlow],
 ) -> int:
     described = selection.describe()
     manager.add(
@@ -76,13 +164,8 @@ def _run_with(
     shut_down = False
     try:
         try:
-            workflow_id = options.workflow_id
-            if workflow_id is not None:
-                workflow_id = check_workflow_id(workflow_id, "--workflow-id")
-            workflow = DotFlow(workflow_id=workflow_id, providers=manager)
-            for step in steps:
-                workflow.task.add(step=step, callback=callback, initial_context=initial_context)
-        except ConfigurationError as error:
+            workflow = build()
+        except (ConfigurationError, CliError) as error:
             output.error(str(error), EXIT_USAGE)
             return EXIT_USAGE
         except KeyboardInterrupt:
@@ -104,7 +187,8 @@ def _run_with(
             shut_down = True
             links = manager.run_links(workflow.snapshot())
             manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
-        statuses = [task.status for task in workflow.result_task()]
+        tasks = workflow.result_task()
+        statuses = [task.status for task in tasks]
         interrupted = interruption is not None
         if not shut_down:
             links = manager.run_links(workflow.snapshot())
@@ -120,6 +204,11 @@ def _run_with(
             source=selection.source,
             described=described,
             statuses=statuses,
+            failures=[
+                (task.task_id, task.name, task.errors[-1] if task.errors else None)
+                for task in tasks
+                if task.status is TaskStatus.FAILED
+            ],
             duration=workflow.duration
             if workflow.duration is not None
             else time.perf_counter() - clock,
@@ -150,44 +239,3 @@ def _exit_code(
     if TaskStatus.FAILED in statuses or status is WorkflowStatus.FAILED:
         return EXIT_TASK_FAILED
     return EXIT_UNDELIVERED if undelivered else EXIT_OK
-
-
-def parse_initial_context(value: str | None) -> Any:
-    """The ``--initial-context`` value: JSON text, or ``@path`` to a JSON file.
-
-    :raises CliError: the file cannot be read or the text is not JSON.
-    """
-    if value is None:
-        return None
-    origin = "--initial-context"
-    text = value
-    if value.startswith("@"):
-        path = Path(value[1:]).expanduser()
-        origin = f"--initial-context {value}"
-        if not value[1:]:
-            raise CliError(f"{origin}: no file name after '@'; use @path/to/context.json")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise CliError(f"{origin}: cannot read {str(path)!r}: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise CliError(f"{origin}: {str(path)!r} is not UTF-8 text: {error.reason}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CliError(
-            f"{origin}: invalid JSON at line {error.lineno} column {error.colno} "
-            f"(offset {error.pos}): {error.msg}; pass JSON such as '{{\"rows\": 10}}' or "
-            f"'\"text\"', or @file"
-        ) from None
-
-
-def resolve_steps(paths: list[str]) -> list[Action]:
-    """Import every ``--step`` (the current directory first on ``sys.path``) before anything runs.
-
-    :raises InvalidStepError: a step cannot be imported or lacks ``@action``.
-    """
-    here = os.getcwd()
-    if not sys.path or sys.path[0] not in (here, ""):
-        sys.path.insert(0, here)
-    return [resolve_step(path) for path in paths]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from dotflow_core.engine.context import Context
+from dotflow_core.hooks.records import is_strict_int
 
 #: The step parameters the engine fills in when a step's signature names them.
 CONTEXT_PARAMETERS = ("initial_context", "previous_context")
@@ -21,7 +22,8 @@ class Action:
     easy to unit-test. The engine runs it through :meth:`run`, which passes
     ``initial_context`` / ``previous_context`` only when the signature asks.
 
-    :param retry: attempts in all (dotflow's meaning: ``retry=3`` runs at most 3 times).
+    :param retry: attempts in all (dotflow's meaning: ``retry=3`` runs at most 3 times;
+        ``retry=0``, like ``1``, runs once).
     :param timeout: seconds one attempt may take; ``0`` means no limit.
     :param retry_delay: seconds to wait before the next attempt.
     :param backoff: double the delay after every failed attempt.
@@ -38,7 +40,7 @@ class Action:
     ) -> None:
         if not callable(target):
             raise TypeError(f"@action decorates a function or a class, not {target!r}")
-        _check_int("retry", retry, minimum=1)
+        _check_int("retry", retry, minimum=0)
         _check_number("timeout", timeout)
         _check_number("retry_delay", retry_delay)
         if not isinstance(backoff, bool):
@@ -54,7 +56,7 @@ class Action:
         #: True for a synchronous function that takes no context: called as ``target()``.
         self.plain = not (self.is_class or self.is_async or self.wanted)
         #: The step's qualified name, e.g. ``flow.extract``.
-        self.name = f"{target.__module__}.{target.__qualname__}"
+        self.name: str = f"{target.__module__}.{target.__qualname__}"
         functools.update_wrapper(self, target)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -136,14 +138,17 @@ def action(
     backoff: bool = False,
 ) -> Action | Callable[[Callable[..., Any]], Action]:
     """Mark a function or class as a step: ``@action`` or ``@action(retry=3, timeout=10)``."""
-    options = {"retry": retry, "timeout": timeout, "retry_delay": retry_delay, "backoff": backoff}
-    if target is None:
-        return lambda decorated: Action(decorated, **options)
-    return Action(target, **options)
+
+    def decorate(decorated: Callable[..., Any]) -> Action:
+        return Action(
+            decorated, retry=retry, timeout=timeout, retry_delay=retry_delay, backoff=backoff
+        )
+
+    return decorate if target is None else decorate(target)
 
 
 def _check_int(option: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_strict_int(value, minimum):
         raise ValueError(f"@action({option}={value!r}): {option} must be an int >= {minimum}")
 
 

@@ -28,8 +28,10 @@ class Context:
     ) -> None:
         if isinstance(storage, Context):
             self.storage: Any = storage.storage
-            self.task_id = storage.task_id if task_id is None else task_id
-            self.workflow_id = storage.workflow_id if workflow_id is None else workflow_id
+            self.task_id: int | None = storage.task_id if task_id is None else task_id
+            self.workflow_id: str | None = (
+                storage.workflow_id if workflow_id is None else workflow_id
+            )
             self._created: float = storage._created
             return
         self.storage = storage
@@ -52,6 +54,10 @@ class Context:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __json_safe__(self) -> Any:
+        """What :func:`dotflow_core.serialize.to_json_safe` converts in a context's place."""
+        return self.storage
 
     def __repr__(self) -> str:
         return (

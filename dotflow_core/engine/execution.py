@@ -15,41 +15,34 @@ of a group run in order, each receiving the previous one's context.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 
 from dotflow_core.engine.events import Events
+from dotflow_core.engine.modes import (
+    BACKGROUND,
+    MODES,
+    PARALLEL,
+    SEQUENTIAL,
+    SIGNAL_CHECK_INTERVAL,
+    check_mode,
+    default_max_workers,
+)
 from dotflow_core.engine.runner import RunControl, run_group
 from dotflow_core.engine.task import Task
-from dotflow_core.errors import ConfigurationError
 
 logger = logging.getLogger("dotflow.engine")
 
-SEQUENTIAL = "sequential"
-BACKGROUND = "background"
-PARALLEL = "parallel"
-MODES = (SEQUENTIAL, BACKGROUND, PARALLEL)
-
-#: Blocking waits wake up this often, so that Ctrl-C reaches the main thread promptly
-#: even when the signal was delivered to another thread.
-SIGNAL_CHECK_INTERVAL = 0.1
-
-
-def check_mode(mode: object) -> str:
-    if mode not in MODES:
-        hint = (
-            " (dotflow's sequential_group ran each group in a process of its own: use "
-            "parallel, with group_name= on the tasks)"
-            if mode == "sequential_group"
-            else ""
-        )
-        raise ConfigurationError(f"mode={mode!r}: expected one of {', '.join(MODES)}{hint}")
-    return str(mode)
-
-
-def default_max_workers() -> int:
-    return min(32, (os.cpu_count() or 1) + 4)
+__all__ = [
+    "BACKGROUND",
+    "MODES",
+    "PARALLEL",
+    "SEQUENTIAL",
+    "check_mode",
+    "default_max_workers",
+    "execute",
+    "groups_of",
+]
 
 
 def groups_of(tasks: Sequence[Task]) -> list[list[Task]]:

@@ -11,6 +11,7 @@ to import).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -26,8 +27,8 @@ from typing import Any
 import attrs
 
 from dotflow_core.engine.events import Events
-from dotflow_core.engine.execution import SIGNAL_CHECK_INTERVAL
-from dotflow_core.engine.runner import RunControl, run_group
+from dotflow_core.engine.modes import SIGNAL_CHECK_INTERVAL
+from dotflow_core.engine.runner import RunControl, call_callback, run_group
 from dotflow_core.engine.task import DEFAULT_GROUP, Task
 from dotflow_core.hooks.records import TaskRecord, TaskStatus
 from dotflow_core.serialize import capped_repr
@@ -56,7 +57,7 @@ def pickled(record: TaskRecord) -> bytes:
     try:
         return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        changes = {}
+        changes: dict[str, Any] = {}
         for field in ("initial_context", "previous_context", "current_context"):
             value = getattr(record, field)
             try:
@@ -90,7 +91,9 @@ def _interrupts_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
+def _process_context() -> (
+    multiprocessing.context.ForkContext | multiprocessing.context.SpawnContext
+):
     # fork keeps steps defined anywhere (closures, __main__) runnable and starts fast;
     # macOS and Windows lack a safe fork and use spawn (steps must be importable there).
     if sys.platform.startswith("linux"):
@@ -112,11 +115,49 @@ def _units(tasks: Sequence[Task]) -> list[list[Task]]:
     return units
 
 
-def _worker_main(tasks: list[Task], keep_going: bool, connection: Connection) -> None:
+#: How often a worker without ``PR_SET_PDEATHSIG`` checks that its parent still lives.
+PARENT_CHECK_INTERVAL = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker as soon as the process that started it is gone, even by SIGKILL.
+
+    Nobody would read its events any more, and a worker left running holds its
+    resources (and its step's side effects) for nothing. On Linux the kernel does
+    it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere a daemon thread watches
+    the parent's pid.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if armed:
+            if os.getppid() != parent:  # the parent died before the call
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_INTERVAL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dotflow-parent-watch", daemon=True).start()
+
+
+def _worker_main(tasks: list[Task], keep_going: bool, connection: Connection, parent: int) -> None:
+    _exit_with_parent(parent)
     if _CAN_MASK:  # the parent held them while it forked; the mask is inherited
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     try:
-        run_group(tasks, PipeEvents(connection), RunControl(), keep_going=keep_going)
+        # Callbacks run in the parent, after it has reported the task's end: their output
+        # then follows the task's progress line, and they see the parent's task.
+        control = RunControl(run_callbacks=False)
+        run_group(tasks, PipeEvents(connection), control, keep_going=keep_going)
     except KeyboardInterrupt:
         pass  # already reported as Failed; the parent decides what happens next
     finally:
@@ -147,7 +188,7 @@ def run_in_processes(
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=_worker_main,
-            args=(unit, keep_going, sender),
+            args=(unit, keep_going, sender, os.getpid()),
             name=f"dotflow-worker-{unit[0].task_id}",
             daemon=True,
         )
@@ -164,7 +205,7 @@ def run_in_processes(
             running[receiver] = running[process.sentinel] = worker
 
     def receive(worker: _Worker) -> bool:
-        """Apply one message; False once the pipe is closed."""
+        """Apply one message (and run the task's callback once it ended); False once closed."""
         with _interrupts_deferred():
             try:
                 record = pickle.loads(worker.connection.recv_bytes())
@@ -172,8 +213,10 @@ def run_in_processes(
                 return False
             task = by_id[record.task_id]
             task.apply(record)
-            control.report(task, events, record)
-            return True
+            reported = control.report(task, events, record)
+        if reported and record.status.is_final:
+            call_callback(task)
+        return True
 
     def retire(worker: _Worker) -> None:
         while worker.connection.poll() and receive(worker):

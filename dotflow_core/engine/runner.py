@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -28,10 +31,15 @@ class RunControl:
     dropped, so ``Failed`` stays its last event.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, run_callbacks: bool = True) -> None:
+        """:param run_callbacks: call each task's callback when it ends; False in a parallel
+        worker, whose parent calls it once it has reported the task's final event."""
+        self.run_callbacks = run_callbacks
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._abandoned: set[int] = set()
+        #: The process running the workflow (a parallel worker has its own control).
+        self.pid = os.getpid()
 
     def report(self, task: Task, events: Events, record: TaskRecord | None = None) -> bool:
         """Emit ``update_task`` (with ``record`` when a worker took the snapshot).
@@ -123,6 +131,22 @@ def run_group(
             return
 
 
+def leave_if_forked(owner: int) -> None:
+    """End this process at once when it is a fork the engine did not make (``owner`` is not it).
+
+    A step that calls ``os.fork()`` and returns in the child would otherwise run
+    the rest of the workflow a second time there, and report it. The child ends
+    with code 0, without running further tasks, hooks or exit handlers (its
+    buffered output is flushed first).
+    """
+    if os.getpid() == owner:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a broken stream must not keep the child alive
+            stream.flush()
+    os._exit(0)
+
+
 def run_task(task: Task, previous: Context, events: Events, control: RunControl) -> None:
     """Run one task to its end (``Completed`` or ``Failed``), retrying as its action says."""
     action = task.step
@@ -137,10 +161,12 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
             if not control.advance(task, TaskStatus.IN_PROGRESS, events):
                 return  # abandoned while it waited to retry
             try:
-                value = _attempt(task)
+                value = _attempt(task, control.pid)
             except KeyboardInterrupt:
+                leave_if_forked(control.pid)
                 raise
             except BaseException as error:  # sys.exit() in a step fails the task, not the run
+                leave_if_forked(control.pid)
                 failure = TaskError.from_exception(error, attempt)
                 if attempt >= action.retry or control.stop.is_set():
                     _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
@@ -157,6 +183,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
                 if action.backoff:
                     delay *= 2
             else:
+                leave_if_forked(control.pid)
                 _finish(task, TaskStatus.COMPLETED, clock, events, control, value=value)
                 return
     except BaseException as error:  # KeyboardInterrupt: record, report, re-raise
@@ -165,7 +192,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
         raise
 
 
-def _attempt(task: Task) -> Any:
+def _attempt(task: Task, owner: int) -> Any:
     action = task.step
     if not action.timeout:
         if action.plain:
@@ -183,6 +210,7 @@ def _attempt(task: Task) -> Any:
         except BaseException as error:
             outcome["error"] = error
         finally:
+            leave_if_forked(owner)  # in a child forked here, this thread is all there is
             finished.set()
 
     # A thread cannot be killed: an attempt that times out is left to end on its own.
@@ -218,12 +246,19 @@ def _finish(
             task.task_id, task.name, len(task.errors),
             f"{last.type}: {last.message}" if last else "no error recorded",
         )  # fmt: skip
-    if task.callback is not None:
-        try:
-            task.callback(task=task)
-        except Exception as error:
-            logger.exception(
-                "callback %s of task %s (%s) raised %s: %s",
-                callable_name(task.callback),
-                task.task_id, task.name, type(error).__name__, error,
-            )  # fmt: skip
+    if control.run_callbacks:
+        call_callback(task)
+
+
+def call_callback(task: Task) -> None:
+    """Call ``task.callback(task=task)`` if it has one; an exception it raises is logged."""
+    if task.callback is None:
+        return
+    try:
+        task.callback(task=task)
+    except Exception as error:
+        logger.exception(
+            "callback %s of task %s (%s) raised %s: %s",
+            callable_name(task.callback),
+            task.task_id, task.name, type(error).__name__, error,
+        )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -11,23 +12,32 @@ from dotflow_core.errors import InvalidStepError
 
 
 def import_object(dotted: str, what: str) -> Any:
-    """Import ``package.module.attribute`` (the attribute may be nested: ``mod.Class.method``).
+    """Import ``package.module.attribute`` or ``package.module:attribute`` (dotflow's form).
+
+    The attribute may be nested (``mod.Class.method``, ``mod:Class.method``). With a
+    colon the module is exactly what precedes it; with dots only, the longest
+    importable prefix is the module.
 
     :raises InvalidStepError: the path is malformed or nothing importable is at it.
     """
-    parts = dotted.strip().split(".")
-    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+    text = dotted.strip() if isinstance(dotted, str) else ""
+    module_part, colon, attribute_part = text.partition(":")
+    parts = [*module_part.split("."), *attribute_part.split(".")] if colon else text.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts) or ":" in attribute_part:
         raise InvalidStepError(
-            f"{what} {dotted!r} is not a dotted path; "
-            f"expected 'module.function', e.g. 'flow.extract'"
+            f"{what} {dotted!r} is not an import path; expected 'module.function' or "
+            f"'module:function', e.g. 'flow.extract' or 'flow:extract'"
         )
-    for split in range(len(parts) - 1, 0, -1):
+    splits = [len(module_part.split("."))] if colon else range(len(parts) - 1, 0, -1)
+    for split in splits:
         module_name = ".".join(parts[:split])
         try:
             obj: Any = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            if error.name and (
-                module_name == error.name or module_name.startswith(f"{error.name}.")
+            if (
+                not colon
+                and error.name
+                and (module_name == error.name or module_name.startswith(f"{error.name}."))
             ):
                 continue  # this prefix is not a module; try a shorter one
             raise InvalidStepError(
@@ -62,12 +72,33 @@ def resolve_step(step: Action | Callable[..., Any] | str) -> Action:
     """
     obj = import_object(step, "step") if isinstance(step, str) else step
     if isinstance(obj, Action):
+        if _is_plain_method(obj):
+            owner = obj.target.__qualname__.rsplit(".", 1)[0]
+            raise InvalidStepError(
+                f"step {step if isinstance(step, str) else obj.name!r} is a method of class "
+                f"{owner} (it takes self); a step is an @action function, or an @action class "
+                f"whose @action methods run in order: mark {owner} with @action and pass it"
+            )
         return obj
     label = step if isinstance(step, str) else callable_name(obj)
     raise InvalidStepError(
         f"step {label!r} is not marked with @action; decorate it: "
         f"'from dotflow_core import action' then '@action' above its definition"
     )
+
+
+def _is_plain_method(step: Action) -> bool:
+    """An ``@action`` function defined in a class that is not itself an action (``mod:Cls.m``)."""
+    if step.is_class:
+        return False
+    qualname = getattr(step.target, "__qualname__", "")
+    if "." not in qualname.replace("<locals>.", ""):
+        return False
+    try:
+        first = next(iter(inspect.signature(step.target).parameters), None)
+    except (TypeError, ValueError):
+        return False
+    return first == "self"
 
 
 def resolve_callback(callback: Callable[..., Any] | str | None) -> Callable[..., Any] | None:

@@ -14,8 +14,15 @@ from dotflow_core.engine.action import Action
 from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.steps import resolve_callback, resolve_step
-from dotflow_core.errors import ConfigurationError
-from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskError, TaskRecord, TaskStatus
+from dotflow_core.errors import ConfigurationError, WorkflowStateError
+from dotflow_core.hooks.records import (
+    INITIAL_TASK_ID,
+    MAX_TASK_ID,
+    TaskError,
+    TaskRecord,
+    TaskStatus,
+    is_strict_int,
+)
 from dotflow_core.serialize import record_to_dict
 
 DEFAULT_GROUP = "default"
@@ -62,7 +69,8 @@ class Task:
     @property
     def name(self) -> str:
         """The step's qualified name."""
-        return self.step.name
+        step: Action = self.step  # (type checkers read self.step through Action.__get__)
+        return step.name
 
     @property
     def initial_context(self) -> Context:
@@ -75,8 +83,8 @@ class Task:
         return self._previous or Context(None, None, self.workflow_id)
 
     @previous_context.setter
-    def previous_context(self, value: Context) -> None:
-        self._previous = value
+    def previous_context(self, value: Any) -> None:
+        self._previous = self._as_context(value)
 
     @property
     def current_context(self) -> Context:
@@ -84,8 +92,14 @@ class Task:
         return self._current or Context(None, self.task_id, self.workflow_id)
 
     @current_context.setter
-    def current_context(self, value: Context) -> None:
-        self._current = value
+    def current_context(self, value: Any) -> None:
+        """Any value: a plain one is wrapped in a :class:`Context` of this task, as dotflow does."""
+        self._current = self._as_context(value)
+
+    def _as_context(self, value: Any) -> Context:
+        if isinstance(value, Context):
+            return value
+        return Context(value, self.task_id, self.workflow_id)
 
     def snapshot(self) -> TaskRecord:
         """A frozen record of the task as it is now (contexts copied)."""
@@ -140,19 +154,19 @@ class TaskBuilder:
         *,
         run_id: str | None = None,
     ) -> None:
-        if (
-            isinstance(initial_task_id, bool)
-            or not isinstance(initial_task_id, int)
-            or (initial_task_id < INITIAL_TASK_ID)
-        ):
+        if not is_strict_int(initial_task_id, INITIAL_TASK_ID, MAX_TASK_ID):
             raise ConfigurationError(
-                f"initial_task_id={initial_task_id!r}: must be an int >= {INITIAL_TASK_ID}"
+                f"initial_task_id={initial_task_id!r}: must be an int >= {INITIAL_TASK_ID} "
+                f"(and at most 2**53)"
             )
         self.workflow_id = workflow_id or str(uuid.uuid4())
         self.initial_task_id = initial_task_id
         self.run_id = run_id
         self.queue: list[Task] = []
         self._events = events or Events.silent()
+        #: The id the next task added gets: ids are never reused, even after :meth:`clear`.
+        self._next_id = initial_task_id
+        self._started = False
 
     def add(
         self,
@@ -178,7 +192,8 @@ class TaskBuilder:
             actions = [resolve_step(item) for item in steps]
         resolved_callback = None if callback is None else resolve_callback(callback)
         for item in actions:
-            task_id = self.initial_task_id + len(self.queue)
+            task_id = self._next_id
+            self._next_id += 1
             task = Task(
                 task_id=task_id,
                 workflow_id=self.workflow_id,
@@ -196,6 +211,21 @@ class TaskBuilder:
 
     def count(self) -> int:
         return len(self.queue)
+
+    def clear(self) -> None:
+        """Remove every task added so far, as dotflow's ``clear()``; the workflow runs none of them.
+
+        Tasks added afterwards continue the numbering (their ids are not reused:
+        providers were told of the removed ones through ``create_task``, and keep
+        them as ``Not started``).
+
+        :raises WorkflowStateError: the workflow has started (its tasks are running or ran).
+        """
+        if self._started:
+            raise WorkflowStateError(
+                f"workflow {self.workflow_id} has started; its tasks cannot be cleared"
+            )
+        self.queue.clear()
 
     def __len__(self) -> int:
         return len(self.queue)

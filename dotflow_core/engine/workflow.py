@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from dotflow_core.discovery import installed_providers
 from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
-from dotflow_core.engine.execution import BACKGROUND, SEQUENTIAL, check_mode, execute
+from dotflow_core.engine.execution import execute
+from dotflow_core.engine.modes import BACKGROUND, SEQUENTIAL, check_mode
 from dotflow_core.engine.runner import RunControl
 from dotflow_core.engine.steps import callable_name
 from dotflow_core.engine.task import Task, TaskBuilder
 from dotflow_core.errors import ConfigurationError, WorkflowStateError
-from dotflow_core.hooks.records import INITIAL_TASK_ID, TaskStatus, WorkflowRecord, WorkflowStatus
+from dotflow_core.hooks.records import (
+    INITIAL_TASK_ID,
+    TaskStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+    is_strict_int,
+)
 from dotflow_core.manager import ProviderManager
-from dotflow_core.selection import select_providers
 from dotflow_core.serialize import record_to_dict
-from dotflow_core.settings import Settings
 
 logger = logging.getLogger("dotflow.engine")
 
@@ -31,25 +38,51 @@ logger = logging.getLogger("dotflow.engine")
 WORKFLOW_ID_ENV = "WORKFLOW_ID"
 
 
+#: The manager ``DotFlow(providers=None)`` uses instead of the environment's, when set.
+_handed_down: ContextVar[ProviderManager | None] = ContextVar("dotflow_providers", default=None)
+
+
+@contextmanager
+def providers_for_new_workflows(manager: ProviderManager) -> Iterator[None]:
+    """Within this block, ``DotFlow()`` without ``providers`` uses ``manager``.
+
+    How ``dotflow start --workflow module:factory`` runs the factory's workflow with
+    the command's providers (``--provider``, the selection rules, its progress).
+    """
+    token = _handed_down.set(manager)
+    try:
+        yield
+    finally:
+        _handed_down.reset(token)
+
+
 def providers_manager(
     providers: ProviderManager | Sequence[str | object] | None,
 ) -> ProviderManager:
     """The manager for ``DotFlow(providers=...)``.
 
-    ``None``: the providers the environment and config file select;
-    a list: those names (installed providers) and/or plugin objects; ``[]``: none;
-    a :class:`ProviderManager`: used as it is.
+    A :class:`ProviderManager`: used as it is (the engine only calls its hooks);
+    ``None``: :meth:`ProviderManager.from_environment`; a list: those names
+    (installed providers) and/or plugin objects; ``[]``: none.
     """
     if isinstance(providers, ProviderManager):
         return providers
-    settings = Settings.load()
     if providers is None:
-        providers = select_providers(settings, installed_providers()).names
-    elif isinstance(providers, (str, bytes)):
+        handed_down = _handed_down.get()
+        return handed_down if handed_down is not None else ProviderManager.from_environment()
+    if isinstance(providers, (str, bytes)):
         raise ConfigurationError(
             f"providers={providers!r}: pass a list, e.g. providers=[{providers!r}]"
         )
-    return ProviderManager.from_providers(providers, settings)
+    return ProviderManager.from_providers(providers)
+
+
+def host_name() -> str:
+    """The machine's name, as dotflow names a workflow by default (``local`` when unknown)."""
+    try:
+        return socket.gethostname() or "local"
+    except OSError:
+        return "local"
 
 
 def check_workflow_id(value: object, origin: str) -> str:
@@ -82,7 +115,8 @@ class DotFlow:
         ``get_next_task_id``. Defaults to ``$WORKFLOW_ID``; when that is unset
         too, a UUID is generated and ``create_workflow`` fires.
     :param providers: see :func:`providers_manager`.
-    :param name: a label for people, passed to providers.
+    :param name: a label for people, passed to providers; the host name by default,
+        as in dotflow.
     :raises ConfigurationError: bad id, unknown or failing provider, rejected settings.
     """
 
@@ -99,6 +133,8 @@ class DotFlow:
             supplied = check_workflow_id(os.environ[WORKFLOW_ID_ENV], WORKFLOW_ID_ENV)
         else:
             supplied = None
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"name={name!r}: expected a string (default: the host name)")
         self.providers = providers_manager(providers)
         self._events = Events(self.providers)
         #: True when the caller supplied the id (managed mode).
@@ -106,7 +142,7 @@ class DotFlow:
         self.workflow_id: str = supplied or str(uuid.uuid4())
         #: This run (one ``DotFlow``, one ``start()``): a UUID every record carries.
         self.run_id: str = str(uuid.uuid4())
-        self.name = name
+        self.name: str = name or host_name()  # dotflow's "name or hostname()"
         self.mode: str | None = None
         self.status: WorkflowStatus | None = None
         self.created_at: datetime = utc_now()
@@ -156,9 +192,7 @@ class DotFlow:
         if isinstance(keep_going, str) or keep_going not in (True, False):  # 0/1 pass, "no" not
             raise ConfigurationError(f"keep_going={keep_going!r}: expected True or False")
         keep_going = bool(keep_going)
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
+        if max_workers is not None and not is_strict_int(max_workers, 1):
             raise ConfigurationError(f"max_workers={max_workers!r}: must be an int >= 1")
         for name, callback in (("on_success", on_success), ("on_failure", on_failure)):
             if callback is not None and not callable(callback):
@@ -171,6 +205,7 @@ class DotFlow:
                 "create a new DotFlow to run again"
             )
         self._started = True
+        self.task._started = True
         self._outcome_callbacks = (on_success, on_failure)
         self.mode = mode
         if mode == BACKGROUND:

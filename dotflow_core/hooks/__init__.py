@@ -13,6 +13,7 @@ from dotflow_core.hooks.markers import (
 )
 from dotflow_core.hooks.records import (
     INITIAL_TASK_ID,
+    MAX_TASK_ID,
     TaskError,
     TaskRecord,
     TaskStatus,
@@ -24,6 +25,7 @@ __all__ = [
     "COMMAND_ENTRY_POINT_GROUP",
     "ENTRY_POINT_GROUP",
     "INITIAL_TASK_ID",
+    "MAX_TASK_ID",
     "PROJECT_NAME",
     "TaskError",
     "TaskRecord",

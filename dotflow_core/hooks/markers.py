@@ -16,7 +16,7 @@ from typing import Final
 
 import pluggy
 
-from dotflow_core.discovery import COMMAND_ENTRY_POINT_GROUP, ENTRY_POINT_GROUP
+from dotflow_core.groups import COMMAND_ENTRY_POINT_GROUP, ENTRY_POINT_GROUP
 
 #: The pluggy project name; every marker and manager of dotflow uses it.
 PROJECT_NAME: Final = "dotflow"

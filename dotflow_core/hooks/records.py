@@ -11,12 +11,26 @@ from __future__ import annotations
 import enum
 import traceback as traceback_module
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import attrs
 
 #: The id of the first task of a workflow that has no earlier tasks.
 INITIAL_TASK_ID: Final = 1
+#: The largest task id (2**53: exact in a JSON number, a double): a provider's next
+#: task id above it is treated as a bug, not a number to use.
+MAX_TASK_ID: Final = 2**53
+
+
+def is_strict_int(value: object, minimum: int, maximum: int | None = None) -> TypeGuard[int]:
+    """True for an ``int`` (not a ``bool``) from ``minimum`` to ``maximum`` (no upper bound: None).
+
+    The one check behind every integer setting and id of the core, so that
+    ``True``, ``1.0`` and ``"1"`` are refused the same way everywhere.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return False
+    return maximum is None or value <= maximum
 
 
 class TaskStatus(str, enum.Enum):
@@ -85,7 +99,7 @@ class WorkflowRecord:
     #: so two runs that share a supplied ``workflow_id`` stay apart. ``None`` only in
     #: records built by hand, outside the engine.
     run_id: str | None = None
-    #: A label for people, e.g. the host name; ``None`` when not given.
+    #: A label for people: ``DotFlow(name=...)``, ``dotflow start --name``, else the host name.
     name: str | None = None
     #: The execution mode once the workflow starts: sequential, background or parallel.
     mode: str | None = None

@@ -84,7 +84,9 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict
 
     Run with ``isolated=True`` (``python -S``): no site-packages; PYTHONPATH holds
     the repository (dotflow_core), pluggy and attrs, and a site directory with
-    the requested providers' packages and their metadata.
+    the requested providers' packages and their metadata. ``ghost`` is a provider
+    that exists in metadata only (its module does not), declaring auto-selection
+    on ``GHOST_URL`` and ``GHOST_KEY``.
     """
     import attr
     import attrs
@@ -122,6 +124,14 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict
                     "dotflow-server-fake",
                     metadata.version("dotflow-server-fake"),
                     "[dotflow.server]\nfake = dotflow_server_fake:provider\n",
+                )
+            if "ghost" in key:  # declared in metadata only: its module does not exist
+                _write_dist_info(
+                    site,
+                    "dotflow-server-ghost",
+                    "1.0",
+                    "[dotflow.server]\nghost = no_such_module_anywhere:provider\n\n"
+                    "[dotflow.server.auto]\nghost = GHOST_URL.GHOST_KEY\n",
                 )
             made[key] = site
         return base_env(PYTHONPATH=os.pathsep.join([str(root), str(made[key])]))

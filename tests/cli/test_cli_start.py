@@ -164,7 +164,9 @@ def test_verbose_shows_where_a_failed_task_raised(dotflow: Dotflow) -> None:
     failed = text.lines.index(next(line for line in text.lines if "flow.explode: Failed" in line))
     assert text.lines[failed + 1] == "    Traceback (most recent call last):", text
     assert 'raise ValueError("exploded on purpose")' in text.stderr
-    assert text.lines[-2] == "    ValueError: exploded on purpose", text
+    assert text.lines[-3] == "    ValueError: exploded on purpose", text
+    # The summary names the failed task (the line before it), also with -q.
+    assert text.lines[-2] == "dotflow: failed: task 1 flow.explode: ValueError: exploded on purpose"
 
     json_run = dotflow("start", "-s", "flow.explode", "-v", "--log-format", "json")
     failure = next(e for e in json_run.json_lines() if e["event"] == "task_failed")
@@ -272,7 +274,7 @@ def assert_usage_error(result: Result, *fragments: str) -> None:
     ("value", "fragments"),
     [
         ("{bad", ("--initial-context", "line 1 column 2", "offset 1")),
-        ("plain text", ("--initial-context", "invalid JSON", "offset 0")),
+        ('["unclosed"', ("--initial-context", "invalid JSON", "offset 11")),
         ("@missing.json", ("@missing.json", "No such file")),
         ("@", ("no file name",)),
     ],
@@ -301,7 +303,7 @@ def test_an_initial_context_file_with_bad_json_names_the_file(
         ("flow.nope", ("'flow.nope'", "no attribute 'nope'")),
         ("nosuchmodule.extract", ("'nosuchmodule.extract'", "no module named 'nosuchmodule'")),
         ("badimport.step", ("'badimport.step'", "RuntimeError", "fails at import")),
-        ("extract", ("'extract'", "dotted path")),
+        ("extract", ("'extract'", "not an import path", "'module:function'")),
     ],
 )
 def test_a_step_that_cannot_be_used_exits_2_and_no_event_is_reported(
@@ -390,7 +392,7 @@ def test_a_pyproject_whose_tool_is_not_a_table_exits_2(dotflow: Dotflow, project
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (("start",), "required: -s/--step"),
+        (("start",), "one of the arguments -s/--step -w/--workflow is required"),
         (("start", "-s", "flow.extract", "--mode", "sideways"), "invalid choice: 'sideways'"),
         (("start", "-s", "flow.extract", "--log-format", "xml"), "invalid choice: 'xml'"),
         (("start", "-s", "flow.extract", "--no-such-flag"), "unrecognized arguments"),

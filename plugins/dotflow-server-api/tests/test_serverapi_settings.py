@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from dotflow_server_api import ServerAPI
-from dotflow_server_api import settings as settings_module
 from dotflow_server_api.settings import load_settings, outbox_root, token_fingerprint
 
 from dotflow_core import ConfigurationError, DotFlow, Secret, Settings
+from dotflow_core.plugin import forget_warnings
 
 
 def settings(environ: dict[str, str] | None = None, **server: Any) -> Settings:
@@ -301,7 +301,7 @@ def test_plain_http_to_a_private_address_warns_too(
     url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only loopback keeps the token on the machine; a private network is still a network."""
-    monkeypatch.setattr(settings_module, "_warned", set())
+    forget_warnings()
     caplog.set_level(logging.WARNING, logger="dotflow.server.api")
     load_settings(settings({"SERVER_BASE_URL": url}))
     warnings = [r.getMessage() for r in caplog.records if "clear text" in r.getMessage()]

@@ -7,8 +7,15 @@ import logging
 import pytest
 from dotflow_server_default import DefaultProvider, provider
 
-from dotflow_core import INITIAL_TASK_ID, DotFlow, ProviderManager, Settings, action
-from dotflow_core.manager import installed_providers, load_provider
+from dotflow_core import (
+    INITIAL_TASK_ID,
+    DotFlow,
+    ProviderManager,
+    Settings,
+    action,
+    installed_providers,
+)
+from dotflow_core.manager import load_provider
 from dotflow_core.testing import ProviderContract, RecordingProvider
 
 

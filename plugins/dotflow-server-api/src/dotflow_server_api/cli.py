@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from dotflow_core import ConfigurationError, Settings
-from dotflow_core.cli import CommandParser, error_line
+from dotflow_core.plugin import CommandParser, ConfigurationError, Settings, error_line
 from dotflow_server_api.contract import printable
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Final
 
-from dotflow_core.serialize import DEFAULT_MAX_BYTES, JsonSafe
+from dotflow_core.plugin import DEFAULT_MAX_BYTES, JsonSafe
 
 #: Largest JSON one context takes in a body; a bigger one becomes a ``truncated`` marker
 #: with a preview (see :mod:`dotflow_core.serialize`).

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from dotflow_core import INITIAL_TASK_ID, ConfigurationError
+from dotflow_core.plugin import INITIAL_TASK_ID, ConfigurationError
 from dotflow_server_api import payloads
 from dotflow_server_api.contract import MAX_WORKFLOW_ID_LENGTH, printable
 from dotflow_server_api.delivery import Delivery

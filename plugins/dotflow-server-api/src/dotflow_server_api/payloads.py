@@ -22,8 +22,14 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote
 
-from dotflow_core import TaskRecord, TaskStatus, WorkflowRecord, WorkflowStatus
-from dotflow_core.serialize import capped_repr, to_json_safe
+from dotflow_core.plugin import (
+    TaskRecord,
+    TaskStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+    capped_repr,
+    to_json_safe,
+)
 from dotflow_server_api.contexts import CONTEXT_MAX_BYTES, ContextEncoder, encode, encode_within
 
 #: Largest body sent. Contexts are capped on their own (``CONTEXT_MAX_BYTES`` each);

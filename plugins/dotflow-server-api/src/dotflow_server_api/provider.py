@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dotflow_core import (
+from dotflow_core.plugin import (
     INITIAL_TASK_ID,
     ConfigurationError,
     Secret,

@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from dotflow_core import ConfigurationError, Secret, Settings, parse_flag, user_dir
-from dotflow_core.settings import FLAG_CHOICES, HOME_ENV
+from dotflow_core.plugin import (
+    FLAG_CHOICES,
+    HOME_ENV,
+    ConfigurationError,
+    Secret,
+    Settings,
+    parse_flag,
+    user_dir,
+    warn_once,
+)
 
 logger = logging.getLogger("dotflow.server.api")
 
@@ -41,9 +49,6 @@ DEFAULT_MAX_IN_FLIGHT: Final = 32
 MAX_IN_FLIGHT_LIMIT: Final = 64
 #: Visible ASCII only: a token with spaces or control characters would corrupt the header.
 _TOKEN_PATTERN: Final = re.compile(r"[\x21-\x7e]+")
-
-#: What this process has warned about (one WARNING each, however often settings load).
-_warned: set[Hashable] = set()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,8 +105,6 @@ _KEYS: Final[dict[str, tuple[str, Any]]] = {
     "ca_bundle": ("SERVER_CA_BUNDLE", None),
     "outbox_dir": (OUTBOX_DIR_ENV, None),
 }
-#: The keys ``ServerAPI(...)`` accepts besides ``token``.
-SETTING_NAMES: Final = frozenset(_KEYS)
 
 
 def load_settings(settings: Settings, overrides: Mapping[str, Any] | None = None) -> ApiSettings:
@@ -386,10 +389,7 @@ def is_loopback(host: str) -> bool:
 
 def _warn_once(about: Hashable, message: str, *args: object) -> None:
     """Log ``message`` as a WARNING the first time this process meets ``about``."""
-    if about in _warned:
-        return
-    _warned.add(about)
-    logger.warning(message, *args)
+    warn_once(logger, message, *args, key=about)
 
 
 def _warn_if_cleartext(base_url: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from dotflow_core import INITIAL_TASK_ID, Settings, TaskRecord, WorkflowRecord, hookimpl
+from dotflow_core.plugin import INITIAL_TASK_ID, Settings, TaskRecord, WorkflowRecord, hookimpl
 
 __version__ = "0.1.0"
 __all__ = ["DefaultProvider", "provider"]
