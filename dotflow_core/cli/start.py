@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotflow_core.cli import (
     EXIT_OK,
@@ -35,6 +35,9 @@ from dotflow_core.manager import ProviderManager
 from dotflow_core.selection import Selection, select_providers
 from dotflow_core.settings import Settings
 
+if TYPE_CHECKING:
+    from dotflow_core.engine.executor_specs import ExecutorSpec, OwnedExecutor
+
 #: The name the progress reporter is registered under on the run's manager.
 REPORTER_NAME = "dotflow-cli"
 #: Seconds providers get to deliver what they hold after Ctrl-C.
@@ -52,11 +55,50 @@ def run(options: argparse.Namespace) -> int:
         process.startup_finished()  # user code from here on
         steps = resolve_steps(options.step)
         callback = resolve_callback(options.callback) if options.callback else None
+        spec = executor_spec(settings, options)
         manager = ProviderManager.from_providers(selection.names, settings)
     except (ConfigurationError, CliError) as error:
         output.error(str(error), EXIT_USAGE)
         return EXIT_USAGE
-    return _run_with(manager, selection, output, options, steps, callback, initial_context)
+    if spec is None:
+        return _run_with(manager, selection, output, options, steps, callback, initial_context)
+    from dotflow_core.engine.executor_specs import OwnedExecutor
+
+    try:
+        owned = OwnedExecutor.open(spec)
+    except ConfigurationError as error:
+        output.error(str(error), EXIT_USAGE)
+        manager.shutdown(timeout=None)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
+        raise
+    with owned:
+        return _run_with(
+            manager, selection, output, options, steps, callback, initial_context, owned
+        )
+
+
+def executor_spec(settings: Settings, options: argparse.Namespace) -> ExecutorSpec | None:
+    """The executor of a parallel run: ``--executor``, else ``DOTFLOW_EXECUTOR``, else the
+    config file; None for the built-in worker processes (and for the other modes).
+
+    :raises CliError: ``--executor`` with a mode other than parallel.
+    :raises ConfigurationError: a bad spec, or Dask named and not installed.
+    """
+    if options.mode != "parallel":
+        if options.executor is not None:
+            raise CliError(
+                f"--executor {options.executor}: executors run tasks in parallel mode only; "
+                f"add --mode parallel"
+            )
+        return None  # DOTFLOW_EXECUTOR and the config file say where parallel runs go
+    from dotflow_core.engine.executor_specs import check_available, configured_executor
+
+    spec = configured_executor(settings, options.executor)
+    if spec is not None:
+        check_available(spec)
+    return spec
 
 
 def _run_with(
@@ -67,6 +109,7 @@ def _run_with(
     steps: list[Action],
     callback: Any,
     initial_context: Any,
+    owned: OwnedExecutor | None = None,
 ) -> int:
     described = selection.describe()
     manager.add(
@@ -91,7 +134,11 @@ def _run_with(
         clock = time.perf_counter()
         interruption: KeyboardInterrupt | None = None
         try:
-            workflow.start(mode=options.mode, keep_going=options.keep_going)
+            workflow.start(
+                mode=options.mode,
+                keep_going=options.keep_going,
+                executor=owned.executor if owned else None,
+            )
             if options.mode == "background":
                 workflow.wait()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (process.Terminated)
@@ -126,9 +173,12 @@ def _run_with(
             else time.perf_counter() - clock,
             exit_code=exit_code,
         )
-        if interrupted and options.mode == "background":
-            # The run's thread may still be inside a step that cannot be interrupted and
-            # would keep the process alive; providers have had their bounded shutdown.
+        if interrupted and (options.mode == "background" or owned is not None):
+            # The run's thread (or an executor's) may still be inside a step that cannot be
+            # interrupted and would keep the process alive; providers have had their
+            # bounded shutdown, and the executor is closed first (its workers stopped).
+            if owned is not None:
+                owned.close()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(exit_code)

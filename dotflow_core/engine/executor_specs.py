@@ -182,17 +182,20 @@ class OwnedExecutor:
             return
         self._closed = True
         executor = self.executor
-        if isinstance(executor, (ProcessPoolExecutor, ThreadPoolExecutor)):
+        if isinstance(executor, ProcessPoolExecutor):
+            kill = getattr(executor, "kill_workers", None)  # Python 3.14+
+            if kill is not None:
+                kill()
+            else:
+                for process in list((getattr(executor, "_processes", None) or {}).values()):
+                    process.kill()
+            # With its workers gone the pool's manager thread ends at once: wait for it, or
+            # its closing races the interpreter's wake-up call to it at exit.
+            executor.shutdown(wait=True, cancel_futures=True)
+        elif isinstance(executor, ThreadPoolExecutor):
             executor.shutdown(wait=False, cancel_futures=True)
         else:  # Dask's: cancels what it still holds
             executor.shutdown(wait=False)
-        if isinstance(executor, ProcessPoolExecutor):
-            terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
-            if terminate is not None:
-                terminate()
-            else:
-                for process in list((getattr(executor, "_processes", None) or {}).values()):
-                    process.terminate()
         for closer in self._closers:
             try:
                 closer.close()
