@@ -134,15 +134,21 @@ class ExecutorRun:
             for chain in chains_of(self.tasks):
                 self._begin(chain, 0, Context(workflow_id=chain[0].workflow_id))
             while self.in_flight or self.ready or self.retries:
+                if self.control.stop.is_set():  # cancelled: its tasks were reported Failed
+                    self._cancel_in_flight()
+                    return
                 self._submit_ready()
                 self._wait_for_events()
         except BaseException as error:
             self.control.stop.set()
-            for future in list(self.in_flight):
-                future.cancel()
-            self.in_flight.clear()
+            self._cancel_in_flight()
             self.control.abandon(list(self.tasks), self.events, error)
             raise
+
+    def _cancel_in_flight(self) -> None:
+        for future in list(self.in_flight):
+            future.cancel()  # a queued attempt never runs; a running one's result is dropped
+        self.in_flight.clear()
 
     # -- a task's lifecycle -------------------------------------------------------------
 
