@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -99,6 +100,7 @@ def main() -> int:
     import distributed  # in requirements/test.txt; users get it with dotflow-core[dask]
 
     independent = args.tasks - args.chain
+    load_before = os.getloadavg()[0]
     loops = calibrate(args.task_ms)
     cluster = distributed.LocalCluster(
         n_workers=WORKERS,
@@ -139,15 +141,22 @@ def main() -> int:
         pool.shutdown()
         client.close()
         cluster.close()
-    return report(samples, args)
+    load = (load_before, os.getloadavg()[0])
+    return report(samples, args, load)
 
 
-def report(samples: dict[str, list[float]], args: argparse.Namespace) -> int:
+def report(
+    samples: dict[str, list[float]], args: argparse.Namespace, load: tuple[float, float]
+) -> int:
     wall = {name: statistics.median(values) for name, values in samples.items()}
     floor = wall["floor"]
     print(
         f"\n{args.tasks} tasks of ~{args.task_ms:g} ms CPU ({args.tasks - args.chain} independent, "
         f"a chain of {args.chain}), {WORKERS} workers; median of {args.rounds} rounds"
+    )
+    print(
+        f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end, on "
+        f"{os.cpu_count()} CPUs: above {WORKERS} the workers could not have the CPUs they need"
     )
     print(f"{'variant':<12}{'wall s':>9}{'speed-up':>10}{'overhead ms/task':>18}")
     overhead: dict[str, float] = {}
