@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_managed.py
+	$(BIN)/python bench/bench_executors.py
 
 clean:
 	rm -rf $(VENV) bench/.venv-dotflow bench/.venv-ours .pytest_cache .ruff_cache

@@ -31,6 +31,12 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ),
         ("bench_engine.py", ["--tasks", "1.5"], "argument --tasks: '1.5' is not an integer"),
         ("bench_cli.py", ["--runs", "-1"], "argument --runs: -1 is below the minimum, 1"),
+        ("bench_executors.py", ["--tasks", "1"], "argument --tasks: 1 is below the minimum, 2"),
+        (
+            "bench_executors.py",
+            ["--tasks", "20", "--chain", "20"],
+            "argument --chain: 20 must be below --tasks (20)",
+        ),
     ],
 )
 def test_a_bad_value_is_named_in_one_line(script: str, arguments: list[str], message: str) -> None:

@@ -159,6 +159,13 @@ def _add_start(commands: Any) -> None:
         help="execution mode (default: %(default)s)",
     )
     start.add_argument(
+        "--executor",
+        metavar="SPEC",
+        help="parallel mode: run the tasks on an executor: dask://HOST:PORT (a Dask "
+        "scheduler), dask[:N] (a local Dask cluster for the run), processes[:N] or "
+        "threads[:N]; overrides DOTFLOW_EXECUTOR and the config file's executor",
+    )
+    start.add_argument(
         "-i",
         "--initial-context",
         metavar="JSON|TEXT|@FILE",

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotflow_core.cli import process
 from dotflow_core.cli._common import (
@@ -36,6 +36,9 @@ from dotflow_core.manager import ProviderManager
 from dotflow_core.selection import Selection, select_providers
 from dotflow_core.serialize import capped_repr
 from dotflow_core.settings import Settings
+
+if TYPE_CHECKING:
+    from dotflow_core.engine.executor_specs import ExecutorSpec, OwnedExecutor
 
 #: The name the progress reporter is registered under on the run's manager.
 REPORTER_NAME = "dotflow-cli"
@@ -63,6 +66,7 @@ def run(options: argparse.Namespace) -> int:
         factory = resolve_factory(options.workflow) if options.workflow else None
         steps = resolve_steps(options.step or [])
         callback = resolve_callback(options.callback) if options.callback else None
+        spec = executor_spec(settings, options)
         manager = ProviderManager.from_providers(selection.names, settings)
         manager.selection = selection
     except (ConfigurationError, CliError) as error:
@@ -73,7 +77,21 @@ def run(options: argparse.Namespace) -> int:
         if factory is not None
         else (lambda: _from_steps(options, manager, steps, callback, initial_context))
     )
-    return _run_with(manager, selection, output, options, build)
+    if spec is None:
+        return _run_with(manager, selection, output, options, build)
+    from dotflow_core.engine.executor_specs import OwnedExecutor
+
+    try:
+        owned = OwnedExecutor.open(spec)
+    except ConfigurationError as error:
+        output.error(str(error), EXIT_USAGE)
+        manager.shutdown(timeout=None)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        manager.shutdown(timeout=INTERRUPT_SHUTDOWN_TIMEOUT)
+        raise
+    with owned:
+        return _run_with(manager, selection, output, options, build, owned)
 
 
 def check_options(options: argparse.Namespace) -> None:
@@ -150,12 +168,35 @@ def _from_factory(factory: Callable[[], Any], path: str, manager: ProviderManage
     return workflow
 
 
+def executor_spec(settings: Settings, options: argparse.Namespace) -> ExecutorSpec | None:
+    """The executor of a parallel run: ``--executor``, else ``DOTFLOW_EXECUTOR``, else the
+    config file; None for the built-in worker processes (and for the other modes).
+
+    :raises CliError: ``--executor`` with a mode other than parallel.
+    :raises ConfigurationError: a bad spec, or Dask named and not installed.
+    """
+    if options.mode != "parallel":
+        if options.executor is not None:
+            raise CliError(
+                f"--executor {options.executor}: executors run tasks in parallel mode only; "
+                f"add --mode parallel"
+            )
+        return None  # DOTFLOW_EXECUTOR and the config file say where parallel runs go
+    from dotflow_core.engine.executor_specs import check_available, configured_executor
+
+    spec = configured_executor(settings, options.executor)
+    if spec is not None:
+        check_available(spec)
+    return spec
+
+
 def _run_with(
     manager: ProviderManager,
     selection: Selection,
     output: Output,
     options: argparse.Namespace,
     build: Callable[[], DotFlow],
+    owned: OwnedExecutor | None = None,
 ) -> int:
     described = selection.describe()
     manager.add(
@@ -176,7 +217,11 @@ def _run_with(
         interruption: KeyboardInterrupt | None = None
         links: list[str] = []
         try:
-            workflow.start(mode=options.mode, keep_going=options.keep_going)
+            workflow.start(
+                mode=options.mode,
+                keep_going=options.keep_going,
+                executor=owned.executor if owned else None,
+            )
             if options.mode == "background":
                 workflow.wait()
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (process.Terminated)
@@ -215,9 +260,12 @@ def _run_with(
             exit_code=exit_code,
             links=links,
         )
-        if interrupted and options.mode == "background":
-            # The run's thread may still be inside a step that cannot be interrupted and
-            # would keep the process alive; providers have had their bounded shutdown.
+        if interrupted and (options.mode == "background" or owned is not None):
+            # The run's thread (or an executor's) may still be inside a step that cannot be
+            # interrupted and would keep the process alive; providers have had their
+            # bounded shutdown, and the executor is closed first (its workers stopped).
+            if owned is not None:
+                owned.close()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(exit_code)

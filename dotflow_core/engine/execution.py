@@ -10,6 +10,9 @@ of a group run in order, each receiving the previous one's context.
   ``max_workers`` processes at a time. Workers report each event to the parent
   through a pipe, so the parent's providers see the whole run. That machinery
   lives in :mod:`dotflow_core.engine.processes`, imported only by this mode.
+  With ``executor=`` (any ``concurrent.futures`` executor, Dask's included) the
+  attempts run there instead and the lifecycle stays here:
+  :mod:`dotflow_core.engine.executors`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.modes import (
@@ -61,9 +65,14 @@ def execute(
     *,
     keep_going: bool,
     max_workers: int | None = None,
+    executor: Any = None,
 ) -> None:
     """Run every task in the given mode; returns when all have ended (or raises on Ctrl-C)."""
-    if mode == PARALLEL:
+    if mode == PARALLEL and executor is not None:
+        from dotflow_core.engine.executors import run_on_executor
+
+        run_on_executor(executor, tasks, events, control, keep_going, max_workers)
+    elif mode == PARALLEL:
         from dotflow_core.engine.processes import run_in_processes
 
         run_in_processes(tasks, events, control, keep_going, max_workers or default_max_workers())

@@ -169,7 +169,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
                 leave_if_forked(control.pid)
                 failure = TaskError.from_exception(error, attempt)
                 if attempt >= action.retry or control.stop.is_set():
-                    _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
+                    finish_task(task, TaskStatus.FAILED, clock, events, control, failure=failure)
                     return
                 logger.info(
                     "task %s (%s) attempt %d failed (%s: %s); retrying in %.3g s",
@@ -178,17 +178,17 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
                 if not control.advance(task, TaskStatus.RETRY, events, failure=failure):
                     return
                 if control.stop.wait(delay):  # the workflow stops: no further attempt
-                    _finish(task, TaskStatus.FAILED, clock, events, control)
+                    finish_task(task, TaskStatus.FAILED, clock, events, control)
                     return
                 if action.backoff:
                     delay *= 2
             else:
                 leave_if_forked(control.pid)
-                _finish(task, TaskStatus.COMPLETED, clock, events, control, value=value)
+                finish_task(task, TaskStatus.COMPLETED, clock, events, control, value=value)
                 return
     except BaseException as error:  # KeyboardInterrupt: record, report, re-raise
         failure = TaskError.from_exception(error, attempt)
-        _finish(task, TaskStatus.FAILED, clock, events, control, failure=failure)
+        finish_task(task, TaskStatus.FAILED, clock, events, control, failure=failure)
         raise
 
 
@@ -226,7 +226,7 @@ def _attempt(task: Task, owner: int) -> Any:
     return outcome["value"]
 
 
-def _finish(
+def finish_task(
     task: Task,
     status: TaskStatus,
     clock: float,

@@ -17,7 +17,7 @@ from typing import Any
 from dotflow_core.engine.context import Context, utc_now
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.execution import execute
-from dotflow_core.engine.modes import BACKGROUND, SEQUENTIAL, check_mode
+from dotflow_core.engine.modes import BACKGROUND, PARALLEL, SEQUENTIAL, check_mode
 from dotflow_core.engine.runner import RunControl
 from dotflow_core.engine.steps import callable_name
 from dotflow_core.engine.task import Task, TaskBuilder
@@ -107,6 +107,28 @@ def check_workflow_id(value: object, origin: str) -> str:
     return value.strip()
 
 
+def check_executor(executor: object, mode: str) -> None:
+    """``start(executor=...)``: an object with ``submit``, or a valid spec; parallel mode only.
+
+    :raises ConfigurationError: otherwise (naming what would be valid).
+    """
+    if mode != PARALLEL:
+        raise ConfigurationError(
+            f"executor= runs tasks in mode='parallel' only, not mode={mode!r}; "
+            f"use start(mode='parallel', executor=...)"
+        )
+    if isinstance(executor, str):
+        from dotflow_core.engine.executor_specs import check_available, parse_executor_spec
+
+        check_available(parse_executor_spec(executor, "executor"))
+    elif not callable(getattr(executor, "submit", None)):
+        raise ConfigurationError(
+            f"executor={executor!r}: expected a concurrent.futures.Executor (such as "
+            f"ProcessPoolExecutor() or distributed.Client(...).get_executor()) or a spec "
+            f"such as 'dask://HOST:PORT', 'dask', 'processes', 'threads'"
+        )
+
+
 class DotFlow:
     """A workflow: add tasks with ``workflow.task.add(step=...)``, run them with ``start()``.
 
@@ -174,6 +196,7 @@ class DotFlow:
         keep_going: bool = False,
         *,
         max_workers: int | None = None,
+        executor: Any = None,
         on_success: Callable[..., Any] | None = None,
         on_failure: Callable[..., Any] | None = None,
     ) -> DotFlow:
@@ -181,7 +204,12 @@ class DotFlow:
 
         :param mode: ``sequential``, ``background`` or ``parallel`` (see :mod:`.execution`).
         :param keep_going: go on with a group's next tasks after one fails.
-        :param max_workers: most worker processes at a time in ``parallel`` mode.
+        :param max_workers: most worker processes at a time in ``parallel`` mode (with
+            ``executor``: most attempts submitted to it at a time; default no limit).
+        :param executor: ``parallel`` mode only: run the attempts on this
+            ``concurrent.futures`` executor (a process or thread pool,
+            ``distributed.Client(...).get_executor()``), or on the one a spec such as
+            ``"dask://HOST:PORT"`` names (see :mod:`.executor_specs`), created for the run.
         :param on_success: called as ``on_success(tasks=[...])`` when the workflow has
             completed (after its final ``update_workflow`` and ``flush``, before
             :meth:`wait` returns), as in dotflow.
@@ -194,6 +222,8 @@ class DotFlow:
         keep_going = bool(keep_going)
         if max_workers is not None and not is_strict_int(max_workers, 1):
             raise ConfigurationError(f"max_workers={max_workers!r}: must be an int >= 1")
+        if executor is not None:
+            check_executor(executor, mode)
         for name, callback in (("on_success", on_success), ("on_failure", on_failure)):
             if callback is not None and not callable(callback):
                 raise ConfigurationError(
@@ -211,11 +241,11 @@ class DotFlow:
         if mode == BACKGROUND:
             threading.Thread(
                 target=self._run_in_background,
-                args=(keep_going, max_workers),
+                args=(keep_going, max_workers, executor),
                 name=f"dotflow-workflow-{self.workflow_id}",
             ).start()
         else:
-            self._run(keep_going, max_workers)
+            self._run(keep_going, max_workers, executor)
         return self
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -252,13 +282,15 @@ class DotFlow:
         self._finish(interrupted=True)
         return True
 
-    def _run_in_background(self, keep_going: bool, max_workers: int | None) -> None:
+    def _run_in_background(
+        self, keep_going: bool, max_workers: int | None, executor: Any = None
+    ) -> None:
         try:
-            self._run(keep_going, max_workers)
+            self._run(keep_going, max_workers, executor)
         except BaseException:
             logger.exception("background workflow %s stopped", self.workflow_id)
 
-    def _run(self, keep_going: bool, max_workers: int | None) -> None:
+    def _run(self, keep_going: bool, max_workers: int | None, executor: Any = None) -> None:
         self.status = WorkflowStatus.IN_PROGRESS
         self.started_at = utc_now()
         self._clock = time.perf_counter()
@@ -271,6 +303,7 @@ class DotFlow:
                 self._control,
                 keep_going=keep_going,
                 max_workers=max_workers,
+                executor=executor,
             )
         except BaseException:
             self._finish(interrupted=True)

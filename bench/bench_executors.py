@@ -1,0 +1,184 @@
+"""Parallel mode on executors: 200 CPU-bound tasks of about 50 ms, on 2 workers.
+
+The workflow: 180 independent tasks in the ``default`` group and one named
+group of 20 tasks, each receiving the previous one's value. Side by side in
+one run, interleaved round by round (the median is reported):
+
+- floor: the same 200 calls in a bare loop (the CPU work itself);
+- sequential: ``start()``;
+- parallel: ``start(mode="parallel")``, the built-in worker processes;
+- processes: ``start(mode="parallel", executor=ProcessPoolExecutor(2))``;
+- dask: ``start(mode="parallel", executor=client.get_executor())`` on a
+  ``LocalCluster`` of 2 worker processes, one thread each;
+- dask-map: Dask's own ``client.map`` of the same function on the same cluster
+  (the named group as a chain of ``client.submit`` calls, each given the
+  previous future), no dotflow involved.
+
+Pools and the cluster are started and warmed up (every worker has imported the
+steps) before the clock starts, as a long-lived cluster would be.
+
+Printed: wall time, speed-up over sequential, and the overhead per task: the
+worker time a run spends on anything but the steps' own work,
+``(workers x wall - floor) / tasks`` (for sequential, ``(wall - floor) / tasks``).
+
+Targets: every parallel variant at least 1.7x faster than sequential; the
+overhead per task of ``dask`` within 2 ms of ``dask-map``'s.
+
+Usage: python bench/bench_executors.py [--tasks 200] [--chain 20] [--task-ms 50] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from _options import at_least
+from executors_workload import burn, burn_after, spin, spin_after
+
+from dotflow_core import DotFlow
+
+WORKERS = 2
+TARGET_SPEEDUP = 1.7
+TARGET_DASK_GAP_MS = 2.0
+
+
+def calibrate(task_ms: float) -> int:
+    """Loops of ``spin`` that take about ``task_ms`` here (best of five, so load inflates less)."""
+    loops = 100_000
+    best = min(_timed(lambda: spin(loops)) for _ in range(5))
+    return max(1, int(loops * task_ms / 1000 / best))
+
+
+def _timed(function: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def workflow(independent: int, chain: int, loops: int) -> DotFlow:
+    flow = DotFlow(providers=[])
+    for _ in range(independent):
+        flow.task.add(burn, initial_context=loops)
+    for _ in range(chain):
+        flow.task.add(burn_after, initial_context=loops, group_name="chain")
+    return flow
+
+
+def check(flow: DotFlow, chain: int) -> None:
+    """Every task completed and the chain counted through: a fast wrong run is no figure."""
+    failed = [task for task in flow.result_task() if task.current_context.storage is None]
+    if failed or flow.result_storage()[-1] != chain:
+        raise SystemExit(f"bench_executors.py: a run went wrong: {failed[:1] or flow.result()}")
+
+
+def dask_map(client: Any, independent: int, chain: int, loops: int) -> None:
+    futures = client.map(spin, [loops] * independent, pure=False)
+    previous = None
+    for _ in range(chain):
+        previous = client.submit(spin_after, loops, previous, pure=False)
+    results = client.gather([*futures, previous])
+    if results[-1] != chain:
+        raise SystemExit("bench_executors.py: Dask's own chain went wrong")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=at_least(2), default=200)
+    parser.add_argument("--chain", type=at_least(1), default=20, help="tasks of the named group")
+    parser.add_argument("--task-ms", type=at_least(1, float), default=50.0)
+    parser.add_argument("--rounds", type=at_least(1), default=3)
+    args = parser.parse_args()
+    if args.chain >= args.tasks:
+        parser.error(f"argument --chain: {args.chain} must be below --tasks ({args.tasks})")
+    import distributed  # in requirements/test.txt; users get it with dotflow-core[dask]
+
+    independent = args.tasks - args.chain
+    load_before = os.getloadavg()[0]
+    loops = calibrate(args.task_ms)
+    cluster = distributed.LocalCluster(
+        n_workers=WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster)
+    pool = ProcessPoolExecutor(max_workers=WORKERS)
+    try:
+        dask_executor = client.get_executor()
+        for executor in (pool, dask_executor):  # every worker imports the steps now
+            list(executor.map(spin, [1] * WORKERS * 2))
+
+        def run_flow(**options: Any) -> Callable[[], None]:
+            def run() -> None:
+                flow = workflow(independent, args.chain, loops)
+                flow.start(**options)
+                check(flow, args.chain)
+
+            return run
+
+        variants: dict[str, Callable[[], None]] = {
+            "floor": lambda: [spin(loops) for _ in range(args.tasks)],
+            "sequential": run_flow(),
+            "parallel": run_flow(mode="parallel"),
+            "processes": run_flow(mode="parallel", executor=pool),
+            "dask": run_flow(mode="parallel", executor=dask_executor),
+            "dask-map": lambda: dask_map(client, independent, args.chain, loops),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for round_number in range(1, args.rounds + 1):
+            for name, variant in variants.items():
+                samples[name].append(_timed(variant))
+            print(f"round {round_number}/{args.rounds} done", file=sys.stderr)
+    finally:
+        pool.shutdown()
+        client.close()
+        cluster.close()
+    load = (load_before, os.getloadavg()[0])
+    return report(samples, args, load)
+
+
+def report(
+    samples: dict[str, list[float]], args: argparse.Namespace, load: tuple[float, float]
+) -> int:
+    wall = {name: statistics.median(values) for name, values in samples.items()}
+    floor = wall["floor"]
+    print(
+        f"\n{args.tasks} tasks of ~{args.task_ms:g} ms CPU ({args.tasks - args.chain} independent, "
+        f"a chain of {args.chain}), {WORKERS} workers; median of {args.rounds} rounds"
+    )
+    print(
+        f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end, on "
+        f"{os.cpu_count()} CPUs: above {WORKERS} the workers could not have the CPUs they need"
+    )
+    print(f"{'variant':<12}{'wall s':>9}{'speed-up':>10}{'overhead ms/task':>18}")
+    overhead: dict[str, float] = {}
+    for name, seconds in wall.items():
+        workers = 1 if name in ("floor", "sequential") else WORKERS
+        overhead[name] = (workers * seconds - floor) / args.tasks * 1000
+        speedup = wall["sequential"] / seconds
+        print(f"{name:<12}{seconds:>9.2f}{speedup:>9.2f}x{overhead[name]:>18.2f}")
+    verdicts = []
+    print(f"\ntargets: parallel variants >= {TARGET_SPEEDUP}x sequential")
+    for name in ("parallel", "processes", "dask"):
+        speedup = wall["sequential"] / wall[name]
+        verdicts.append(speedup >= TARGET_SPEEDUP)
+        print(f"  {name:<10} {speedup:5.2f}x  {'meets' if verdicts[-1] else 'misses'} target")
+    gap = overhead["dask"] - overhead["dask-map"]
+    verdicts.append(gap <= TARGET_DASK_GAP_MS)
+    print(
+        f"  dask overhead - dask-map overhead: {gap:+.2f} ms/task "
+        f"(target <= {TARGET_DASK_GAP_MS:g}): {'meets' if verdicts[-1] else 'misses'} target"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
