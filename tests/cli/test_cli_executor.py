@@ -179,6 +179,6 @@ def assert_interrupted(project: Project, code: int, stderr: str, exit_code: int)
     assert records[1][-1]["status"] == "Failed"
     assert records[1][-1]["errors"][-1]["type"] in ("KeyboardInterrupt", "Terminated")
     hooks = project.hooks()
-    assert hooks[-3:] == ["update_workflow", "flush", "shutdown"]
+    assert hooks[-4:] == ["update_workflow", "flush", "run_link", "shutdown"]
     final = [e for e in project.events() if e["hook"] == "update_workflow"][-1]["record"]
     assert final["status"] == "Failed"

@@ -54,7 +54,7 @@ def test_a_provider_that_knows_the_next_task_id_wins(default_first: bool) -> Non
 
 def test_alone_it_answers_the_initial_task_id() -> None:
     manager = ProviderManager.from_providers([DefaultProvider()], Settings(config={}, environ={}))
-    assert manager.hook.get_next_task_id(workflow_id="w") == INITIAL_TASK_ID
+    assert manager.hook.get_next_task_id(workflow_id="w", run_id="r") == INITIAL_TASK_ID
     workflow = DotFlow(workflow_id="w", providers=manager)
     workflow.task.add(step)
     workflow.start()
