@@ -2,9 +2,12 @@
 
 Every installed provider is imported and registered in a throwaway manager,
 so that an import error or a hook signature that does not match the specs
-shows up here, as text, instead of in the middle of a run. This command
-never fails because of a broken provider (exit 0); it exits 2 only when the
-configuration that decides the selection cannot be read.
+shows up here, as text, instead of in the middle of a run. The active
+providers also get their settings (the ``configure`` hook, which only reads and
+checks them), so a setting ``dotflow start`` would refuse (an empty token
+file, say) is named here too. This command never fails because of a broken
+provider (exit 0); it exits 2 only when the configuration that decides the
+selection cannot be read.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dotflow_core import discovery
 from dotflow_core.cli._common import EXIT_OK, EXIT_USAGE, error_line
 from dotflow_core.cli.output import Output, route_library_logs
 from dotflow_core.errors import ConfigurationError
+from dotflow_core.messages import one_line
 from dotflow_core.selection import (
     PROVIDER_ENV,
     Selection,
@@ -49,7 +53,7 @@ def run(options: argparse.Namespace) -> int:
         settings = Settings.load()
         selection = select_providers(settings, [row["name"] for row in rows])
     except ConfigurationError as error:
-        problem = " ".join(str(error).split())
+        problem = one_line(error)
         sys.stderr.write(error_line(problem))  # not repeated in the table
     names = selection.names if selection else ()
     for row in rows:
@@ -60,6 +64,11 @@ def run(options: argparse.Namespace) -> int:
             f"selected provider(s) {', '.join(map(repr, missing))} not installed; "
             f"'dotflow start' would exit with code 2"
         )
+    elif settings is not None:
+        checked = (load_error(row["name"], settings) for row in rows if row["active"])
+        refused = [error for error in checked if error]
+        if refused:
+            problem = "; ".join(refused) + "; 'dotflow start' would exit with code 2"
     if options.json:
         document: dict[str, Any] = {
             "providers": rows,
@@ -77,16 +86,22 @@ def run(options: argparse.Namespace) -> int:
     return EXIT_USAGE if selection is None else EXIT_OK
 
 
-def load_error(name: str) -> str | None:
-    """Why provider ``name`` cannot be activated (import or hook-signature error), or None."""
+def load_error(name: str, settings: Settings | None = None) -> str | None:
+    """Why provider ``name`` cannot be activated, or None.
+
+    An import or hook-signature error; with ``settings``, also the provider rejecting
+    them in its ``configure`` hook (which only reads and checks them).
+    """
     from dotflow_core import manager as manager_module
 
+    # Only checked, never run: no shutdown call at exit.
+    checker = manager_module.ProviderManager(shutdown_at_exit=False)
     try:
-        plugin = manager_module.load_provider(name)
-        # Only checked, never activated: no shutdown call at exit.
-        manager_module.ProviderManager(shutdown_at_exit=False).add(plugin, name=name)
+        checker.add(manager_module.load_provider(name), name=name)
+        if settings is not None:
+            checker.configure(settings)
     except ConfigurationError as error:
-        return " ".join(str(error).split())
+        return one_line(error)
     except Exception as error:  # a provider must never crash this listing
         return f"provider {name!r} failed to load: {type(error).__name__}: {error}"
     return None

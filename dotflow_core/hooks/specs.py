@@ -29,7 +29,10 @@ def configure(settings: Settings) -> None:
 
     Fires once each time a :class:`~dotflow_core.ProviderManager` activates the
     provider (``DotFlow(providers=...)``, ``dotflow start``), before the
-    workflow is created.
+    workflow is created. ``dotflow providers`` calls it too, on the active
+    providers only, to name a setting ``dotflow start`` would refuse: read and
+    check settings here, and open connections or start threads later (no other
+    hook follows that call).
 
     :param settings: the environment and the ``[tool.dotflow]`` configuration;
         read your own keys with :meth:`Settings.lookup`, secrets with

@@ -173,6 +173,38 @@ def test_a_token_file_selects_managed_mode_like_the_token(
     assert selection["notice"] is None
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("", "is empty"), (None, "cannot read secret file")],
+    ids=["empty", "missing"],
+)
+def test_an_unusable_token_file_is_named_by_providers_and_refused_by_start(
+    dotflow: Dotflow, project: Project, content: str | None, expected: str
+) -> None:
+    """Selected by its declaration, refused by its settings: both commands say why."""
+    if "api" not in INSTALLED:
+        pytest.skip("the 'api' provider is not installed here")
+    token = project.path / "token"
+    if content is not None:
+        token.write_text(content)
+        token.chmod(0o600)
+    env = {"SERVER_BASE_URL": "http://127.0.0.1:9", "SERVER_USER_TOKEN_FILE": str(token)}
+    started = dotflow("start", "-s", "flow.extract", env=env)
+    assert started.returncode == 2, started
+    refusal = [line for line in started.lines if line.startswith("dotflow: error: ")]
+    assert len(refusal) == 1 and "SERVER_USER_TOKEN_FILE" in refusal[0], started
+    assert expected in refusal[0]
+    assert project.events() == []
+    listing = dotflow("providers", env=env)
+    assert listing.returncode == 0, listing
+    problems = [line for line in listing.stdout.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 1, listing
+    assert "SERVER_USER_TOKEN_FILE" in problems[0] and expected in problems[0]
+    assert "'dotflow start' would exit with code 2" in problems[0]
+    document = json.loads(dotflow("providers", "--json", env=env).stdout)
+    assert expected in document["selection"]["error"]
+
+
 def test_managed_mode_in_this_environment(dotflow: Dotflow) -> None:
     """Auto picks 'api' when it is installed here; otherwise the variables mean nothing."""
     result = dotflow("providers", "--json", env=MANAGED)
