@@ -12,9 +12,15 @@ import threading
 from collections.abc import Hashable
 
 
-def one_line(text: object) -> str:
-    """``str(text)`` with every run of whitespace (newlines included) made one space."""
-    return " ".join(str(text).split())
+def one_line(text: object, limit: int | None = None) -> str:
+    """``str(text)`` with every run of whitespace (newlines included) made one space.
+
+    :param limit: at most this many characters, the cut marked by ``...`` (None: all).
+    """
+    flat = " ".join(str(text).split())
+    if limit is None or len(flat) <= limit:
+        return flat
+    return flat[: max(limit - 3, 0)] + "..."
 
 
 _warned: set[Hashable] = set()

@@ -17,6 +17,8 @@ never builds a command line never imports ``argparse``.
 - messages: :func:`one_line`, :func:`warn_once` (one WARNING per process;
   :func:`forget_warnings` for tests);
 - checks: :func:`is_strict_int`;
+- threads: :class:`DaemonCall` (work on a daemon thread, waited for up to a
+  deadline and abandoned past it, as a step's ``timeout`` is);
 - commands: :class:`CommandParser` (argparse with the CLI's one-line usage
   errors and exit code 2), :func:`error_line`, the exit codes;
 - strict delivery: :class:`UndeliveredEventsError` (what ``shutdown`` raises when
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
         read_secret_file,
         user_dir,
     )
+    from dotflow_core.threads import DaemonCall
 
 #: Where each name lives; imported when first accessed.
 _LAZY: dict[str, str] = {
@@ -113,6 +116,7 @@ _LAZY: dict[str, str] = {
     "parse_flag": "dotflow_core.settings",
     "read_secret_file": "dotflow_core.settings",
     "user_dir": "dotflow_core.settings",
+    "DaemonCall": "dotflow_core.threads",
 }
 
 __all__ = [
@@ -131,6 +135,7 @@ __all__ = [
     "REPR_LIMIT",
     "CommandParser",
     "ConfigurationError",
+    "DaemonCall",
     "JsonSafe",
     "Secret",
     "Settings",

@@ -17,6 +17,7 @@ from dotflow_core.engine.steps import callable_name
 from dotflow_core.engine.task import Task
 from dotflow_core.errors import StepTimeoutError
 from dotflow_core.hooks.records import TaskError, TaskRecord, TaskStatus
+from dotflow_core.threads import DaemonCall
 
 logger = logging.getLogger("dotflow.engine")
 
@@ -201,29 +202,20 @@ def _attempt(task: Task, owner: int) -> Any:
             task.initial_context, task.previous_context, task.task_id, task.workflow_id
         )
     arguments = (task.initial_context, task.previous_context, task.task_id, task.workflow_id)
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
 
-    def attempt_in_thread() -> None:
+    def attempt_in_thread() -> Any:
         try:
-            outcome["value"] = action.run(*arguments)
-        except BaseException as error:
-            outcome["error"] = error
+            return action.run(*arguments)
         finally:
             leave_if_forked(owner)  # in a child forked here, this thread is all there is
-            finished.set()
 
     # A thread cannot be killed: an attempt that times out is left to end on its own.
-    threading.Thread(
-        target=attempt_in_thread, name=f"dotflow-task-{task.task_id}", daemon=True
-    ).start()
-    if not finished.wait(action.timeout):
+    call = DaemonCall(attempt_in_thread, name=f"dotflow-task-{task.task_id}")
+    if not call.wait(action.timeout):
         raise StepTimeoutError(
             f"step {action.name!r} did not finish within its timeout of {action.timeout:g} s"
         )
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    return call.result()
 
 
 def finish_task(

@@ -13,6 +13,7 @@ import json
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from dotflow_core.plugin import INITIAL_TASK_ID, MAX_TASK_ID, is_strict_int
 from dotflow_server_api.payloads import (
     CREATE_TASK,
     CREATE_WORKFLOW,
@@ -33,7 +34,6 @@ METHODS: Final = {
     CREATE_TASK: "POST",
     UPDATE_TASK: "PATCH",
 }
-_MAX_TASK_ID: Final = 2**53
 
 
 class ContractError(ValueError):
@@ -64,7 +64,7 @@ def check_request(data: dict[str, Any]) -> None:
     check_workflow_id(workflow_id)
     task_id = data.get("task_id")
     if kind in (CREATE_TASK, UPDATE_TASK):
-        if type(task_id) is not int or not 1 <= task_id <= _MAX_TASK_ID:
+        if not is_strict_int(task_id, INITIAL_TASK_ID, MAX_TASK_ID):
             raise ContractError(f"task id {_short(task_id)} is not an integer from 1 to 2**53")
     elif task_id is not None:
         raise ContractError(f"a {kind} request has no task id (got {_short(task_id)})")

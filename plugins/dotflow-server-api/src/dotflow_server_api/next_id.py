@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Final
 
-from dotflow_core.plugin import INITIAL_TASK_ID, ConfigurationError
+from dotflow_core.plugin import INITIAL_TASK_ID, MAX_TASK_ID, ConfigurationError, DaemonCall
 from dotflow_server_api import payloads
 from dotflow_server_api.contract import MAX_WORKFLOW_ID_LENGTH, printable
 from dotflow_server_api.delivery import Delivery
@@ -34,21 +33,20 @@ NEXT_ID_DEADLINE: Final = 2.5
 #: enough to leave it at least :data:`NEXT_ID_RETRY_MIN` seconds.
 NEXT_ID_RETRY_PAUSE: Final = 0.2
 NEXT_ID_RETRY_MIN: Final = 1.0
-#: A next task id above this is taken as a server bug.
-MAX_TASK_ID: Final = 2**53
 
 
 def local_highest_task_id(
     delivery: Delivery, workflow_id: str, deadline: float
 ) -> Callable[[], int | None]:
     """Start reading what is queued and spooled for ``workflow_id``; call the result for it."""
-    spooled = _in_background(lambda: _spooled_highest_task_id(delivery, workflow_id))
+    spooled = DaemonCall(
+        lambda: _spooled_highest_task_id(delivery, workflow_id), name="dotflow-outbox-scan"
+    )
 
     def result() -> int | None:
-        return _highest(
-            delivery.highest_queued_task_id(workflow_id),
-            spooled(max(deadline - time.monotonic(), 0.0)),
-        )
+        queued = delivery.highest_queued_task_id(workflow_id)
+        in_time = spooled.wait(deadline - time.monotonic())
+        return _highest(queued, spooled.result() if in_time else None)
 
     return result
 
@@ -105,21 +103,6 @@ def _spooled_highest_task_id(delivery: Delivery, workflow_id: str) -> int | None
         return None
 
 
-def _in_background(work: Callable[[], int | None]) -> Callable[[float], int | None]:
-    """Run ``work`` on a daemon thread; the result is ``wait(seconds)`` (None if not done)."""
-    answers: list[int | None] = []
-    thread = threading.Thread(
-        target=lambda: answers.append(work()), name="dotflow-outbox-scan", daemon=True
-    )
-    thread.start()
-
-    def wait(seconds: float) -> int | None:
-        thread.join(seconds)
-        return answers[0] if answers else None
-
-    return wait
-
-
 def _highest(*numbers: int | None) -> int | None:
     known = [number for number in numbers if number is not None]
     return max(known) if known else None
@@ -131,17 +114,13 @@ def _get_within(transport: Transport, path: str, seconds: float) -> Result:
     The request runs on a daemon thread; one that overruns is left to finish (or
     time out) on its own, and the workflow goes on.
     """
-    answers: list[Result] = []
     timeout = (min(NEXT_ID_TIMEOUT[0], seconds), min(NEXT_ID_TIMEOUT[1], seconds))
-    thread = threading.Thread(
-        target=lambda: answers.append(transport.send("GET", path, None, timeout=timeout)),
+    call = DaemonCall(
+        lambda: transport.send("GET", path, None, timeout=timeout),
         name="dotflow-server-api-next-id",
-        daemon=True,
     )
-    thread.start()
-    thread.join(max(seconds, 0.0))
-    if answers:
-        return answers[0]
+    if call.wait(seconds):
+        return call.result()
     return Result(outcome=Outcome.RETRY, detail=f"no complete answer within {NEXT_ID_DEADLINE:g} s")
 
 

@@ -18,6 +18,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
+from dotflow_core.plugin import one_line
 from dotflow_server_api._version import __version__
 from dotflow_server_api.settings import ApiSettings
 
@@ -104,12 +105,6 @@ def classify_status(status: int) -> Outcome:
     if status in RETRY_STATUSES:
         return Outcome.RETRY
     return Outcome.REJECTED
-
-
-def one_line(text: str, limit: int = SNIPPET_LIMIT) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 class _QuietHttpClient:
@@ -285,10 +280,11 @@ class Transport:
             if template:
                 _dashboard_templates[self.base_url] = template
             return Result(outcome=outcome, status=response.status_code, content=content)
-        snippet = one_line(content[: SNIPPET_LIMIT * 4].decode("utf-8", "replace"))
+        snippet = one_line(content[: SNIPPET_LIMIT * 4].decode("utf-8", "replace"), SNIPPET_LIMIT)
         if 300 <= response.status_code < 400:
             location = response.headers.get("Location")
-            snippet = f"redirect to {one_line(location)} not followed" if location else snippet
+            if location:
+                snippet = f"redirect to {one_line(location, SNIPPET_LIMIT)} not followed"
         return Result(
             outcome=outcome,
             status=response.status_code,
