@@ -321,6 +321,13 @@ class _VersionAction(argparse.Action):
         docs = _documentation_url()
         if docs:
             lines.append(f"docs: {docs}")
+        other = _other_dotflow()
+        if other:
+            lines.append(
+                f"note: {other} is installed here too; both install a 'dotflow' command, so "
+                f"one replaces the other's and uninstalling either breaks the other: keep "
+                f"them in separate virtualenvs"
+            )
         for title, entries in (
             ("providers", discovery.entry_points(discovery.ENTRY_POINT_GROUP)),
             ("commands", list(discovery.contributed_commands().values())),
@@ -349,6 +356,16 @@ def _documentation_url() -> str | None:
         if label.strip().lower() == "documentation":
             return url.strip()
     return None
+
+
+def _other_dotflow() -> str | None:
+    """``dotflow 1.0.1`` when the ``dotflow`` distribution shares this environment, else None."""
+    from importlib import metadata
+
+    try:
+        return f"dotflow {metadata.version('dotflow')}"
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _run_contributed(command: discovery.InstalledEntryPoint, argv: list[str]) -> int:

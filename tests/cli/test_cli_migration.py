@@ -235,6 +235,23 @@ def test_version_says_where_the_docs_are(dotflow: Dotflow) -> None:
     assert lines[1].startswith("docs: https://")
 
 
+def test_version_says_when_dotflow_shares_the_environment(dotflow: Dotflow, tmp_path: Path) -> None:
+    """The one-command clash: ``dotflow --version`` names the other distribution."""
+    alone = dotflow("--version")
+    assert "note:" not in alone.stdout
+    site = tmp_path / "site"
+    info = site / "dotflow-1.0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dotflow\nVersion: 1.0.1\n")
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    shared = dotflow("--version", env={"PYTHONPATH": path})
+    assert shared.returncode == 0, shared
+    notes = [line for line in shared.stdout.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1, shared
+    assert "dotflow 1.0.1 is installed here too" in notes[0]
+    assert "separate virtualenvs" in notes[0]
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
