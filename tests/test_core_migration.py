@@ -278,3 +278,79 @@ def test_a_plain_context_assigned_in_a_callback_is_wrapped() -> None:
     context = workflow.result_context()[0]
     assert (context.task_id, context.workflow_id) == (1, workflow.workflow_id)
     assert workflow.result()["tasks"][0]["current_context"] == {"x": 1}
+
+
+SURFACE_SCRIPT = """
+import json
+try:
+    from dotflow_core import Context, DotFlow, action
+except ImportError:
+    from dotflow import Context, DotFlow, action
+
+def public(thing):
+    return sorted(name for name in dir(thing) if not name.startswith("_"))
+
+@action
+def step():
+    return 1
+
+workflow = DotFlow()
+workflow.task.add(step=step)
+print(json.dumps({
+    "DotFlow": public(workflow),
+    "TaskBuilder": public(workflow.task),
+    "Task": public(workflow.task.queue[0]),
+    "Context": public(Context()),
+}))
+"""
+
+
+def test_every_name_dotflow_offers_and_we_do_not_has_a_row(flow: Path) -> None:
+    """The migration table is complete for the API surface: each missing name is in it."""
+    theirs = run_script(dotflow101(), SURFACE_SCRIPT, flow)
+    ours = run_script(sys.executable, SURFACE_SCRIPT, flow)
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    table = guide[guide.index("## Coming from dotflow") :]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    absent = {
+        f"{kind}.{name}": name
+        for kind, names in theirs.items()
+        for name in sorted(set(names) - set(ours[kind]))
+    }
+    assert absent, "dotflow 1.0.1 offers nothing dotflow-core lacks? the script is wrong"
+    undocumented = [
+        where
+        for where, name in absent.items()
+        if not any(f".{name}" in row.split(" | ")[0] or f"`{name}" in row for row in rows)
+    ]
+    assert not undocumented, f"no row of the 'Coming from dotflow' table for {undocumented}"
+
+
+def _start_options(python: Path | str) -> set[str]:
+    """The option strings ``dotflow start --help`` of that environment lists."""
+    import re
+
+    command = Path(python).parent / "dotflow"
+    completed = subprocess.run(
+        [str(command), "start", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    return set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", completed.stdout)) - {"-h", "--help"}
+
+
+def test_every_start_option_of_dotflow_has_a_row() -> None:
+    """``dotflow start``'s flags: each one dotflow has is either here or in the table."""
+    theirs = _start_options(dotflow101())
+    ours = _start_options(sys.executable)
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    rows = [
+        line.split(" | ")[0]
+        for line in guide[guide.index("## Coming from dotflow") :].splitlines()
+        if line.startswith("| `")
+    ]
+    assert {"--step", "--workflow", "--resume"} <= theirs
+    missing = sorted(theirs - ours)
+    undocumented = [flag for flag in missing if not any(f"`{flag}" in row for row in rows)]
+    assert not undocumented, f"no row of the 'Coming from dotflow' table for {undocumented}"
+    # Same name, other meaning: -p is --path there and --provider here.
+    assert any("`-p`" in row for row in rows)
