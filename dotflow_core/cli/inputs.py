@@ -105,7 +105,7 @@ def resolve_factory(path: str) -> Callable[[], Any]:
     :raises InvalidStepError: it cannot be imported or is not callable.
     """
     importable_here()
-    factory = import_object(path, "--workflow")
+    factory: object = import_object(path, "--workflow")
     if not callable(factory) or isinstance(factory, Action):
         raise InvalidStepError(
             f"--workflow {path!r} is not a function returning a DotFlow (got "
