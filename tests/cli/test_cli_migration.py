@@ -305,8 +305,12 @@ def test_a_step_that_forks_runs_the_rest_of_the_workflow_once(
     assert result.stderr.count("workflow") == 2  # one start, one summary: nothing from the child
 
 
-def test_fork_child_of_a_library_run_reports_nothing(tmp_path: Path) -> None:
-    """Without the CLI: the child a step forked ends without a second hook call."""
+@pytest.mark.parametrize("decorator", ["@action", "@action(timeout=60)"])
+def test_fork_child_of_a_library_run_reports_nothing(tmp_path: Path, decorator: str) -> None:
+    """Without the CLI: the child a step forked ends without a second hook call.
+
+    With a timeout the step runs on a thread of its own, all the child has of the run.
+    """
     script = tmp_path / "run.py"
     script.write_text(
         "import os, sys\n"
@@ -315,7 +319,7 @@ def test_fork_child_of_a_library_run_reports_nothing(tmp_path: Path) -> None:
         "    @hookimpl\n"
         "    def update_task(self, task):\n"
         "        print(os.getpid(), task.task_id, task.status.value, flush=True)\n"
-        "@action\n"
+        f"{decorator}\n"
         "def forks():\n"
         "    return os.fork()\n"
         "@action\n"
