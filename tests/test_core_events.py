@@ -92,15 +92,18 @@ def test_records_are_frozen_attrs_snapshots(recorder: RecordingProvider) -> None
 
 
 def test_a_snapshot_keeps_the_state_of_its_moment(recorder: RecordingProvider) -> None:
+    """The record's fields are those of its moment; its contexts are the values, shared."""
     workflow = DotFlow(providers=[recorder])
     workflow.task.add([produce, mutate_previous])
     workflow.start()
-    completed = recorder.task_events(1)[-1]
+    created, started, completed = recorder.task_events(1)
+    assert (created.status, started.status) == (TaskStatus.NOT_STARTED, TaskStatus.IN_PROGRESS)
+    assert created.current_context is None and started.finished_at is None
     assert completed.status is TaskStatus.COMPLETED
-    assert completed.current_context == [1]  # task 2 appended to it afterwards
-    assert workflow.result_storage()[0] == [1, 2]
-    assert recorder.task_events(1)[0].current_context is None
-    assert recorder.task_events(2)[1].previous_context == [1]
+    # Shared by reference, not copied: what task 2 appended shows in task 1's record.
+    assert completed.current_context is workflow.result_storage()[0]
+    assert completed.current_context == [1, 2]
+    assert recorder.task_events(2)[1].previous_context is completed.current_context
 
 
 def test_errors_carry_type_message_and_traceback_per_attempt(recorder: RecordingProvider) -> None:

@@ -3,8 +3,8 @@
 A worker process of the parallel mode sends them to its parent instead
 (:class:`dotflow_core.engine.processes.PipeEvents`).
 
-Building a record costs a snapshot (contexts are copied), so no record is
-built for a hook that no active provider implements.
+Building a record costs a snapshot (no data is copied, but it is still work),
+so no record is built for a hook that no active provider implements.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -26,17 +25,6 @@ from dotflow_core.hooks.records import (
 from dotflow_core.serialize import record_to_dict
 
 DEFAULT_GROUP = "default"
-_ATOMIC_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
-
-
-def copy_of_now(value: Any) -> Any:
-    """A deep copy of ``value`` as it is now (itself when immutable or uncopyable)."""
-    if type(value) in _ATOMIC_TYPES:
-        return value
-    try:
-        return copy.deepcopy(value)
-    except Exception:
-        return value
 
 
 @attrs.define(eq=False)
@@ -102,7 +90,12 @@ class Task:
         return Context(value, self.task_id, self.workflow_id)
 
     def snapshot(self) -> TaskRecord:
-        """A frozen record of the task as it is now (contexts copied)."""
+        """A frozen record of the task as it is now.
+
+        The contexts are the task's values themselves, shared by reference, never
+        copied: an event costs the same whatever the data (see
+        :mod:`dotflow_core.hooks.records`).
+        """
         return TaskRecord(
             workflow_id=self.workflow_id,
             task_id=self.task_id,
@@ -116,9 +109,9 @@ class Task:
             created_at=self.created_at,
             started_at=self.started_at,
             finished_at=self.finished_at,
-            initial_context=copy_of_now(self.initial),
-            previous_context=copy_of_now(self._previous.storage if self._previous else None),
-            current_context=copy_of_now(self._current.storage if self._current else None),
+            initial_context=self.initial,
+            previous_context=self._previous.storage if self._previous else None,
+            current_context=self._current.storage if self._current else None,
         )
 
     def apply(self, record: TaskRecord) -> None:

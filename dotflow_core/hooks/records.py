@@ -1,9 +1,18 @@
 """The records passed to hooks: frozen snapshots of a workflow or a task.
 
-A record is taken at the moment of the event it reports and never changes
-afterwards, so a provider that queues it and sends it later still sends the
-state of that moment. Contexts inside a task record are deep copies made at
-that moment (values that cannot be copied are passed as they are).
+A record is taken at the moment of the event it reports and is frozen: its
+fields (status, counts, times, errors) never change afterwards, so a provider
+that queues it and sends it later still sends the state of that moment.
+
+The snapshot rule for data: the contexts a task record carries
+(``initial_context``, ``previous_context``, ``current_context``) are the very
+values the workflow holds, shared by reference and never copied, so an event
+costs the same whatever the size of the data. The engine never mutates a
+step's value. A provider must not mutate one either; one that keeps a value
+past the hook call and needs it as it was at that moment (a step of a later
+task may change a mutable value it received) takes its own bounded copy,
+e.g. ``dotflow_core.plugin.to_json_safe(value, max_bytes=cap)``, never a copy
+proportional to the data.
 """
 
 from __future__ import annotations
@@ -117,7 +126,12 @@ class WorkflowRecord:
 
 @attrs.frozen(kw_only=True)
 class TaskRecord:
-    """A task at the moment of a ``create_task`` or ``update_task`` event."""
+    """A task at the moment of a ``create_task`` or ``update_task`` event.
+
+    Frozen; its three context fields are the workflow's values themselves,
+    shared by reference (see the module's snapshot rule): a provider reads them
+    and never mutates them.
+    """
 
     workflow_id: str
     #: The task's number inside its workflow, from ``INITIAL_TASK_ID`` or the provider's next id.
