@@ -2,8 +2,9 @@
 
 Every task of the ``default`` group runs in a process of its own and every
 named group in one process, at most ``max_workers`` at a time. A worker sends
-each task change to the parent as a pickled record; the parent applies it and
-reports it to its providers, so they see the whole run. Imported only when a
+each task change to the parent as a pickled record, each value in it crossing
+once (:mod:`.relay`); the parent applies it and reports it to its providers, so
+they see the whole run. Imported only when a
 workflow starts in this mode (``multiprocessing`` and ``pickle`` are not free
 to import).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -24,47 +24,31 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import attrs
-
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.modes import SIGNAL_CHECK_INTERVAL
+from dotflow_core.engine.relay import ParentRelay, WorkerRelay
 from dotflow_core.engine.runner import RunControl, call_callback, run_group
 from dotflow_core.engine.task import DEFAULT_GROUP, Task
-from dotflow_core.hooks.records import TaskRecord, TaskStatus
-from dotflow_core.serialize import capped_repr
+from dotflow_core.hooks.records import TaskStatus
 
 
 class PipeEvents(Events):
     """A worker process's events: every task change goes to the parent through a pipe."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, relay: WorkerRelay) -> None:
         super().__init__(None)
         self._connection = connection
+        self._relay = relay
 
     def listens(self, hook_name: str) -> bool:
         return hook_name == "update_task"
 
     def task_changed(self, task: Task) -> None:
-        self._connection.send_bytes(pickled(task.snapshot()))
+        self._connection.send_bytes(self._relay.encode(task.snapshot()))
 
 
 #: Seconds the workers of an interrupted run get, all together, to end on their own.
 WORKER_GRACE = 1.0
-
-
-def pickled(record: TaskRecord) -> bytes:
-    """The pickled record; contexts that do not pickle travel as their ``repr``."""
-    try:
-        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        changes: dict[str, Any] = {}
-        for field in ("initial_context", "previous_context", "current_context"):
-            value = getattr(record, field)
-            try:
-                pickle.dumps(value)
-            except Exception:
-                changes[field] = capped_repr(value)
-        return pickle.dumps(attrs.evolve(record, **changes), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 #: Held over moments a Ctrl-C or SIGTERM must not cut in two (see below).
@@ -157,7 +141,8 @@ def _worker_main(tasks: list[Task], keep_going: bool, connection: Connection, pa
         # Callbacks run in the parent, after it has reported the task's end: their output
         # then follows the task's progress line, and they see the parent's task.
         control = RunControl(run_callbacks=False)
-        run_group(tasks, PipeEvents(connection), control, keep_going=keep_going)
+        events = PipeEvents(connection, WorkerRelay(tasks))
+        run_group(tasks, events, control, keep_going=keep_going)
     except KeyboardInterrupt:
         pass  # already reported as Failed; the parent decides what happens next
     finally:
@@ -169,6 +154,7 @@ class _Worker:
         self.process = process
         self.connection = connection
         self.tasks = tasks
+        self.relay = ParentRelay(tasks)
 
 
 def run_in_processes(
@@ -208,7 +194,7 @@ def run_in_processes(
         """Apply one message (and run the task's callback once it ended); False once closed."""
         with _interrupts_deferred():
             try:
-                record = pickle.loads(worker.connection.recv_bytes())
+                record = worker.relay.decode(worker.connection.recv_bytes())
             except (EOFError, OSError):
                 return False
             task = by_id[record.task_id]
