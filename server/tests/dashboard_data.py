@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
+from uuid import NAMESPACE_URL, uuid5
 
 import requests
 
@@ -62,6 +63,11 @@ def _at(start: datetime, offset: float | None) -> str | None:
     return None if offset is None else (start + timedelta(seconds=offset)).isoformat()
 
 
+def run_id_of(workflow_id: str, number: int = 1) -> str:
+    """The run id (a UUID, as runners send) of the ``number``-th run of a workflow."""
+    return str(uuid5(NAMESPACE_URL, f"{workflow_id}#{number}"))
+
+
 def report_workflow(
     base_url: str,
     token: str,
@@ -70,8 +76,13 @@ def report_workflow(
     *,
     started: datetime = T0,
     status: str | None = None,
-) -> None:
-    """Report a workflow and its steps; ``status`` None: derived from the steps."""
+    run_id: str | None = None,
+) -> str:
+    """Report a run of a workflow and its steps; ``status`` None: derived from the steps.
+
+    Returns the run id (``run_id``, else the workflow's first from :func:`run_id_of`).
+    """
+    run_id = run_id or run_id_of(workflow_id)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     path = f"{base_url}/workflows/{quote(workflow_id, safe='')}"
@@ -88,10 +99,12 @@ def report_workflow(
         "created_at": started.isoformat(),
         "started_at": started.isoformat(),
         "task_count": len(steps),
+        "run_id": run_id,
     }
     _check(session.post(f"{base_url}/workflows", json=workflow, timeout=30))
     for step in steps:
-        _check(session.post(f"{path}/tasks", json=task_body(step, started), timeout=30))
+        body = {**task_body(step, started), "run_id": run_id}
+        _check(session.post(f"{path}/tasks", json=body, timeout=30))
     workflow.update(
         status=final,
         finished_at=_at(started, end),
@@ -100,6 +113,7 @@ def report_workflow(
         failed_count=failed,
     )
     _check(session.patch(path, json=workflow, timeout=30))
+    return run_id
 
 
 def task_body(step: Step, started: datetime) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 import requests
 from api_helpers import TOKEN_A, TOKEN_B
 from browser import foreign_requests, quit_chromium, requested_urls, screenshot, start_chromium
-from dashboard_data import NIGHTLY_STEPS, T0, Step, report_workflow, task_body
+from dashboard_data import NIGHTLY_STEPS, T0, Step, report_workflow, run_id_of, task_body
 from dotflow_api.process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -27,6 +27,11 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 #: The live-run test's own tenant, so its workflow shows in no other test's list.
 TOKEN_C = "token-charlie-5647382910"
 WAIT = 15.0
+#: The nightly workflow's latest run (failed, with retries); eight earlier nights precede it.
+NIGHTLY_RUN = run_id_of("nightly-etl", 9)
+RUN_PAGE = f"/ui/workflows/nightly-etl/runs/{NIGHTLY_RUN}"
+#: The earlier nights' durations (seconds), oldest first; the fifth one failed.
+HISTORY = (6.1, 6.8, 5.9, 7.4, 3.0, 6.6, 7.0, 6.4)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def _seed(base_url: str) -> None:
-    report_workflow(base_url, TOKEN_A, "nightly-etl", NIGHTLY_STEPS)
+    for number, seconds in enumerate(HISTORY, 1):
+        first = 100 + number * 10  # every run numbers its tasks apart
+        failed = number == 5
+        steps = [
+            Step(first + 1, "etl.extract", 0.0, 1.4),
+            Step(first + 2, "etl.transform", 1.4, seconds - 1.0),
+            Step(
+                first + 3, "etl.load", seconds - 1.0, seconds, "Failed" if failed else "Completed"
+            ),
+        ]
+        started = T0 - timedelta(days=len(HISTORY) + 1 - number)
+        report_workflow(
+            base_url,
+            TOKEN_A,
+            "nightly-etl",
+            steps,
+            started=started,
+            run_id=run_id_of("nightly-etl", number),
+        )
+    report_workflow(base_url, TOKEN_A, "nightly-etl", NIGHTLY_STEPS, run_id=NIGHTLY_RUN)
     for number in range(1, 31):
         failed = number % 7 == 0
         steps = [
@@ -144,8 +168,9 @@ def test_sign_out_ends_the_session_on_the_server(browser: Any, server: ServerPro
 def test_tenants_see_only_their_own_workflows(browser: Any, server: ServerProcess) -> None:
     sign_in(browser, server, TOKEN_B)
     assert _texts(browser, "#workflows tbody td a") == ["bravo-private-flow"]
-    browser.get(server.base_url + "/ui/workflows/nightly-etl")
-    assert browser.find_element(*_by("h1")).text == "Not found"
+    for path in ("/ui/workflows/nightly-etl", RUN_PAGE, "/ui/workflows/nightly-etl/tasks/3"):
+        browser.get(server.base_url + path)
+        assert browser.find_element(*_by("h1")).text == "Not found", path
     browser.get(server.base_url + "/?q=nightly")
     assert "0 workflows match" in browser.find_element(*_by(".count")).text
 
@@ -177,6 +202,18 @@ def test_workflows_list_filters_searches_and_pages(browser: Any, server: ServerP
     _wait(browser, lambda b: "page=1" in b.current_url)
 
 
+def _attr(browser: Any, css: str, name: str) -> str | None:
+    """An attribute (or ``textContent``) of the first match, read in one step: a page
+    that refreshes itself replaces its elements between two WebDriver calls."""
+    return browser.execute_script(  # type: ignore[no-any-return]
+        "const e = document.querySelector(arguments[0]);"
+        "return e === null ? null : (arguments[1] === 'textContent' ? e.textContent.trim()"
+        " : e.getAttribute(arguments[1]));",
+        css,
+        name,
+    )
+
+
 def _bar(browser: Any, task_id: int) -> Any:
     return browser.find_element(*_by(f".gantt a[data-task='{task_id}'] rect"))
 
@@ -184,8 +221,9 @@ def _bar(browser: Any, task_id: int) -> Any:
 def test_run_timeline_shows_failed_and_retried_tasks_in_lanes(
     browser: Any, server: ServerProcess
 ) -> None:
-    sign_in(browser, server, TOKEN_A, "/ui/workflows/nightly-etl")
+    sign_in(browser, server, TOKEN_A, RUN_PAGE)
     assert browser.find_element(*_by("#run-status")).text == "Failed"
+    assert NIGHTLY_RUN in browser.find_element(*_by("h1")).text
     assert "st-failed" in _bar(browser, 3).get_attribute("class")
     assert "st-completed" in _bar(browser, 2).get_attribute("class")
     assert "retried" in _bar(browser, 2).get_attribute("class")
@@ -204,14 +242,18 @@ def test_run_timeline_shows_failed_and_retried_tasks_in_lanes(
         for row in browser.find_elements(*_by("#tasks tbody tr"))
     }
     assert rows["3"].split() == ["3", "etl.load", "default", "Failed", "2", "3.30", "s"]
+    assert sorted(rows) == ["1", "2", "3", "4", "5"]  # this run's tasks, not the earlier ones'
+    assert len(browser.find_elements(*_by(".gantt a[data-task]"))) == 5
 
 
 def test_task_page_lists_each_failed_attempt_with_a_collapsible_traceback(
     browser: Any, server: ServerProcess
 ) -> None:
-    sign_in(browser, server, TOKEN_A, "/ui/workflows/nightly-etl")
+    sign_in(browser, server, TOKEN_A, RUN_PAGE)
     browser.find_element(*_by("#tasks a[href$='/tasks/3']")).click()
     _wait(browser, lambda b: b.current_url.endswith("/tasks/3"))
+    crumbs = browser.find_elements(*_by(".crumbs a"))
+    assert crumbs[-1].get_attribute("href") == server.base_url + RUN_PAGE
     errors = browser.find_elements(*_by("ol.errors > li"))
     assert len(errors) == 3
     assert errors[2].find_element(*_by("p")).text == (
@@ -230,33 +272,89 @@ def test_task_page_lists_each_failed_attempt_with_a_collapsible_traceback(
 def test_a_run_in_progress_refreshes_until_it_ends(browser: Any, server: ServerProcess) -> None:
     start = T0 + timedelta(days=1)
     steps = [Step(1, "live.first", 0.0, 1.0), Step(2, "live.second", 1.0, None, "In progress")]
-    report_workflow(server.base_url, TOKEN_C, "live-run", steps, started=start)
-    sign_in(browser, server, TOKEN_C, "/ui/workflows/live-run")
-    assert browser.find_element(*_by("#run-status")).text == "In progress"
-    assert browser.find_element(*_by("main")).get_attribute("data-live") == "true"
-    assert browser.find_elements(*_by(".live"))
+    run_id = report_workflow(server.base_url, TOKEN_C, "live-run", steps, started=start)
+    sign_in(browser, server, TOKEN_C, f"/ui/workflows/live-run/runs/{run_id}")
+    assert _attr(browser, "#run-status", "textContent") == "In progress"
+    assert _attr(browser, "main", "data-live") == "true"
+    assert _attr(browser, ".live", "role") == "status"
+    assert "st-progress" in (_attr(browser, ".gantt a[data-task='2'] rect", "class") or "")
     marker = browser.execute_script("window.__same_document = true; return 1")
     assert marker == 1
 
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {TOKEN_C}"
-    done = Step(2, "live.second", 1.0, 2.5, "Completed")
-    api.post(f"{server.base_url}/workflows/live-run/tasks", json=task_body(done, start), timeout=30)
+    tasks = f"{server.base_url}/workflows/live-run/tasks"
+
+    def report(step: Step) -> None:
+        body = {**task_body(step, start), "run_id": run_id}
+        api.post(tasks, json=body, timeout=30).raise_for_status()
+
+    # The run goes on: task 2 ends, task 3 starts; the page shows it without a reload.
+    report(Step(2, "live.second", 1.0, 2.5, "Completed"))
+    report(Step(3, "live.third", 2.5, None, "In progress"))
+    _wait(browser, lambda b: _attr(b, ".gantt a[data-task='3']", "data-status") == "In progress")
+    assert "st-completed" in (_attr(browser, ".gantt a[data-task='2'] rect", "class") or "")
+    assert _attr(browser, "#run-status", "textContent") == "In progress"
+
+    report(Step(3, "live.third", 2.5, 3.0, "Completed"))
     api.patch(
         f"{server.base_url}/workflows/live-run",
-        json={"status": "Completed", "duration": 2.5, "completed_count": 2, "task_count": 2},
+        json={
+            "status": "Completed",
+            "duration": 3.0,
+            "completed_count": 3,
+            "task_count": 3,
+            "run_id": run_id,
+        },
         timeout=30,
     ).raise_for_status()
-
-    _wait(browser, lambda b: b.find_element(*_by("#run-status")).text == "Completed")
+    _wait(browser, lambda b: _attr(b, "#run-status", "textContent") == "Completed")
     assert browser.execute_script("return window.__same_document === true")  # no reload
-    assert "st-completed" in _bar(browser, 2).get_attribute("class")
-    assert browser.find_element(*_by("main")).get_attribute("data-live") == "false"
-    assert browser.find_elements(*_by(".live")) == []
+    assert "st-completed" in (_attr(browser, ".gantt a[data-task='3'] rect", "class") or "")
+    assert _attr(browser, "main", "data-live") == "false"
+    assert _attr(browser, ".live", "role") is None
+
+
+def test_the_workflow_page_lists_its_runs_with_a_duration_chart(
+    browser: Any, server: ServerProcess
+) -> None:
+    sign_in(browser, server, TOKEN_A, "/ui/workflows/nightly-etl")
+    rows = browser.find_elements(*_by("#runs tbody tr"))
+    listed = [row.get_attribute("data-run") for row in rows]
+    history = [run_id_of("nightly-etl", number) for number in range(1, len(HISTORY) + 1)]
+    assert listed == [NIGHTLY_RUN, *history[::-1]]  # newest first
+    assert "9 runs" in browser.find_element(*_by(".runs .count")).text
+    assert rows[0].text.split()[1:2] == ["Failed"]
+    assert "6.40 s" in rows[1].text and "Completed" in rows[1].text
+    assert "Failed" in rows[len(HISTORY) + 1 - 5].text  # the fifth night
+    # The chart: one bar per run, oldest to newest, as tall as the run was long.
+    bars = browser.find_elements(*_by(".chart a.chart-bar"))
+    assert [bar.get_attribute("data-run") for bar in bars] == [*history, NIGHTLY_RUN]
+    failed = [
+        bar.get_attribute("data-run") for bar in bars if bar.get_attribute("data-failed") == "true"
+    ]
+    assert failed == [history[4], NIGHTLY_RUN]
+    assert len(browser.find_elements(*_by(".chart .mark"))) == 2  # failures marked, not only red
+    heights = [bar.find_element(*_by("rect")).rect["height"] for bar in bars]
+    durations = [*HISTORY, 7.9]
+    longest = max(durations)
+    for height, seconds in zip(heights, durations, strict=True):
+        assert abs(height / heights[durations.index(longest)] - seconds / longest) < 0.03
+    lefts = [bar.find_element(*_by("rect")).rect["x"] for bar in bars]
+    assert lefts == sorted(lefts)
+    # A bar and a row each lead to their run's page.
+    bars[4].click()
+    _wait(browser, lambda b: b.current_url.endswith(f"/runs/{history[4]}"))
+    assert browser.find_element(*_by("#run-status")).text == "Failed"
+    assert sorted(_texts(browser, "#tasks tbody td.num a")) == ["151", "152", "153"]
+    browser.back()
+    browser.find_element(*_by(f"#runs tr[data-run='{NIGHTLY_RUN}'] a")).click()
+    _wait(browser, lambda b: b.current_url == server.base_url + RUN_PAGE)
 
 
 def test_no_page_requests_anything_from_another_host(browser: Any, server: ServerProcess) -> None:
     sign_in(browser, server, TOKEN_A, "/ui/workflows/nightly-etl")
+    browser.get(server.base_url + RUN_PAGE)
     browser.get(server.base_url + "/ui/workflows/nightly-etl/tasks/3")
     browser.get(server.base_url + "/docs")
     _wait(browser, lambda b: b.find_elements(*_by(".swagger-ui .info .title")))
@@ -282,7 +380,7 @@ def test_keyboard_only_sign_in_and_a_narrow_screen(browser: Any, server: ServerP
     assert active.get_attribute("id") == "token"  # autofocus
     active.send_keys(TOKEN_A, Keys.ENTER)
     _wait(browser, lambda b: b.current_url == server.base_url + "/")
-    for path in ("/", "/ui/workflows/nightly-etl", "/ui/workflows/nightly-etl/tasks/3"):
+    for path in ("/", "/ui/workflows/nightly-etl", RUN_PAGE, "/ui/workflows/nightly-etl/tasks/3"):
         browser.get(server.base_url + path)
         overflow = browser.execute_script(
             "return document.documentElement.scrollWidth - window.innerWidth"
@@ -305,7 +403,8 @@ def test_screenshots_of_the_main_pages(browser: Any, server: ServerProcess, tmp_
     sign_in(browser, server, TOKEN_A)
     pages = {
         "workflows.png": "/",
-        "run.png": "/ui/workflows/nightly-etl",
+        "workflow.png": "/ui/workflows/nightly-etl",
+        "run.png": RUN_PAGE,
         "task.png": "/ui/workflows/nightly-etl/tasks/3",
     }
     for name, path in pages.items():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import pytest
 from api_helpers import AUTH_A, TOKEN_A, TOKEN_B, task_body, workflow_body
-from dotflow_api.dashboard import views
+from dotflow_api.dashboard import chart, views
 from dotflow_api.models import DashboardSession
 from dotflow_api.tokens import TokenStore
 from fastapi.testclient import TestClient
@@ -164,9 +165,18 @@ def test_duration_chart_is_oldest_first_with_failures_marked() -> None:
         {"duration": 4.0, "status": "Failed", "started_at": T0},
         {"duration": 2.0, "status": "Completed", "started_at": T0},
     ]
-    bars = views.duration_chart(runs, href=lambda run: "#")
-    assert [bar.failed for bar in bars] == [False, True]
-    assert bars[1].height == views.CHART_HEIGHT and bars[0].height == views.CHART_HEIGHT / 2
+    drawn = chart.duration_chart(runs, href=lambda run: f"#{run['status']}")
+    bars = drawn.bars
+    assert [bar.failed for bar in bars] == [False, True] and drawn.failed == 1
+    assert bars[1].height == chart.CHART_HEIGHT and bars[0].height == chart.CHART_HEIGHT / 2
+    assert [bar.href for bar in bars] == ["#Completed", "#Failed"]
+    assert bars[0].left < bars[1].left and drawn.longest == "4.00 s"
+
+
+def test_a_chart_of_no_runs_or_unknown_durations_still_draws() -> None:
+    assert chart.duration_chart([], href=lambda run: "#").bars == []
+    unknown = chart.duration_chart([{"status": "In progress", "duration": None}], lambda r: "#")
+    assert unknown.bars[0].height == chart.MIN_BAR_HEIGHT
 
 
 @pytest.mark.parametrize(
@@ -186,7 +196,7 @@ def test_durations_read_naturally(seconds: float | None, text: str) -> None:
 def test_api_answers_name_the_dashboard_page_template(client: TestClient) -> None:
     answer = client.post("/workflows", json=workflow_body("linked"), headers=AUTH_A)
     template = answer.headers["dotflow-dashboard"]
-    assert template == "http://testserver/ui/workflows/{workflow_id}"
+    assert template == "http://testserver/ui/workflows/{workflow_id}/runs/{run_id}"
     assert "dotflow-dashboard" not in client.get("/ui/login").headers
 
 
@@ -198,5 +208,54 @@ def test_a_public_url_replaces_the_request_s_address(client: TestClient) -> None
     with TestClient(public) as other:
         answer = other.get("/workflows", headers=AUTH_A)
     assert answer.headers["dotflow-dashboard"] == (
-        "https://dotflow.example.com/ui/workflows/{workflow_id}"
+        "https://dotflow.example.com/ui/workflows/{workflow_id}/runs/{run_id}"
     )
+
+
+def _report_run(client: TestClient, workflow_id: str, run_id: str, first_task: int) -> None:
+    fields = {"run_id": run_id, "status": "Completed", "duration": 1.5}
+    client.post("/workflows", json=workflow_body(workflow_id, **fields), headers=AUTH_A)
+    body = task_body(first_task, status="Completed", run_id=run_id, name=f"step-of-{run_id}")
+    answer = client.post(
+        f"/workflows/{quote(workflow_id, safe='')}/tasks", json=body, headers=AUTH_A
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_workflow_s_runs_are_paginated_newest_first(client: TestClient) -> None:
+    for number in range(1, 28):
+        _report_run(client, "busy", f"run-{number:02d}", number)
+    _sign_in(client, TOKEN_A)
+    first = client.get("/ui/workflows/busy")
+    assert first.status_code == 200 and "27 runs" in first.text
+    assert first.text.count('<tr data-run="') == 25
+    assert first.text.index('<tr data-run="run-27"') < first.text.index('<tr data-run="run-03"')
+    assert 'data-run="run-02"' not in first.text and "Page 1 of 2" in first.text
+    assert first.text.count('class="chart-bar"') == 25
+    second = client.get("/ui/workflows/busy?page=2")
+    assert second.text.count('<tr data-run="') == 2 and 'href="?page=1"' in second.text
+    assert 'data-run="run-01"' in second.text and 'data-run="run-27"' not in second.text
+
+
+def test_a_run_page_shows_only_that_run_s_tasks(client: TestClient) -> None:
+    _report_run(client, "two/runs", "first", 1)
+    _report_run(client, "two/runs", "second", 2)
+    _sign_in(client, TOKEN_A)
+    page = client.get("/ui/workflows/two%2Fruns/runs/first")
+    assert page.status_code == 200
+    assert "step-of-first" in page.text and "step-of-second" not in page.text
+    task = client.get("/ui/workflows/two%2Fruns/tasks/2")
+    assert 'href="/ui/workflows/two%2Fruns/runs/second"' in task.text  # the crumb to its run
+    assert client.get("/ui/workflows/two%2Fruns/runs/third").status_code == 404
+    assert client.get("/ui/workflows/two%2Fruns/runs/" + "x" * 65).status_code == 404
+    _sign_in(client, TOKEN_B)
+    assert client.get("/ui/workflows/two%2Fruns/runs/first").status_code == 404
+
+
+def test_tasks_sent_without_a_run_are_shown_on_the_workflow_page(client: TestClient) -> None:
+    client.post("/workflows", json=workflow_body("legacy"), headers=AUTH_A)
+    client.post("/workflows/legacy/tasks", json=task_body(1, name="old.client"), headers=AUTH_A)
+    _sign_in(client, TOKEN_A)
+    page = client.get("/ui/workflows/legacy")
+    assert "0 runs" in page.text and "Tasks sent without a run" in page.text
+    assert "old.client" in page.text

@@ -7,8 +7,9 @@ import threading
 import time
 
 import pytest
+import requests
 
-from .conftest import STEPS, Api, Runner
+from .conftest import STEPS, TOKEN, Api, Runner
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +133,19 @@ def test_workflow_ids_that_look_like_url_syntax_arrive_intact(
 def test_the_last_line_names_the_runs_dashboard_page(runner: Runner, api: Api) -> None:
     run = runner.run(WORKFLOW_ID="see/me")
     assert run.returncode == 0, run.stderr
-    page = f"{runner.server.base_url}/ui/workflows/see%2Fme"
+    runs = api.get("/workflows/see%2Fme/runs")["items"]
+    run_id = runs[0]["run_id"]
+    page = f"{runner.server.base_url}/ui/workflows/see%2Fme/runs/{run_id}"
     summary = json.loads(run.stderr.splitlines()[-1])  # the runner asks for JSON lines
     assert summary["event"] == "summary" and summary["links"] == [page]
     assert api.workflow("see/me")["status"] == "Completed"
+    # The link opens that run's page once signed in with the runner's token.
+    browser = requests.Session()
+    signed_in = browser.post(
+        f"{runner.server.base_url}/ui/login",
+        data={"token": TOKEN, "next": "/ui/workflows/see%2Fme/runs/" + run_id},
+        timeout=30,
+    )
+    assert signed_in.status_code == 200 and signed_in.url == page
+    shown = browser.get(page, timeout=30)
+    assert shown.status_code == 200 and f"Run {run_id}" in shown.text and "Completed" in shown.text

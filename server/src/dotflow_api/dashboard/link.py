@@ -1,9 +1,9 @@
 """The ``Dotflow-Dashboard`` header: where a run can be seen, on every API answer.
 
 Its value is a URI template (RFC 6570, simple expansion) of the dashboard page showing
-a run, ``http://HOST/ui/workflows/{workflow_id}``: a client fills in the
-percent-encoded ids it has (``{workflow_id}``; ``{run_id}`` once pages per run exist)
-and needs to know nothing else about the dashboard's layout. The
+a run, ``http://HOST/ui/workflows/{workflow_id}/runs/{run_id}``: a client fills in the
+percent-encoded ids of its run and needs to know nothing else about the dashboard's
+layout. The
 host is the one the request addressed (or ``--public-url`` when the server sits behind
 a proxy that rewrites it).
 """
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER: Final = "Dotflow-Dashboard"
 #: The page showing a run, below the server's root, as a URI template.
-RUN_PAGE_TEMPLATE: Final = "/ui/workflows/{workflow_id}"
+RUN_PAGE_TEMPLATE: Final = "/ui/workflows/{workflow_id}/runs/{run_id}"
 _SKIP_PREFIXES: Final = ("/ui/", "/docs")
 
 

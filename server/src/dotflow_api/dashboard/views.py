@@ -1,4 +1,4 @@
-"""What the templates draw: durations and times as text, the timeline and the chart.
+"""What the templates draw: durations and times as text, and a run's timeline.
 
 Pure functions over plain rows (dicts), so the geometry is tested without a browser.
 Positions are percentages of the drawing's width: the SVG scales to any screen
@@ -8,7 +8,7 @@ without a script and without inline styles (the pages' CSP allows none).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -77,6 +77,14 @@ def first_line(text: str | None, limit: int = 200) -> str:
             line = line.strip()
             return line if len(line) <= limit else line[: limit - 1] + "\u2026"
     return ""
+
+
+def attempt_errors(value: Any) -> list[dict[str, Any]]:
+    """A task's stored errors, one per failed attempt, in attempt order (others skipped)."""
+    if not isinstance(value, list):
+        return []
+    errors = [item for item in value if isinstance(item, dict)]
+    return sorted(errors, key=lambda item: item.get("attempt") or 0)
 
 
 #: The timeline's geometry, in pixels.
@@ -224,50 +232,3 @@ def _ticks(span: float, count: int = 4) -> list[tuple[float, str]]:
     return [
         (index * 100 / count, format_duration(span * index / count)) for index in range(count + 1)
     ]
-
-
-@dataclass(frozen=True)
-class ChartBar:
-    """One run in the durations chart."""
-
-    left: float
-    width: float
-    height: float
-    failed: bool
-    css: str
-    label: str
-    href: str
-
-
-#: Height of the durations chart's drawing area, in pixels.
-CHART_HEIGHT: Final = 120
-
-
-def duration_chart(runs: Iterable[dict[str, Any]], href: Any) -> list[ChartBar]:
-    """Runs oldest to newest, left to right; bar height is the run's duration.
-
-    ``runs`` come newest first (as listed); ``href(run)`` gives each bar's link.
-    """
-    ordered = list(runs)[::-1]
-    if not ordered:
-        return []
-    longest = max((run.get("duration") or 0.0) for run in ordered) or 1.0
-    slot = 100 / len(ordered)
-    bars = []
-    for index, run in enumerate(ordered):
-        duration = run.get("duration")
-        status = run.get("status")
-        height = max((duration or 0.0) / longest * CHART_HEIGHT, 2.0)
-        bars.append(
-            ChartBar(
-                left=round(index * slot + slot * 0.15, 3),
-                width=round(slot * 0.7, 3),
-                height=round(height, 2),
-                failed=status == "Failed",
-                css=status_class(status),
-                label=f"{format_time(run.get('started_at'))}: {status}, "
-                f"{format_duration(duration)}",
-                href=href(run),
-            )
-        )
-    return bars
