@@ -25,6 +25,7 @@ TASK_FIELDS = {
     "finished_at",
     "current_context",
     "previous_context",
+    "run_id",
 }
 WORKFLOW_FIELDS = {
     "status",
@@ -37,6 +38,7 @@ WORKFLOW_FIELDS = {
     "task_count",
     "completed_count",
     "failed_count",
+    "run_id",
 }
 
 
@@ -57,6 +59,16 @@ def test_ids_holding_lone_surrogates_still_make_a_path() -> None:
     undecodable = os.fsdecode(b"run-\xff")
     assert payloads.workflow_path(undecodable) == "/workflows/run-%FF"
     assert payloads.segment("a\ud800b") == "a%ED%A0%80b"
+
+
+def test_bodies_name_the_run_that_reports_and_omit_it_when_there_is_none() -> None:
+    workflow, task = sample_workflow_record(), sample_task_record("wf-1")
+    assert body(payloads.create_workflow(workflow))["run_id"] == workflow.run_id
+    assert body(payloads.update_task(task))["run_id"] == task.run_id
+    assert workflow.run_id and task.run_id
+    bare = attrs.evolve(workflow, run_id=None)
+    assert "run_id" not in body(payloads.update_workflow(bare))
+    assert "run_id" not in body(payloads.create_task(attrs.evolve(task, run_id=None)))
 
 
 def test_create_workflow() -> None:

@@ -199,6 +199,7 @@ def workflow_fields(record: WorkflowRecord) -> dict[str, Any]:
         "task_count": to_json_safe(record.task_count),
         "completed_count": to_json_safe(record.completed_count),
         "failed_count": to_json_safe(record.failed_count),
+        **_run(record),
     }
 
 
@@ -230,7 +231,15 @@ def _task_head(record: TaskRecord) -> dict[str, Any]:
         ],
         "started_at": _iso(record.started_at),
         "finished_at": _iso(record.finished_at),
+        **_run(record),
     }
+
+
+def _run(record: TaskRecord | WorkflowRecord) -> dict[str, str]:
+    """``{"run_id": ...}`` naming the run that reports, when the record has one: the
+    server then keeps a record per run (the dashboard's run pages, ``dotflow runs``)."""
+    run_id = getattr(record, "run_id", None)
+    return {} if run_id is None else {"run_id": _text(run_id)}
 
 
 def create_workflow(record: WorkflowRecord) -> Request:
