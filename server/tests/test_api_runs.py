@@ -75,6 +75,22 @@ def test_unknown_runs_and_other_tokens_get_404(client: TestClient) -> None:
     assert client.get(f"{WF}/runs/{RUN_1}", headers=AUTH_B).status_code == 404
 
 
+def test_a_run_is_found_by_its_id_alone_for_its_token_only(client: TestClient) -> None:
+    run_of(client, RUN_1, range(1, 3), failed=(2,))
+    other = workflow_body("weekly", run_id=RUN_2, status="Completed")
+    assert client.post("/workflows", json=other, headers=AUTH_A).status_code == 201
+    found = client.get(f"/runs/{RUN_1}", headers=AUTH_A).json()
+    assert found == client.get(f"{WF}/runs/{RUN_1}", headers=AUTH_A).json()
+    assert found["workflow_id"] == "nightly" and found["status"] == "Failed"
+    weekly = client.get(f"/api/v1/runs/{RUN_2}", headers=AUTH_A).json()
+    assert weekly["workflow_id"] == "weekly" and weekly["run_id"] == RUN_2
+    assert client.get(f"/runs/{RUN_1}", headers=AUTH_B).status_code == 404
+    missing = client.get("/runs/no-such-run", headers=AUTH_A)
+    assert missing.status_code == 404 and missing.json()["detail"] == "run 'no-such-run' not found"
+    assert client.get("/runs/" + "r" * 65, headers=AUTH_A).status_code == 422
+    assert client.get(f"/runs/{RUN_1}").status_code == 401
+
+
 def test_tasks_carry_their_run_and_filter_by_run_and_status(client: TestClient) -> None:
     run_of(client, RUN_1, range(1, 4), failed=(2,))
     run_of(client, RUN_2, range(4, 6), failed=(5,))

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from dotflow_api.app import openapi_document
 
-#: (path, method) of every operation a runner calls.
+#: (path, method) of every operation a runner calls, and those ``dotflow runs`` reads.
 CLIENT_OPERATIONS: Final = (
     ("/workflows", "post"),
     ("/workflows/{workflow_id}", "patch"),
@@ -22,6 +22,9 @@ CLIENT_OPERATIONS: Final = (
     ("/workflows/{workflow_id}/tasks/next-id", "get"),
     ("/workflows/{workflow_id}/runs/{run_id}/reserve", "post"),
     ("/workflows/{workflow_id}/events", "post"),
+    ("/workflows/{workflow_id}/runs", "get"),
+    ("/runs/{run_id}", "get"),
+    ("/workflows/{workflow_id}/tasks", "get"),
 )
 
 
@@ -51,7 +54,8 @@ def client_contract(document: dict[str, Any] | None = None) -> dict[str, Any]:
     info = dict(served.get("info", {}))
     info["title"] = f"{info.get('title', 'dotflow-api')} runner contract"
     info["description"] = (
-        "The endpoints a dotflow runner calls in managed mode. Generated from the "
+        "The endpoints a dotflow runner calls in managed mode, and those dotflow runs "
+        "reads. Generated from the "
         "dotflow-api server by server/scripts/export_contract.py; do not edit by hand."
     )
     info.pop("summary", None)

@@ -79,3 +79,20 @@ def fetch_run(conn: Connection, owner: str, workflow_id: str, run_id: str) -> di
     if row is None:
         raise NotFoundError(f"run {run_id!r} of workflow {workflow_id!r} not found")
     return dict(row._mapping)
+
+
+def find_run(conn: Connection, owner: str, run_id: str) -> tuple[str, dict[str, Any]]:
+    """The owner's run ``run_id`` in any workflow, with that workflow's id; the most recent
+    one should two workflows hold the id (runners send a new UUID per run)."""
+    row = conn.execute(
+        run_select()
+        .add_columns(workflows.c.workflow_id.label("owner_workflow_id"))
+        .join(workflows, workflows.c.pk == runs.c.workflow_pk)
+        .where(workflows.c.owner == owner, runs.c.run_id == run_id)
+        .order_by(runs.c.pk.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"run {run_id!r} not found")
+    found = dict(row._mapping)
+    return str(found.pop("owner_workflow_id")), found

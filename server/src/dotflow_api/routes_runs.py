@@ -84,6 +84,20 @@ def get_run(
     return run_view(workflow_id, store_of(request).get_run(owner, workflow_id, run_id))
 
 
+@router.get(
+    "/runs/{run_id}",
+    tags=["read"],
+    response_model=RunView,
+    responses=AUTH_ERRORS | NOT_FOUND,
+)
+def find_run(run_id: RunIdPath, owner: Owner, request: Request) -> RunView:
+    """The token's run with this id, whichever workflow it belongs to (``workflow_id`` in
+    the answer). Runners send a new UUID per run; should two of the token's workflows
+    hold the same run id, the most recent run is the answer."""
+    workflow_id, row = store_of(request).find_run(owner, run_id)
+    return run_view(workflow_id, row)
+
+
 @router.post(
     "/workflows/{workflow_id}/runs/{run_id}/reserve",
     tags=["runner"],

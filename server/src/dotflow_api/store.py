@@ -125,6 +125,12 @@ class Store:
         with self._read() as conn:
             return reads.fetch_run(conn, owner, workflow_id, run_id)
 
+    def find_run(self, owner: str, run_id: str) -> tuple[str, dict[str, Any]]:
+        """The owner's run ``run_id`` in whichever workflow holds it, and that workflow's id;
+        ``NotFoundError`` if none does."""
+        with self._read() as conn:
+            return reads.find_run(conn, owner, run_id)
+
     def reserve(self, owner: str, workflow_id: str, run_id: str, count: int) -> int:
         """Reserve ``count`` consecutive free task ids for a run (atomic); the first one."""
         with self._write() as conn:
