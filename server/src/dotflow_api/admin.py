@@ -1,4 +1,4 @@
-"""``dotflow-api tokens create|list|revoke``: the database's tokens, from the command line.
+"""``dotflow-api tokens create|list|revoke`` and ``prune``: the database, from the command line.
 
 They work on the database the server uses (``--database``, the same default as
 ``serve``), so a running server honours a created token at once and refuses a revoked
@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from dotflow_api.cli_common import DEFAULT_DATABASE, EXIT_CANNOT_RUN, CommandError, open_database
 from dotflow_api.db import safe_url
+from dotflow_api.models import utcnow
+from dotflow_api.retention import DEFAULT_BATCH_SIZE, parse_age, prune
 from dotflow_api.tokens import NAME_RULE, TokenNameError, TokenStore
 
 
@@ -43,6 +45,47 @@ def add_admin_commands(commands: Any) -> None:
     for action, handler in ((create, _create), (listing, _list), (revoke, _revoke)):
         _database_option(action)
         action.set_defaults(handler=handler)
+    _add_prune(commands)
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _batch_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100000")
+    return int(text)
+
+
+def _add_prune(commands: Any) -> None:
+    pruning = commands.add_parser(
+        "prune",
+        help="delete runs (and their tasks) nothing changed for a while",
+        description=(
+            "Delete the runs the server last changed before the given age, with their "
+            "tasks; then tasks sent without a run, and workflows left empty, of that age."
+        ),
+    )
+    pruning.add_argument(
+        "--older-than",
+        type=_age,
+        required=True,
+        metavar="AGE",
+        help="e.g. 30d, 12h or 90m (days, hours, minutes)",
+    )
+    pruning.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"rows deleted per transaction (default {DEFAULT_BATCH_SIZE})",
+    )
+    _database_option(pruning)
+    pruning.set_defaults(handler=_prune)
 
 
 def _database_option(parser: argparse.ArgumentParser) -> None:
@@ -133,4 +176,20 @@ def _revoke(args: argparse.Namespace) -> int:
     finally:
         store.engine.dispose()
     sys.stdout.write(f"Revoked token {args.name!r}: requests carrying it now get 401.\n")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    engine = open_database(args.database)
+    cutoff = utcnow() - args.older_than
+    try:
+        pruned = prune(engine, cutoff, batch_size=args.batch_size)
+    except SQLAlchemyError as exc:
+        raise _database_failure(args, exc) from None
+    finally:
+        engine.dispose()
+    sys.stdout.write(
+        f"Deleted {pruned.runs} run(s), {pruned.tasks} task(s) and {pruned.workflows} "
+        f"workflow(s) last changed before {_when(cutoff)}.\n"
+    )
     return 0
