@@ -24,7 +24,13 @@ worker time a run spends on anything but the steps' own work,
 Targets: every parallel variant at least 1.7x faster than sequential; the
 overhead per task of ``dask`` within 2 ms of ``dask-map``'s.
 
+``--work sleep`` makes every task sleep ``--task-ms`` instead: the CPUs are then
+not what the variants compete for, so the speed-ups and overheads measure the
+engine's scheduling even on a machine busy with other work (not the target's
+setup, which is CPU work on an otherwise idle machine).
+
 Usage: python bench/bench_executors.py [--tasks 200] [--chain 20] [--task-ms 50] [--rounds 3]
+       [--work cpu|sleep]
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def _timed(function: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def workflow(independent: int, chain: int, loops: int) -> DotFlow:
+def workflow(independent: int, chain: int, loops: int | float) -> DotFlow:
     flow = DotFlow(providers=[])
     for _ in range(independent):
         flow.task.add(burn, initial_context=loops)
@@ -78,7 +84,7 @@ def check(flow: DotFlow, chain: int) -> None:
         raise SystemExit(f"bench_executors.py: a run went wrong: {failed[:1] or flow.result()}")
 
 
-def dask_map(client: Any, independent: int, chain: int, loops: int) -> None:
+def dask_map(client: Any, independent: int, chain: int, loops: int | float) -> None:
     futures = client.map(spin, [loops] * independent, pure=False)
     previous = None
     for _ in range(chain):
@@ -94,6 +100,7 @@ def main() -> int:
     parser.add_argument("--chain", type=at_least(1), default=20, help="tasks of the named group")
     parser.add_argument("--task-ms", type=at_least(1, float), default=50.0)
     parser.add_argument("--rounds", type=at_least(1), default=3)
+    parser.add_argument("--work", choices=("cpu", "sleep"), default="cpu", help="what a task does")
     args = parser.parse_args()
     if args.chain >= args.tasks:
         parser.error(f"argument --chain: {args.chain} must be below --tasks ({args.tasks})")
@@ -101,7 +108,7 @@ def main() -> int:
 
     independent = args.tasks - args.chain
     load_before = os.getloadavg()[0]
-    loops = calibrate(args.task_ms)
+    loops: int | float = calibrate(args.task_ms) if args.work == "cpu" else args.task_ms / 1000
     cluster = distributed.LocalCluster(
         n_workers=WORKERS,
         threads_per_worker=1,
@@ -150,9 +157,10 @@ def report(
 ) -> int:
     wall = {name: statistics.median(values) for name, values in samples.items()}
     floor = wall["floor"]
+    work = "CPU" if args.work == "cpu" else "sleep"
     print(
-        f"\n{args.tasks} tasks of ~{args.task_ms:g} ms CPU ({args.tasks - args.chain} independent, "
-        f"a chain of {args.chain}), {WORKERS} workers; median of {args.rounds} rounds"
+        f"\n{args.tasks} tasks of ~{args.task_ms:g} ms {work} ({args.tasks - args.chain} "
+        f"independent, a chain of {args.chain}), {WORKERS} workers; median of {args.rounds} rounds"
     )
     print(
         f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end, on "

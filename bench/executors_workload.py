@@ -1,4 +1,4 @@
-"""The steps of bench_executors.py: CPU work of a calibrated length.
+"""The steps of bench_executors.py: CPU work of a calibrated length, or a sleep.
 
 A module of its own, so that pool and Dask worker processes import the steps
 by name, as they would a user's.
@@ -6,11 +6,20 @@ by name, as they would a user's.
 
 from __future__ import annotations
 
+import time
+
 from dotflow_core import Context, action
 
 
-def spin(loops: int) -> int:
-    """Pure-Python CPU work (holds the GIL, as most user code does)."""
+def spin(loops: int | float) -> int:
+    """Pure-Python CPU work (holds the GIL, as most user code does): ``loops`` iterations.
+
+    A float is a sleep of that many seconds instead (``--work sleep``: the engine's
+    scheduling measured on a machine whose CPUs are busy with something else).
+    """
+    if isinstance(loops, float):
+        time.sleep(loops)
+        return 0
     total = 0
     for number in range(loops):
         total += number * number % 7

@@ -277,6 +277,70 @@ def test_providers_receive_the_same_events_as_in_sequential_mode(
     assert [t.status for t in workflow.result_task()].count(TaskStatus.NOT_STARTED) == 1
 
 
+class _CountingPool(ThreadPoolExecutor):
+    """A one-thread pool that counts the attempts handed to it and not yet ended."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.outstanding = 0
+        self.most_outstanding = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.outstanding += 1
+            self.most_outstanding = max(self.most_outstanding, self.outstanding)
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._ended)
+        return future
+
+    def _ended(self, _future: Any) -> None:
+        with self._lock:
+            self.outstanding -= 1
+
+
+def test_a_named_group_goes_first_and_a_pool_holds_one_attempt_more_than_its_workers() -> None:
+    # The chain is the run's critical path: queued behind every independent task it
+    # would run alone at the end, on one worker, while the others idle.
+    recorder = RecordingProvider()
+    workflow = DotFlow(providers=[recorder])
+    workflow.task.add([steps.echo] * 6)
+    workflow.task.add([steps.first, steps.second], group_name="chain")
+    with _CountingPool() as pool:
+        workflow.start(mode="parallel", executor=pool)
+    started = [
+        record.task_id
+        for record in recorder.task_events()
+        if record.status is TaskStatus.IN_PROGRESS
+    ]
+    assert started[0] == 7  # the chain's first task, added after the six independent ones
+    assert pool.most_outstanding == 2  # one worker, one attempt queued behind it
+    assert workflow.result_storage()[-1] == ["first", "second"]
+
+
+def test_dask_receives_the_tasks_left_in_a_chain_as_each_attempts_priority(
+    dask_client: Any,
+) -> None:
+    seen: list[int] = []
+
+    class Spy:
+        __module__ = "distributed.spy"  # told apart as Dask's executor by its module
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            seen.append(kwargs["priority"])
+            return self.inner.submit(fn, *args, **kwargs)
+
+    workflow = DotFlow(providers=[])
+    workflow.task.add(steps.echo)
+    workflow.task.add([steps.first, steps.second], group_name="chain")
+    workflow.start(mode="parallel", executor=Spy(dask_client.get_executor()))
+    assert sorted(seen) == [1, 1, 2]  # the independent task and the chain's last, its first
+    assert workflow.result_storage()[-1] == ["first", "second"]
+
+
 def test_executor_is_for_parallel_mode_and_must_have_submit() -> None:
     with pytest.raises(ConfigurationError, match=r"mode='parallel' only, not mode='sequential'"):
         DotFlow(providers=[]).start(executor=ThreadPoolExecutor())

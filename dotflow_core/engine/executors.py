@@ -10,6 +10,13 @@ providers. The ``default`` group's tasks are independent; a named group's
 tasks run in order, each submitted when the one before it has ended, with its
 value.
 
+The longest work goes first: an attempt's priority is the number of tasks left
+in its chain (itself included), so a named group's next task jumps the queue of
+independent ones instead of waiting behind all of them (the chain is the run's
+critical path). Dask takes the priority with each submission; process and
+thread pools queue in submission order, so the driver keeps at most one attempt
+more than their workers in flight and submits the highest priority first.
+
 Timeouts are the driver's: an attempt past its ``timeout`` fails with
 ``StepTimeoutError`` and its future is cancelled. The clock starts when the
 future reports running (process and thread pools); Dask's futures do not
@@ -25,7 +32,6 @@ import logging
 import queue
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -64,6 +70,15 @@ def serializer_for(executor: object) -> str | None:
     return CLOUDPICKLE if is_dask(executor) else PICKLE
 
 
+def bound_for(executor: object) -> int | None:
+    """Attempts in flight that keep a pool's workers busy (None: no bound, see the module)."""
+    if isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor)):
+        workers = getattr(executor, "_max_workers", None)  # both pools keep it there
+        if isinstance(workers, int) and workers > 0:
+            return workers + 1
+    return None
+
+
 def chains_of(tasks: Sequence[Task]) -> list[list[Task]]:
     """What runs independently: each task of the ``default`` group, each named group."""
     chains: list[list[Task]] = []
@@ -93,13 +108,15 @@ class _TaskRun:
         self.future: Future[Outcome] | None = None
         self.submitted = 0.0
         self.running_since: float | None = None
+        #: The tasks left in the chain, this one included: the longest work goes first.
+        self.priority = len(chain) - index
 
 
 class ExecutorRun:
     """Runs the tasks of one workflow on an executor; see the module docstring.
 
-    :param max_in_flight: most attempts submitted and not ended at a time (None: no limit,
-        the executor queues them).
+    :param max_in_flight: most attempts submitted and not ended at a time (None: one more
+        than a process or thread pool's workers; no limit on other executors, which queue them).
     """
 
     def __init__(
@@ -117,14 +134,15 @@ class ExecutorRun:
         self.events = events
         self.control = control
         self.keep_going = keep_going
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = max_in_flight if max_in_flight is not None else bound_for(executor)
         self.serializer = serializer_for(executor)
         self.dask = is_dask(executor)
         # Pools mark a future running when a worker takes it; Dask's never do.
         self.reports_running = isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor))
         self.ended: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.in_flight: dict[Future[Outcome], _TaskRun] = {}
-        self.ready: deque[_TaskRun] = deque()
+        #: Attempts to submit, highest priority first (then in the order they became ready).
+        self.ready: list[tuple[int, int, _TaskRun]] = []
         self.retries: list[tuple[float, int, _TaskRun]] = []
         self._order = itertools.count()
 
@@ -159,13 +177,16 @@ class ExecutorRun:
         run.task.previous_context = previous
         run.task.started_at = utc_now()
         run.clock = time.perf_counter()
-        self.ready.append(run)
+        self._make_ready(run)
+
+    def _make_ready(self, run: _TaskRun) -> None:
+        heapq.heappush(self.ready, (-run.priority, next(self._order), run))
 
     def _submit_ready(self) -> None:
         while self.ready and (
             self.max_in_flight is None or len(self.in_flight) < self.max_in_flight
         ):
-            self._submit(self.ready.popleft())
+            self._submit(heapq.heappop(self.ready)[2])
 
     def _submit(self, run: _TaskRun) -> None:
         task = run.task
@@ -196,7 +217,9 @@ class ExecutorRun:
         key = f"{run.task.name}-task{run.task.task_id}-{run.attempt}-{uuid.uuid4().hex[:8]}"
 
         def submit(function: Callable[..., Any], *args: Any) -> Future[Outcome]:
-            future: Future[Outcome] = self.executor.submit(function, *args, key=key, pure=False)
+            future: Future[Outcome] = self.executor.submit(
+                function, *args, key=key, pure=False, priority=run.priority
+            )
             return future
 
         return submit
@@ -293,7 +316,7 @@ class ExecutorRun:
             if self.control.stop.is_set():  # the workflow stops: no further attempt
                 self._end(run, TaskStatus.FAILED)
             else:
-                self.ready.append(run)
+                self._make_ready(run)
 
     def _deadlines(self) -> list[float]:
         """When each timed attempt in flight runs out (its clock started, see the module)."""

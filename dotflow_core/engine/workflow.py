@@ -205,7 +205,8 @@ class DotFlow:
         :param mode: ``sequential``, ``background`` or ``parallel`` (see :mod:`.execution`).
         :param keep_going: go on with a group's next tasks after one fails.
         :param max_workers: most worker processes at a time in ``parallel`` mode (with
-            ``executor``: most attempts submitted to it at a time; default no limit).
+            ``executor``: most attempts submitted to it at a time; default one more than a
+            process or thread pool's workers, no limit on other executors).
         :param executor: ``parallel`` mode only: run the attempts on this
             ``concurrent.futures`` executor (a process or thread pool,
             ``distributed.Client(...).get_executor()``), or on the one a spec such as
