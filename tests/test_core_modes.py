@@ -400,3 +400,17 @@ def test_cancel_ends_a_background_run_as_an_interrupt_would(recorder: RecordingP
     assert recorder.names()[-2:] == ["update_workflow", "flush"]
     assert recorder.names().count("update_workflow") == 2
     assert not workflow.cancel()  # already ended
+
+
+def test_parallel_mode_starts_the_longest_group_first(recorder: RecordingProvider) -> None:
+    # A named group is the run's critical path: started after every independent task,
+    # it would run alone at the end while the other workers idle.
+    workflow = build(recorder, ("default", [whoami, whoami, whoami]), ("chain", [first, second]))
+    workflow.start(mode="parallel", max_workers=1)
+    started = [
+        record.task_id
+        for record in recorder.task_events()
+        if record.status is TaskStatus.IN_PROGRESS
+    ]
+    assert started == [4, 5, 1, 2, 3]
+    assert workflow.result_storage()[-1] == ["first", "second"]

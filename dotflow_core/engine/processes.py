@@ -1,7 +1,9 @@
 """The parallel mode: tasks run in worker processes that report back through pipes.
 
 Every task of the ``default`` group runs in a process of its own and every
-named group in one process, at most ``max_workers`` at a time. A worker sends
+named group in one process, at most ``max_workers`` at a time, the longest
+group first (it is the run's critical path: started last, it would run alone
+at the end while the other workers idle). A worker sends
 each task change to the parent as a pickled record, each value in it crossing
 once (:mod:`.relay`); the parent applies it and reports it to its providers, so
 they see the whole run. Imported only when a
@@ -166,7 +168,7 @@ def run_in_processes(
 ) -> None:
     context = _process_context()
     by_id = {task.task_id: task for task in tasks}
-    waiting = deque(_units(tasks))
+    waiting = deque(sorted(_units(tasks), key=len, reverse=True))  # stable: ties keep order
     running: dict[Any, _Worker] = {}  # keyed by connection and by process sentinel
 
     def start_next() -> None:
