@@ -252,6 +252,19 @@ def test_a_run_page_shows_only_that_run_s_tasks(client: TestClient) -> None:
     assert client.get("/ui/workflows/two%2Fruns/runs/first").status_code == 404
 
 
+def test_a_run_page_says_when_it_shows_only_the_first_tasks(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for task_id in (1, 2, 3):
+        _report_run(client, "long", "big", task_id)
+    _sign_in(client, TOKEN_A)
+    assert 'id="tasks-cut"' not in client.get("/ui/workflows/long/runs/big").text
+    monkeypatch.setattr("dotflow_api.dashboard.queries.MAX_TASKS_SHOWN", 2)
+    page = client.get("/ui/workflows/long/runs/big").text
+    assert "Showing the first 2 of the run's 3 stored tasks" in page
+    assert page.count('<tr data-task="') == 2
+
+
 def test_tasks_sent_without_a_run_are_shown_on_the_workflow_page(client: TestClient) -> None:
     client.post("/workflows", json=workflow_body("legacy"), headers=AUTH_A)
     client.post("/workflows/legacy/tasks", json=task_body(1, name="old.client"), headers=AUTH_A)

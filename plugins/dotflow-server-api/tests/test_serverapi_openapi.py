@@ -88,3 +88,26 @@ def test_the_next_id_answer_needs_only_next_id(contract: dict[str, Any]) -> None
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
     reference = answer["$ref"].rsplit("/", 1)[-1]
     assert contract["components"]["schemas"][reference]["required"] == ["next_id"]
+
+
+def _answer(contract: dict[str, Any], path: str) -> dict[str, Any]:
+    answer = contract["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+    reference = answer["schema"]["$ref"].rsplit("/", 1)[-1]
+    return contract["components"]["schemas"][reference]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "fields"),
+    [
+        ("/workflows/{workflow_id}/runs", {"limit"}, {"items", "total"}),
+        ("/runs/{run_id}", set(), {"workflow_id", "run_id", "status", "duration", "task_count"}),
+        ("/workflows/{workflow_id}/tasks", {"run_id", "limit", "offset"}, {"items", "total"}),
+    ],
+)
+def test_the_reads_of_dotflow_runs_are_in_the_contract(
+    contract: dict[str, Any], path: str, query: set[str], fields: set[str]
+) -> None:
+    operation = contract["paths"][path]["get"]
+    parameters = {item["name"] for item in operation["parameters"] if item["in"] == "query"}
+    assert query <= parameters
+    assert fields <= set(_answer(contract, path)["properties"])
