@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
+from dotflow_core.dispatch import EventCaller, event_callers
 from dotflow_core.errors import (
     ConfigurationError,
     ProviderLoadError,
@@ -131,9 +132,13 @@ class ProviderManager:
         self.selection: Selection | None = None
         #: Names of the hooks at least one active provider implements.
         self.listening: frozenset[str] = frozenset()
+        #: How the engine calls each event hook some provider implements: one function
+        #: taking the record (:mod:`dotflow_core.dispatch`), rebuilt as providers are added.
+        self.event_callers: dict[str, EventCaller] = {}
         #: Every exception a provider raised inside a hook, in order.
         self.failures: list[HookFailure] = []
-        if tracing_requested():
+        self._traced = tracing_requested()
+        if self._traced:
             self._plugins.add_hookcall_monitoring(*_stderr_tracer())
 
     @classmethod
@@ -229,6 +234,7 @@ class ProviderManager:
             for caller in vars(self.hook).values()
             if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls()
         )
+        self.event_callers = event_callers(self._plugins, traced=self._traced)
         if self._shutdown_at_exit and any(
             impl.plugin is proxy for impl in self.hook.shutdown.get_hookimpls()
         ):  # a plugin without a shutdown hook has nothing to hear at exit

@@ -96,22 +96,24 @@ class Task:
         copied: an event costs the same whatever the data (see
         :mod:`dotflow_core.hooks.records`).
         """
-        return TaskRecord(
-            workflow_id=self.workflow_id,
-            task_id=self.task_id,
-            name=self.step.name,
-            status=self.status,
-            run_id=self.run_id,
-            group_name=self.group_name,
-            retry_count=self.retry_count,
-            duration=self.duration,
-            errors=tuple(self.errors),
-            created_at=self.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            initial_context=self.initial,
-            previous_context=self._previous.storage if self._previous else None,
-            current_context=self._current.storage if self._current else None,
+        return TaskRecord.build_unchecked(
+            {
+                "workflow_id": self.workflow_id,
+                "task_id": self.task_id,
+                "name": self.step.name,
+                "status": self.status,
+                "run_id": self.run_id,
+                "group_name": self.group_name,
+                "retry_count": self.retry_count,
+                "duration": self.duration,
+                "errors": tuple(self.errors),
+                "created_at": self.created_at,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "initial_context": self.initial,
+                "previous_context": self._previous.storage if self._previous else None,
+                "current_context": self._current.storage if self._current else None,
+            }
         )
 
     def apply(self, record: TaskRecord) -> None:
