@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_managed.py
 	$(BIN)/python bench/bench_executors.py
+	$(BIN)/python bench/bench_data.py
 
 clean:
 	rm -rf $(VENV) bench/.venv-dotflow bench/.venv-ours .pytest_cache .ruff_cache

@@ -31,6 +31,13 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ),
         ("bench_engine.py", ["--tasks", "1.5"], "argument --tasks: '1.5' is not an integer"),
         ("bench_cli.py", ["--runs", "-1"], "argument --runs: -1 is below the minimum, 1"),
+        ("bench_data.py", ["--size", "99"], "argument --size: 99 is below the minimum, 100"),
+        ("bench_data.py", ["--rounds", "0"], "argument --rounds: 0 is below the minimum, 1"),
+        (
+            "bench_data.py",
+            ["--growth-rounds", "few"],
+            "argument --growth-rounds: 'few' is not an integer",
+        ),
         ("bench_executors.py", ["--tasks", "1"], "argument --tasks: 1 is below the minimum, 2"),
         (
             "bench_executors.py",
@@ -149,3 +156,53 @@ def test_rounds_alternate_which_of_ours_runs_first(bench_managed: Any) -> None:
     ours = ("ours: api", "ours: no provider")
     assert [name for name in first if name in ours] == list(ours)
     assert [name for name in second if name in ours] == list(reversed(ours))
+
+
+@pytest.fixture(scope="module")
+def bench_data() -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_data
+    finally:
+        sys.path.remove(str(BENCH))
+    return bench_data
+
+
+def test_the_data_benchmark_measures_each_core_variant_in_a_child(
+    bench_data: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The workload runs (tiny size) and the report reads what it prints; no peer needed."""
+    server = bench_data.LoopbackServer()
+    try:
+        samples = {
+            variant: [bench_data.measure(sys.executable, variant, 300, server.url)]
+            for variant in ("core-none", "core-counting", "core-api")
+        }
+        samples["dotflow"] = [{**samples["core-none"][0], "variant": "dotflow"}]
+        bench_data.report(samples, 300, server)
+    finally:
+        server.close()
+    assert samples["core-counting"][0]["events"] == 9  # 3 workflow + 2 x 3 task events
+    api = samples["core-api"][0]
+    assert (api["spooled"], api["dropped"]) == (0, 0) and api["delivered"] > 0
+    assert 0 < server.largest_body <= bench_data.MAX_BODY_BYTES
+    assert all(sample[0]["max_rss_mb"] > 0 for sample in samples.values())
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("  core-api / core-none, RSS") for line in lines)
+    assert any(", 0 spooled, 0 dropped (meets target 0 and 0)" in line for line in lines)
+
+
+def test_the_growth_table_prints_a_row_per_size(
+    bench_data: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(seconds: float) -> list[dict[str, Any]]:
+        return [{"seconds": seconds, "events": 9, "max_rss_mb": 1.0}]
+
+    table = {
+        size: {"core-none": run(0.1), "core-counting": run(0.1 + 9e-6), "core-api": run(0.1009)}
+        for size in (20, 200, 2000)
+    }
+    bench_data.report_growth(table)
+    rows = capsys.readouterr().out.splitlines()[-3:]
+    assert [row.split()[0] for row in rows] == ["20", "200", "2,000"]
+    assert all(row.split()[2:] == ["1.0", "100.0"] for row in rows)
