@@ -233,7 +233,7 @@ def test_a_flapping_server_logs_one_outage_warning(
     assert fake.delivered_state(workflow.workflow_id) == expected_state(workflow)
     mine = [r for r in api_logs.records if r.name.startswith("dotflow.server.api")]
     outages = [r for r in mine if "cannot deliver" in r.getMessage()]
-    assert len(outages) > 5  # the server did flap
+    assert len(outages) >= 2  # the server did flap: several outages, one warning
     assert [r.levelno for r in outages].count(logging.WARNING) == 1
     assert [r.levelno for r in mine if "recovered" in r.getMessage()].count(logging.INFO) == 1
 
