@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine_workload import counting_provider
+
 SIZE = 0
 
 
@@ -57,28 +59,9 @@ class ApiCounts(logging.Handler):
 
 
 def core(variant: str) -> dict[str, Any]:
-    from dotflow_core import DotFlow, action, hookimpl
+    from dotflow_core import DotFlow, action
 
-    class Counting:
-        calls = 0
-
-        @hookimpl
-        def create_workflow(self, workflow: object) -> None:
-            self.calls += 1
-
-        @hookimpl
-        def update_workflow(self, workflow: object) -> None:
-            self.calls += 1
-
-        @hookimpl
-        def create_task(self, task: object) -> None:
-            self.calls += 1
-
-        @hookimpl
-        def update_task(self, task: object) -> None:
-            self.calls += 1
-
-    counting = Counting()
+    counting = counting_provider()
     api_counts = ApiCounts()
     logging.getLogger("dotflow.server.api").addHandler(api_counts)
     logging.getLogger("dotflow.server.api").setLevel(logging.INFO)

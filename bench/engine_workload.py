@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def noop() -> None:
@@ -30,10 +31,12 @@ def floor(tasks: int) -> Callable[[], None]:
     return run
 
 
-def core(tasks: int, counting: bool) -> Callable[[], None]:
-    from dotflow_core import DotFlow, action, hookimpl
+def counting_provider() -> Any:
+    """A provider whose four event hooks only count their calls (``.calls``).
 
-    step = action(noop)
+    Built on call, so that importing this module imports no dotflow-core.
+    """
+    from dotflow_core import hookimpl
 
     class Counting:
         calls = 0
@@ -54,8 +57,16 @@ def core(tasks: int, counting: bool) -> Callable[[], None]:
         def update_task(self, task: object) -> None:
             self.calls += 1
 
+    return Counting()
+
+
+def core(tasks: int, counting: bool) -> Callable[[], None]:
+    from dotflow_core import DotFlow, action
+
+    step = action(noop)
+
     def run() -> None:
-        provider = Counting()
+        provider = counting_provider()
         workflow = DotFlow(providers=[provider] if counting else [])
         for _ in range(tasks):
             workflow.task.add(step=step)

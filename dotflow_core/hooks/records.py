@@ -26,12 +26,30 @@ from __future__ import annotations
 import enum
 import traceback as traceback_module
 from datetime import datetime
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, TypeGuard, TypeVar
 
 import attrs
 
 _new = object.__new__
 _set_dict = object.__setattr__  # frozen records refuse the usual setattr
+_Record = TypeVar("_Record", bound="_EngineBuilt")
+
+
+class _EngineBuilt:
+    """What both event records share: the engine's unchecked constructor."""
+
+    @classmethod
+    def build_unchecked(cls: type[_Record], fields: dict[str, Any]) -> _Record:
+        """The engine's constructor: a record taking ``fields`` (every field, by name) as is.
+
+        No default is filled in, nothing is checked and the dict becomes the
+        record's own: for values the engine built itself (``Task.snapshot``,
+        ``Workflow.snapshot``). Anyone else uses the constructor.
+        """
+        record = _new(cls)
+        _set_dict(record, "__dict__", fields)
+        return record
+
 
 #: The id of the first task of a workflow that has no earlier tasks.
 INITIAL_TASK_ID: Final = 1
@@ -107,7 +125,7 @@ class TaskError:
 
 
 @attrs.frozen(kw_only=True, slots=False)
-class WorkflowRecord:
+class WorkflowRecord(_EngineBuilt):
     """A workflow at the moment of a ``create_workflow`` or ``update_workflow`` event."""
 
     #: The workflow id: generated (a UUID string) or supplied by the caller.
@@ -132,21 +150,9 @@ class WorkflowRecord:
     completed_count: int = 0
     failed_count: int = 0
 
-    @classmethod
-    def build_unchecked(cls, fields: dict[str, Any]) -> WorkflowRecord:
-        """The engine's constructor: a record taking ``fields`` (every field, by name) as is.
-
-        No default is filled in, nothing is checked and the dict becomes the
-        record's own: for values the engine built itself (``Workflow.snapshot``).
-        Anyone else uses the constructor.
-        """
-        record = _new(cls)
-        _set_dict(record, "__dict__", fields)
-        return record
-
 
 @attrs.frozen(kw_only=True, slots=False)
-class TaskRecord:
+class TaskRecord(_EngineBuilt):
     """A task at the moment of a ``create_task`` or ``update_task`` event.
 
     Frozen; its three context fields are the workflow's values themselves,
@@ -178,15 +184,3 @@ class TaskRecord:
     previous_context: Any = None
     #: The value this task returned (``None`` until it completes).
     current_context: Any = None
-
-    @classmethod
-    def build_unchecked(cls, fields: dict[str, Any]) -> TaskRecord:
-        """The engine's constructor: a record taking ``fields`` (every field, by name) as is.
-
-        No default is filled in, nothing is checked and the dict becomes the
-        record's own: for values the engine built itself (``Task.snapshot``).
-        Anyone else uses the constructor.
-        """
-        record = _new(cls)
-        _set_dict(record, "__dict__", fields)
-        return record
