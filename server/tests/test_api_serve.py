@@ -3,6 +3,7 @@ a 413 that urllib clients can read, and ``--workers N``."""
 
 from __future__ import annotations
 
+import json
 import resource
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from api_helpers import task_body
 from dotflow_api.process import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
@@ -151,3 +153,44 @@ def test_workers_share_the_socket_and_the_database(workers: ServerProcess) -> No
         time.sleep(0.2)
     assert workers.stop(signal.SIGTERM) == 0
     assert workers.stdout.read_text().count("listening on") == 1
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_no_batch_serves_single_requests_only(
+    tmp_path: Path, sqlite_url: str, workers: str
+) -> None:
+    """``--no-batch``: no ``Dotflow-Batch`` header on any answer, 404 at the batch
+    endpoint with nothing written, the single requests as usual (every worker)."""
+    task = task_body(1, run_id="run-1")
+    with ServerProcess.start(
+        sqlite_url,
+        [TOKEN],
+        workdir=tmp_path,
+        extra_args=["--no-batch", "--workers", workers, "--no-access-log"],
+    ) as server:
+        base = server.base_url
+        batch = requests.post(
+            f"{base}/workflows/w/events",
+            json={"events": [{"op": "create_task", "body": task}]},
+            headers=AUTH,
+            timeout=30,
+        )
+        answers = [
+            batch,
+            requests.post(f"{base}/api/v1/workflows/w/events", json={}, headers=AUTH, timeout=30),
+            requests.get(f"{base}/workflows/w", headers=AUTH, timeout=30),
+            requests.get(f"{base}/healthz", timeout=30),
+            requests.get(f"{base}/workflows", timeout=30),  # 401
+        ]
+        assert [answer.status_code for answer in answers] == [404, 404, 404, 200, 401]
+        for _ in range(2 * int(workers)):  # answers from every worker, most likely
+            answers.append(
+                requests.post(f"{base}/workflows/w/tasks", json=task, headers=AUTH, timeout=30)
+            )
+        assert {answer.status_code for answer in answers[5:]} <= {200, 201}
+        assert not [answer for answer in answers if "Dotflow-Batch" in answer.headers]
+        document = requests.get(f"{base}/openapi.json", timeout=30).json()
+        assert "/workflows/{workflow_id}/events" not in document["paths"]
+        assert "Dotflow-Batch" not in json.dumps(document)
+        stored = requests.get(f"{base}/workflows/w/tasks", headers=AUTH, timeout=30).json()
+        assert [item["id"] for item in stored["items"]] == [1]

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from dotflow_api import dashboard, routes_runs
+from dotflow_api import dashboard, routes_batch, routes_runs
 from dotflow_api._version import __version__
 from dotflow_api.api_common import (
     AUTH_ERRORS,
@@ -329,6 +329,7 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
+    batch: bool = True,
 ) -> FastAPI:
     """Build the ASGI application over ``store``, accepting ``tokens`` and the tokens
     stored in the database (``dotflow-api tokens create``).
@@ -338,6 +339,9 @@ def create_app(
     the dashboard page of a run (``Dotflow-Dashboard``, built on ``public_url`` if given,
     else on the address the request used). ``/docs`` serves
     Swagger UI from files shipped with the package, so it works offline.
+
+    ``batch=False`` (``serve --no-batch``) leaves out the batch endpoint (404 there) and
+    the ``Dotflow-Batch`` header, so clients send single requests only.
     """
     authenticator = Authenticator(tokens, TokenStore(store.engine))
     app = FastAPIOffline(
@@ -361,9 +365,12 @@ def create_app(
     app.state.tokens = tokens
     app.state.authenticator = authenticator
     app.state.sessions = SessionStore(store.engine)
+    app.state.batch = batch
     for prefix in ("", API_PREFIX):  # the documented base URL ends in /api/v1
         app.include_router(router, prefix=prefix, include_in_schema=not prefix)
         app.include_router(routes_runs.router, prefix=prefix, include_in_schema=not prefix)
+        if batch:
+            app.include_router(routes_batch.router, prefix=prefix, include_in_schema=not prefix)
     dashboard.install(app)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(NotFoundError, _on_not_found)
@@ -375,14 +382,16 @@ def create_app(
     app.add_middleware(DashboardLinkMiddleware, public_url=public_url)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
-    app.add_middleware(ExtensionsHeaderMiddleware, max_body_bytes=max_body_bytes)
+    if batch:
+        app.add_middleware(ExtensionsHeaderMiddleware, max_body_bytes=max_body_bytes)
     app.openapi = lambda: _openapi_with_extensions(app)  # type: ignore[method-assign]
     return app
 
 
 def _openapi_with_extensions(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the ``Dotflow-Batch`` header on every answer and the
-    ``/api/v1`` prefix as a second server (cached, as FastAPI caches its own)."""
+    """FastAPI's document plus the ``Dotflow-Batch`` header on every answer (unless
+    the batch endpoint is off) and the ``/api/v1`` prefix as a second server (cached,
+    as FastAPI caches its own)."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     document = get_openapi(
@@ -396,6 +405,14 @@ def _openapi_with_extensions(app: FastAPI) -> dict[str, Any]:
         {"url": "/", "description": "The API at the root."},
         {"url": API_PREFIX, "description": "The same API under /api/v1."},
     ]
+    if app.state.batch:
+        _document_batch_header(document)
+    app.openapi_schema = document
+    return document
+
+
+def _document_batch_header(document: dict[str, Any]) -> None:
+    """Declare ``Dotflow-Batch`` and reference it from every answer of ``document``."""
     document.setdefault("components", {})["headers"] = {
         BATCH_HEADER: {
             "description": "Sent on every answer by servers that take batches at POST "
@@ -409,8 +426,6 @@ def _openapi_with_extensions(app: FastAPI) -> dict[str, Any]:
         for operation in item.values():
             for answer in operation.get("responses", {}).values():
                 answer.setdefault("headers", {})[BATCH_HEADER] = reference
-    app.openapi_schema = document
-    return document
 
 
 def openapi_document() -> dict[str, Any]:

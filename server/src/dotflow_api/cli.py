@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         "a request are closed (default: what the open-file limit allows)",
     )
     serve.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="do not offer the batch endpoint (POST /workflows/{workflow_id}/events "
+        "answers 404) nor send the Dotflow-Batch header: clients send one request per "
+        "event, as to a seed-contract server",
+    )
+    serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -294,6 +301,7 @@ def _serve_workers(args: argparse.Namespace, sock: socket.socket, *, url: str, p
             "tokens_file": None if args.tokens_file is None else str(args.tokens_file),
             "log_level": args.log_level,
             "public_url": _public_url(args),
+            "batch": not args.no_batch,
         }
     )
     config = _uvicorn_config(args, f"{__name__}:worker_app", factory=True, workers=args.workers)
@@ -321,6 +329,7 @@ def worker_app() -> Any:
         tokens,
         max_body_bytes=settings["max_body_bytes"],
         public_url=settings["public_url"],
+        batch=settings["batch"],
     )
 
 
@@ -349,14 +358,19 @@ def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
             "with: dotflow-api tokens create NAME"
         )
     logger.info(
-        "database %s, %d configured token(s), %d stored token(s), body limit %d bytes",
+        "database %s, %d configured token(s), %d stored token(s), body limit %d bytes%s",
         safe_url(engine.url),
         len(tokens),
         stored,
         args.max_body_bytes,
+        ", batch endpoint off" if args.no_batch else "",
     )
     return create_app(
-        Store(engine), tokens, max_body_bytes=args.max_body_bytes, public_url=public_url
+        Store(engine),
+        tokens,
+        max_body_bytes=args.max_body_bytes,
+        public_url=public_url,
+        batch=not args.no_batch,
     )
 
 
