@@ -53,6 +53,17 @@ def test_bad_max_body_bytes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'lots'" in _one_line_error(capsys)
 
 
+def test_unwritable_timing_log_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOTFLOW_API_TOKENS", "a-token-0123456789")
+    target = tmp_path / "no-such-dir" / "timing.jsonl"
+    assert main(["serve", "--port", "0", "--timing-log", str(target)]) == 2
+    line = _one_line_error(capsys)
+    assert f"cannot open --timing-log '{target}'" in line and "writable file path" in line
+    assert "a-token-0123456789" not in line
+
+
 def test_unreadable_tokens_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing-tokens"
     assert main(["serve", "--tokens-file", str(missing)]) == 2

@@ -194,3 +194,36 @@ def test_no_batch_serves_single_requests_only(
         assert "Dotflow-Batch" not in json.dumps(document)
         stored = requests.get(f"{base}/workflows/w/tasks", headers=AUTH, timeout=30).json()
         assert [item["id"] for item in stored["items"]] == [1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_timing_log_has_a_line_per_request(tmp_path: Path, sqlite_url: str, workers: str) -> None:
+    log = tmp_path / "timing.jsonl"
+    before = time.time()
+    with ServerProcess.start(
+        sqlite_url,
+        [TOKEN],
+        workdir=tmp_path,
+        extra_args=["--timing-log", str(log), "--workers", workers, "--no-access-log"],
+    ) as server:
+        base = server.base_url
+        sent = [
+            requests.post(
+                f"{base}/workflows/a%2Fb/tasks", json=task_body(1), headers=AUTH, timeout=30
+            ),
+            requests.get(f"{base}/workflows/a%2Fb/tasks?status=Failed", headers=AUTH, timeout=30),
+            requests.get(f"{base}/workflows", timeout=30),  # 401
+            *(requests.get(f"{base}/healthz", timeout=30) for _ in range(4)),
+        ]
+        assert [answer.status_code for answer in sent] == [201, 200, 401, 200, 200, 200, 200]
+        after = time.time()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(line["method"], line["path"], line["status"]) for line in lines] == [
+        ("POST", "/workflows/a%2Fb/tasks", 201),
+        ("GET", "/workflows/a%2Fb/tasks", 200),
+        ("GET", "/workflows", 401),
+        *[("GET", "/healthz", 200)] * 4,
+    ]
+    assert all(line["seconds"] > 0 for line in lines)
+    starts = [line["start"] for line in lines]  # Unix times, in the order sent
+    assert starts == sorted(starts) and before <= starts[0] and starts[-1] <= after

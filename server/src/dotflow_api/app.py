@@ -8,6 +8,7 @@ whole or not at all.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response, status
@@ -55,6 +56,7 @@ from dotflow_api.schemas import (
 )
 from dotflow_api.sessions import SessionStore
 from dotflow_api.store import ConflictError, NotFoundError, Store
+from dotflow_api.timing import TimingLogMiddleware
 from dotflow_api.tokens import TokenStore
 
 logger = logging.getLogger("dotflow_api.app")
@@ -330,6 +332,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
     batch: bool = True,
+    timing_log: Path | None = None,
 ) -> FastAPI:
     """Build the ASGI application over ``store``, accepting ``tokens`` and the tokens
     stored in the database (``dotflow-api tokens create``).
@@ -341,7 +344,9 @@ def create_app(
     Swagger UI from files shipped with the package, so it works offline.
 
     ``batch=False`` (``serve --no-batch``) leaves out the batch endpoint (404 there) and
-    the ``Dotflow-Batch`` header, so clients send single requests only.
+    the ``Dotflow-Batch`` header, so clients send single requests only. ``timing_log``
+    (``serve --timing-log``) appends a line per request to that file
+    (:mod:`dotflow_api.timing`).
     """
     authenticator = Authenticator(tokens, TokenStore(store.engine))
     app = FastAPIOffline(
@@ -384,6 +389,8 @@ def create_app(
     app.add_middleware(AuthMiddleware, authenticator=authenticator)
     if batch:
         app.add_middleware(ExtensionsHeaderMiddleware, max_body_bytes=max_body_bytes)
+    if timing_log is not None:
+        app.add_middleware(TimingLogMiddleware, path=timing_log)
     app.openapi = lambda: _openapi_with_extensions(app)  # type: ignore[method-assign]
     return app
 

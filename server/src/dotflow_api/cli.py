@@ -199,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         "event, as to a seed-contract server",
     )
     serve.add_argument(
+        "--timing-log",
+        type=Path,
+        metavar="PATH",
+        help="append one JSON line per request to PATH (start, seconds, status, method, "
+        "path), for load measurements",
+    )
+    serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -302,6 +309,7 @@ def _serve_workers(args: argparse.Namespace, sock: socket.socket, *, url: str, p
             "log_level": args.log_level,
             "public_url": _public_url(args),
             "batch": not args.no_batch,
+            "timing_log": None if args.timing_log is None else str(args.timing_log),
         }
     )
     config = _uvicorn_config(args, f"{__name__}:worker_app", factory=True, workers=args.workers)
@@ -330,6 +338,7 @@ def worker_app() -> Any:
         max_body_bytes=settings["max_body_bytes"],
         public_url=settings["public_url"],
         batch=settings["batch"],
+        timing_log=None if settings["timing_log"] is None else Path(settings["timing_log"]),
     )
 
 
@@ -348,6 +357,7 @@ def _load_tokens(args: argparse.Namespace) -> TokenSet:
 def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
     """Database and application from the arguments; ``CommandError`` if invalid."""
     public_url = _public_url(args)
+    _check_timing_log(args.timing_log)
     engine = open_database(args.database)
     stored = TokenStore(engine).count()
     if not tokens and not stored:
@@ -371,7 +381,22 @@ def _build_app(args: argparse.Namespace, tokens: TokenSet) -> Any:
         max_body_bytes=args.max_body_bytes,
         public_url=public_url,
         batch=not args.no_batch,
+        timing_log=args.timing_log,
     )
+
+
+def _check_timing_log(path: Path | None) -> None:
+    """``CommandError`` unless ``path`` (if given) can be opened for appending."""
+    if path is None:
+        return
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise CommandError(
+            f"cannot open --timing-log '{path}': {exc.strerror or exc}; "
+            "expected a writable file path"
+        ) from None
 
 
 def _public_url(args: argparse.Namespace) -> str | None:
