@@ -26,3 +26,18 @@ def at_least(minimum: float, kind: Callable[[str], Any] = int) -> Callable[[str]
         return value
 
     return parse
+
+
+def some_of(*allowed: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse ``type``: a comma-separated, non-empty selection of ``allowed``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+        wrong = [part for part in chosen if part not in allowed]
+        if wrong or not chosen:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a comma-separated list of {', '.join(allowed)}"
+            )
+        return tuple(dict.fromkeys(chosen))
+
+    return parse

@@ -39,10 +39,34 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             "argument --growth-rounds: 'few' is not an integer",
         ),
         ("bench_executors.py", ["--tasks", "1"], "argument --tasks: 1 is below the minimum, 2"),
+        ("bench_fleet.py", ["--runners", "0"], "argument --runners: 0 is below the minimum, 1"),
+        (
+            "bench_fleet.py",
+            ["--backends", "sqlite,mysql"],
+            "argument --backends: 'sqlite,mysql' is not a comma-separated list of sqlite, "
+            "postgresql",
+        ),
+        (
+            "bench_fleet.py",
+            ["--paths", ""],
+            "argument --paths: '' is not a comma-separated list of batch, single",
+        ),
         (
             "bench_executors.py",
             ["--tasks", "20", "--chain", "20"],
             "argument --chain: 20 must be below --tasks (20)",
+        ),
+        ("bench_fleet.py", ["--runners", "0"], "argument --runners: 0 is below the minimum, 1"),
+        (
+            "bench_fleet.py",
+            ["--backends", "sqlite,mysql"],
+            "argument --backends: 'sqlite,mysql' is not a comma-separated list of "
+            "sqlite, postgresql",
+        ),
+        (
+            "bench_fleet.py",
+            ["--paths", ""],
+            "argument --paths: '' is not a comma-separated list of batch, single",
         ),
     ],
 )
