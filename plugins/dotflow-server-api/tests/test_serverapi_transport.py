@@ -143,7 +143,7 @@ def test_proxy_and_ca_bundle_come_from_the_environment_read_once(
         (504, Outcome.RETRY),
         (400, Outcome.REJECTED),
         (404, Outcome.REJECTED),
-        (409, Outcome.REJECTED),
+        (409, Outcome.REJECTED),  # a 409 without a next free id (the body here is "xxx...")
         (413, Outcome.REJECTED),
         (422, Outcome.REJECTED),
         (501, Outcome.REJECTED),
@@ -164,6 +164,25 @@ def test_each_status_is_classified(
     assert len(result.detail) <= 200
     if headers:
         assert "redirect to https://elsewhere.example/x not followed" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "next_id"),
+    [
+        ('{"detail": "task 3 was stored by another run", "next_id": 7}', Outcome.CONFLICT, 7),
+        ('{"detail": "no id left", "next_id": null}', Outcome.REJECTED, None),
+        ('{"next_id": true}', Outcome.REJECTED, None),
+        ('{"next_id": 0}', Outcome.REJECTED, None),
+        ('{"next_id": 9007199254740993}', Outcome.REJECTED, None),
+        ("[7]", Outcome.REJECTED, None),
+    ],
+)
+def test_a_409_naming_the_next_free_id_is_a_conflict(
+    requests_mock: Any, transport: Transport, body: str, outcome: Outcome, next_id: int | None
+) -> None:
+    requests_mock.post(f"{BASE}/workflows/w/tasks", status_code=409, text=body)
+    result = transport.send("POST", "/workflows/w/tasks", b"{}")
+    assert (result.outcome, result.status, result.next_id) == (outcome, 409, next_id)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from dotflow_server_api.contract import ContractError, check_body_size, check_request
-from dotflow_server_api.payloads import Request
+from dotflow_server_api.payloads import Request, run_of_body
 
 
 def _count(value: Any, default: int) -> int:
@@ -90,6 +90,7 @@ class Entry:
             task_id=data.get("task_id"),
             final=data.get("final") is True,
             last=data.get("last") is True,
+            run_id=run_of_body(data["body"]),
         )
         n, seq = data.get("n"), data.get("seq")
         return cls(

@@ -64,6 +64,7 @@ class Request:
         "last",
         "method",
         "path",
+        "run_id",
         "task_id",
         "workflow_id",
     )
@@ -80,6 +81,7 @@ class Request:
         task_id: int | None = None,
         final: bool = False,
         last: bool = False,
+        run_id: str | None = None,
     ) -> None:
         if (body is None) == (build is None):
             raise TypeError("give a Request either body or build")
@@ -95,6 +97,8 @@ class Request:
         self.final = final
         #: True for the last event of its task or workflow (status Completed / Failed).
         self.last = last
+        #: The run that reports (the body's ``run_id``), or None.
+        self.run_id = run_id
 
     @property
     def body(self) -> bytes:
@@ -235,6 +239,14 @@ def _task_head(record: TaskRecord) -> dict[str, Any]:
     }
 
 
+def _run_of(record: TaskRecord | WorkflowRecord) -> str | None:
+    try:
+        run_id = getattr(record, "run_id", None)
+        return None if run_id is None else _text(run_id)
+    except Exception:
+        return None
+
+
 def _run(record: TaskRecord | WorkflowRecord) -> dict[str, str]:
     """``{"run_id": ...}`` naming the run that reports, when the record has one: the
     server then keeps a record per run (the dashboard's run pages, ``dotflow runs``)."""
@@ -278,6 +290,7 @@ def create_task(record: TaskRecord, contexts: ContextEncoder | None = None) -> R
         build=lambda: _encoded(lambda: task_body(record, contexts=contexts), record),
         workflow_id=record.workflow_id,
         task_id=record.task_id,
+        run_id=_run_of(record),
     )
 
 
@@ -291,6 +304,7 @@ def update_task(record: TaskRecord, contexts: ContextEncoder | None = None) -> R
         workflow_id=record.workflow_id,
         task_id=record.task_id,
         last=_is_final_task(record),
+        run_id=_run_of(record),
     )
 
 
@@ -310,6 +324,38 @@ def as_create_workflow(update: Request) -> Request:
 def as_create_task(update: Request) -> Request:
     """A task update turned into the create it is merged into (the bodies are the same)."""
     return update.replace(kind=CREATE_TASK, method="POST", path=tasks_path(update.workflow_id))
+
+
+def renumbered(request: Request, task_id: int, *, create: bool = False) -> Request:
+    """A task request reporting the same task under id ``task_id`` (the body's ``id`` too).
+
+    ``create`` turns an update into a create: a task moved to a free id is new there.
+    The body is rewritten when first read (never under the delivery's lock).
+    """
+
+    def build() -> bytes:
+        body = json.loads(request.body)
+        body["id"] = task_id
+        return encode(body)
+
+    if create or request.kind == CREATE_TASK:
+        return request.replace(
+            kind=CREATE_TASK,
+            method="POST",
+            path=tasks_path(request.workflow_id),
+            task_id=task_id,
+            body=None,
+            build=build,
+        )
+    return request.replace(
+        path=task_path(request.workflow_id, task_id), task_id=task_id, body=None, build=build
+    )
+
+
+def run_of_body(body: object) -> str | None:
+    """The ``run_id`` a decoded body names (an outbox line's), or None."""
+    run_id = body.get("run_id") if isinstance(body, dict) else None
+    return run_id if isinstance(run_id, str) else None
 
 
 def task_body(

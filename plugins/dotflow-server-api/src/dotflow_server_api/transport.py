@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from dotflow_core.plugin import one_line
+from dotflow_core.plugin import INITIAL_TASK_ID, MAX_TASK_ID, is_strict_int, one_line
 from dotflow_server_api._version import __version__
 from dotflow_server_api.settings import ApiSettings
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 USER_AGENT: Final = f"dotflow-server-api/{__version__}"
 #: Statuses worth retrying: the server may well accept the same request later.
 RETRY_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: A run-scoped write touching another run's task: the body names the next free id.
+CONFLICT_STATUS: Final = 409
 AUTH_STATUSES: Final = frozenset({401, 403})
 #: Longest piece of a response body quoted in a log line.
 SNIPPET_LIMIT: Final = 200
@@ -40,6 +43,8 @@ SHORT_TOKEN: Final = 8
 #: The header in which a server gives its run pages' URI template (``{workflow_id}``,
 #: ``{run_id}``); see :func:`dashboard_template`.
 DASHBOARD_HEADER: Final = "Dotflow-Dashboard"
+#: The header in which a server offers its batch endpoint (see :mod:`.batching`).
+BATCH_HEADER: Final = "Dotflow-Batch"
 #: The last template each base URL sent (a dict's item assignment is atomic).
 _dashboard_templates: dict[str, str] = {}
 
@@ -58,6 +63,9 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     #: 401/403: the token was rejected; sending more is pointless.
     AUTH = "auth"
+    #: 409 with the next free task id (``{"next_id": N}``): the task id is another run's;
+    #: the run's tasks are reported under free ids (see :mod:`.delivery.renumber`).
+    CONFLICT = "conflict"
     #: Any other answer (other 4xx, 3xx, other 5xx) or a request that cannot be sent: drop it.
     REJECTED = "rejected"
 
@@ -65,7 +73,7 @@ class Outcome(enum.Enum):
 class Result:
     """The outcome of one request, with what the logs and the retry logic need."""
 
-    __slots__ = ("content", "detail", "outcome", "retry_after", "status")
+    __slots__ = ("batch", "content", "detail", "next_id", "outcome", "retry_after", "status")
 
     def __init__(
         self,
@@ -75,6 +83,8 @@ class Result:
         detail: str = "",
         retry_after: str | None = None,
         content: bytes = b"",
+        next_id: int | None = None,
+        batch: str | None = None,
     ) -> None:
         self.outcome = outcome
         #: The HTTP status, or None when no answer came.
@@ -85,6 +95,10 @@ class Result:
         self.retry_after = retry_after
         #: The response body (kept only for successful answers).
         self.content = content
+        #: For :attr:`Outcome.CONFLICT`: the next free task id the server named.
+        self.next_id = next_id
+        #: The raw ``Dotflow-Batch`` header, if the answer carried one.
+        self.batch = batch
 
     def __repr__(self) -> str:
         return f"Result({self.outcome.value}, status={self.status}, detail={self.detail!r})"
@@ -96,15 +110,33 @@ class Result:
         return f"HTTP {self.status}: {self.detail}" if self.detail else f"HTTP {self.status}"
 
 
-def classify_status(status: int) -> Outcome:
-    """The outcome an HTTP status means."""
+def classify_status(status: int, content: bytes = b"") -> tuple[Outcome, int | None]:
+    """The outcome an HTTP status (and, for a 409, its body) means, with the next free id.
+
+    A 409 whose JSON body names ``next_id`` (an int from 1 to 2**53) is a
+    :attr:`Outcome.CONFLICT` carrying that id; any other 409 is a rejection.
+    """
     if 200 <= status < 300:
-        return Outcome.DELIVERED
+        return Outcome.DELIVERED, None
     if status in AUTH_STATUSES:
-        return Outcome.AUTH
+        return Outcome.AUTH, None
     if status in RETRY_STATUSES:
-        return Outcome.RETRY
-    return Outcome.REJECTED
+        return Outcome.RETRY, None
+    if status == CONFLICT_STATUS:
+        next_id = conflict_next_id(content)
+        if next_id is not None:
+            return Outcome.CONFLICT, next_id
+    return Outcome.REJECTED, None
+
+
+def conflict_next_id(content: bytes) -> int | None:
+    """The ``next_id`` of a 409's body ``{"detail": ..., "next_id": N}``, if it is usable."""
+    try:
+        data = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = data.get("next_id") if isinstance(data, dict) else None
+    return value if is_strict_int(value, INITIAL_TASK_ID, MAX_TASK_ID) else None
 
 
 class _QuietHttpClient:
@@ -274,12 +306,15 @@ class Transport:
             return Result(outcome=Outcome.RETRY, detail=self._describe(error))
         except Exception as error:  # an invalid URL or header, or a bug: retrying cannot help
             return Result(outcome=Outcome.REJECTED, detail=self._describe(error))
-        outcome = classify_status(response.status_code)
+        outcome, next_id = classify_status(response.status_code, content)
+        batch = response.headers.get(BATCH_HEADER)
         if outcome is Outcome.DELIVERED:
             template = response.headers.get(DASHBOARD_HEADER)
             if template:
                 _dashboard_templates[self.base_url] = template
-            return Result(outcome=outcome, status=response.status_code, content=content)
+            return Result(
+                outcome=outcome, status=response.status_code, content=content, batch=batch
+            )
         snippet = one_line(content[: SNIPPET_LIMIT * 4].decode("utf-8", "replace"), SNIPPET_LIMIT)
         if 300 <= response.status_code < 400:
             location = response.headers.get("Location")
@@ -290,6 +325,8 @@ class Transport:
             status=response.status_code,
             detail=self.redact(snippet),
             retry_after=response.headers.get("Retry-After"),
+            next_id=next_id,
+            batch=batch,
         )
 
     def _prepare(self, method: str, path: str, body: bytes | None) -> requests.PreparedRequest:

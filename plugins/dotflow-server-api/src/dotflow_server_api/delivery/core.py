@@ -29,6 +29,7 @@ from dotflow_server_api.delivery.journal import COMMIT_DELAY, Journal
 from dotflow_server_api.delivery.lifecycle import Lifecycle
 from dotflow_server_api.delivery.limiter import INITIAL_LIMIT, AimdLimit
 from dotflow_server_api.delivery.queue import RequestQueue
+from dotflow_server_api.delivery.renumber import Renumbering
 from dotflow_server_api.delivery.results import Results
 from dotflow_server_api.delivery.workers import IDLE_RETIREMENT, START_DELAY, StartGate, WorkerPool
 from dotflow_server_api.payloads import Request
@@ -132,6 +133,7 @@ class Delivery(Results, Lifecycle):
         self._journal_pool = WorkerPool(self._journal_work, "dotflow-journal")
         self._gate = StartGate(self._start_delay)
         self._reporter = reporting.RejectionLog(self.config.base_url)
+        self._ids = Renumbering()
         self._replay_started = False
         self._replayed = False
         self._auth_failed = False
@@ -171,7 +173,9 @@ class Delivery(Results, Lifecycle):
 
     def _new_item(self, request: Request) -> Item:
         self._seq += 1
-        return Item(request=request, seq=self._seq, first_enqueued_at=self._wall())
+        item = Item(request=request, seq=self._seq, first_enqueued_at=self._wall())
+        self._ids.translate(item)  # the run's tasks were moved to free ids: this one too
+        return item
 
     def not_found(self, message: str, *, log: bool) -> None:
         """The run's first request (the next-id lookup) got a 404: see :class:`.RejectionLog`."""

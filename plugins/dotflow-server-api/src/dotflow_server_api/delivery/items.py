@@ -30,6 +30,7 @@ class Item:
         "request",
         "sent_at",
         "seq",
+        "task_key",
         "unsent_replay",
     )
 
@@ -44,6 +45,10 @@ class Item:
         unsent_replay: bool = False,
     ) -> None:
         self.request = request
+        #: The task's stream: the id it was first queued under (None for a workflow's
+        #: request). ``request.task_id`` is the id it is sent under, which differs once
+        #: the run's tasks were moved to free ids (see :mod:`.renumber`).
+        self.task_key = request.task_id
         #: Queue order; replayed requests come first.
         self.seq = seq
         #: Wall-clock time the oldest event in this request was queued.

@@ -35,7 +35,8 @@ from dotflow_server_api.payloads import (
 def merged_request(older: Item, newer: Item) -> bool:
     """Fold ``newer``'s request into ``older``'s if that keeps the order; True if it did."""
     old, new = older.request, newer.request
-    if new.kind == UPDATE_TASK and old.kind == UPDATE_TASK:
+    if new.kind in (UPDATE_TASK, CREATE_TASK) and old.kind == new.kind:
+        # Two creates: a task moved to a free id (see .renumber) carries creates only.
         older.request = new
     elif new.kind == UPDATE_TASK and old.kind == CREATE_TASK:
         older.request = as_create_task(new)
@@ -81,7 +82,7 @@ class RequestQueue(StreamTable):
     def add(self, item: Item) -> bool:
         """Coalesce ``item`` into its stream's tail, or append it; False if it was dropped."""
         state = self._workflow(item.request.workflow_id)
-        stream = self._stream(state, item.request.task_id)
+        stream = self._stream(state, item.task_key)
         if stream.pending and self._merge(stream.pending[-1], item):
             return True
         request = item.request
@@ -107,7 +108,7 @@ class RequestQueue(StreamTable):
         """
         by_stream: dict[StreamKey, list[Item]] = {}
         for item in sorted(items, key=lambda queued: queued.seq):
-            by_stream.setdefault((item.request.workflow_id, item.request.task_id), []).append(item)
+            by_stream.setdefault((item.request.workflow_id, item.task_key), []).append(item)
         added = 0
         for (workflow_id, task_id), replayed in by_stream.items():
             state = self._workflow(workflow_id)
@@ -217,7 +218,7 @@ class RequestQueue(StreamTable):
     def _landed(self, item: Item) -> Stream:
         self.in_flight -= 1
         state = self._workflow(item.request.workflow_id)
-        stream = self._stream(state, item.request.task_id)
+        stream = self._stream(state, item.task_key)
         stream.in_flight = None
         return stream
 

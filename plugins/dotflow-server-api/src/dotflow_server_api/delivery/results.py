@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dotflow_server_api.delivery.items import Item, Stats
+from dotflow_server_api.delivery.renumber import Renumbering, run_streams
 from dotflow_server_api.transport import Outcome, Result
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class Results:
     _journal_pool: WorkerPool
     _reporter: RejectionLog
     _auth_failed: bool
+    _ids: Renumbering
 
     def _now(self) -> float:
         raise NotImplementedError
@@ -51,9 +53,31 @@ class Results:
             if self._health.answer(now, item):
                 self._limit.restart()
             self._limit.answered(self._queue.in_flight - 1)
+        if outcome is Outcome.CONFLICT and self._moved_on_conflict(item, result, now):
+            return
         self._queue.finished(item)
         if not item.abandoned:
             self._settle(item, result)
+
+    def _moved_on_conflict(self, item: Item, result: Result, now: float) -> bool:
+        """A 409 naming the next free id, to a task write of a run: move the run's tasks to
+        free ids and send ``item`` again at once; False when it is not such a write."""
+        if item.abandoned or item.request.run_id is None or item.task_key is None:
+            return False
+        assert result.next_id is not None
+        if self._ids.conflict(item, result.next_id, run_streams(self._queue.streams, item)):
+            for stream in run_streams(self._queue.streams, item):
+                for queued in stream.pending:
+                    self._retranslate(queued)
+        self._retranslate(item)
+        self._queue.retry(item, now)
+        return True
+
+    def _retranslate(self, item: Item) -> None:
+        """Point ``item`` at its task's current id; journal it again if that changed it."""
+        if self._ids.translate(item):
+            self._journal.mark_changed(item, None)
+            self._journal_pool.grow_to(1)
 
     def _retry_later(self, item: Item, result: Result, now: float) -> None:
         item.failures += 1
@@ -65,6 +89,10 @@ class Results:
         outcome = result.outcome
         if outcome is Outcome.DELIVERED:
             self.stats.delivered += item.events
+            if self._ids.delivered(item):
+                stream = self._queue.streams.get((item.request.workflow_id, item.task_key))
+                for queued in stream.pending if stream else ():
+                    self._retranslate(queued)
         elif outcome is Outcome.AUTH:
             self._token_rejected(item, result)
             if item.seq < 0:  # replayed from the outbox: stays there (its journal line), not lost

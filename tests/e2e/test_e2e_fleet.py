@@ -1,0 +1,140 @@
+"""Runs sharing one WORKFLOW_ID: ids never collide, history is never overwritten.
+
+Real ``dotflow start`` processes against the reference server in a subprocess:
+runners started together, an outage at start followed by a replay, and a stale
+outbox replayed after newer runs stored the same ids.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from dotflow_api.process import ServerProcess
+
+from .conftest import DOTFLOW, Api, Runner
+
+pytestmark = pytest.mark.slow
+
+FIVE = tuple(f"e2eflow.{name}" for name in ("extract", "transform", "load", "extract", "transform"))
+
+
+@attrs.frozen
+class Flush:
+    """One ``dotflow outbox flush``: its exit code and its stderr log lines."""
+
+    returncode: int
+    stderr: str
+
+    def logs(self, level: str) -> list[str]:
+        prefix = f"{level} dotflow.server.api: "
+        return [line[len(prefix) :] for line in self.stderr.splitlines() if line.startswith(prefix)]
+
+
+def _flush(runner: Runner) -> Flush:
+    """``dotflow outbox flush`` with the runner's settings (its home, the server, the token)."""
+    finished = subprocess.run(
+        [str(DOTFLOW), "outbox", "flush", "--timeout", "30"],
+        cwd=runner.flow_dir,
+        env=runner.environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return Flush(finished.returncode, finished.stdout + finished.stderr)
+
+
+def _tasks(api: Api, workflow_id: str) -> list[dict[str, Any]]:
+    return api.get(f"/workflows/{workflow_id}/tasks?limit=1000")["items"]
+
+
+def _by_run(tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for task in sorted(tasks, key=lambda task: task["id"]):
+        runs.setdefault(task["run_id"], []).append(task)
+    return runs
+
+
+def test_twenty_runners_started_together_store_every_task_under_disjoint_ids(
+    runner: Runner, api: Api
+) -> None:
+    environment = runner.environment(WORKFLOW_ID="fleet")
+    environment["SERVER_FLUSH_TIMEOUT"] = "60"  # 20 processes share 2 cores with the server
+    processes = [
+        subprocess.Popen(
+            runner.command(FIVE),
+            cwd=runner.flow_dir,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(20)
+    ]
+    outputs = [process.communicate(timeout=240)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 20, outputs
+
+    tasks = _tasks(api, "fleet")
+    assert len(tasks) == 100, outputs
+    assert len({task["id"] for task in tasks}) == 100
+    runs = _by_run(tasks)
+    assert len(runs) == 20
+    for run_tasks in runs.values():  # each run's five tasks, none overwritten, all completed
+        assert Counter(task["name"] for task in run_tasks) == Counter(FIVE)
+        assert {task["status"] for task in run_tasks} == {"Completed"}
+    assert runner.outbox_files() == []
+
+
+def test_an_outage_at_start_then_a_replay_overwrites_no_earlier_task(
+    runner: Runner, api: Api, server: ServerProcess
+) -> None:
+    earlier = runner.run(WORKFLOW_ID="nightly")
+    assert earlier.returncode == 0, earlier.stderr
+    stored = _tasks(api, "nightly")
+    assert [task["id"] for task in stored] == [1, 2, 3]
+
+    server.stop()
+    offline = runner.run(WORKFLOW_ID="nightly")  # numbering falls back to 1, events spooled
+    assert offline.returncode == 0, offline.stderr
+    assert any("may collide" in line for line in offline.logs("WARNING"))
+    assert runner.outbox_files()
+    server.run()
+
+    flush = _flush(runner)
+    assert flush.returncode == 0, flush.stderr
+    tasks = _tasks(api, "nightly")
+    assert tasks[:3] == stored, flush.stderr  # the earlier run's tasks, untouched
+    assert [task["id"] for task in tasks] == [1, 2, 3, 4, 5, 6]
+    runs = _by_run(tasks)
+    assert [len(run) for run in runs.values()] == [3, 3]
+    moved = [line for line in flush.logs("WARNING") if "taken by another run" in line]
+    assert len(moved) == 1 and "1-3" in moved[0] and "4-6" in moved[0], flush.stderr
+    assert runner.outbox_files() == []
+
+
+def test_a_stale_outbox_replayed_later_overwrites_no_newer_row(
+    runner: Runner, api: Api, server: ServerProcess, tmp_path: Path
+) -> None:
+    server.stop()
+    stale = Runner(server, tmp_path / "other-home")  # another machine's outbox
+    offline = stale.run(FIVE, WORKFLOW_ID="shared")
+    assert offline.returncode == 0, offline.stderr
+    server.run()
+    for _ in range(2):  # newer runs store tasks 1-10
+        newer = runner.run(FIVE, WORKFLOW_ID="shared")
+        assert newer.returncode == 0, newer.stderr
+    before = _tasks(api, "shared")
+    assert [task["id"] for task in before] == list(range(1, 11))
+
+    flush = _flush(stale)
+    assert flush.returncode == 0, flush.stderr
+    after = _tasks(api, "shared")
+    assert after[:10] == before, flush.stderr  # 0 newer rows overwritten
+    assert [task["id"] for task in after] == list(range(1, 16))
+    assert Counter(task["run_id"] for task in after).most_common()[0][1] == 5
+    assert [task["name"] for task in after[10:]] == list(FIVE)
+    assert stale.outbox_files() == []
