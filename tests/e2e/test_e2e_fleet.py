@@ -83,10 +83,13 @@ def test_twenty_runners_started_together_store_every_task_under_disjoint_ids(
     assert len({task["id"] for task in tasks}) == 100
     runs = _by_run(tasks)
     assert len(runs) == 20
-    for run_tasks in runs.values():  # each run's five tasks, none overwritten, all completed
-        assert Counter(task["name"] for task in run_tasks) == Counter(FIVE)
+    for run_tasks in runs.values():  # each run's five tasks, in order, all completed
+        assert [task["name"] for task in run_tasks] == list(FIVE)
+        first = run_tasks[0]["id"]  # a block reserved for the run: consecutive ids
+        assert [task["id"] for task in run_tasks] == list(range(first, first + 5))
         assert {task["status"] for task in run_tasks} == {"Completed"}
     assert runner.outbox_files() == []
+    assert not [line for out in outputs for line in out.splitlines() if "another run" in line]
 
 
 def test_an_outage_at_start_then_a_replay_overwrites_no_earlier_task(

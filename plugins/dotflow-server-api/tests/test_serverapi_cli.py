@@ -154,7 +154,15 @@ def test_strict_mode_stops_the_run_before_any_task_when_the_next_id_is_unusable(
     assert TOKEN not in finished.stdout + finished.stderr
     asked = [line for line in server.lines() if line.endswith("/next-id")]
     assert len(asked) == (2 if failure == "http 500" else 1), asked  # at most one retry
-    sent = [line for line in server.lines() if not line.startswith("GET ")]
+    # The reservation is asked first; this server has none (404: nothing registered).
+    assert [line for line in server.lines() if line.endswith("/reserve")][:1] == [
+        line for line in server.lines() if line.startswith("POST ")
+    ][:1]
+    sent = [
+        line
+        for line in server.lines()
+        if not line.startswith("GET ") and not line.endswith("/reserve")
+    ]
     assert sent == [], "the server heard of a run that never started"
 
 

@@ -33,6 +33,13 @@ NEXT_ID_DEADLINE: Final = 2.5
 #: enough to leave it at least :data:`NEXT_ID_RETRY_MIN` seconds.
 NEXT_ID_RETRY_PAUSE: Final = 0.2
 NEXT_ID_RETRY_MIN: Final = 1.0
+#: Task ids reserved for a run when it starts (the hook comes before any task is added,
+#: so the run's size is unknown): runs that start together number their first
+#: RESERVE_COUNT tasks apart; a run with more tasks may meet another run's ids beyond
+#: them, and its tasks are then moved to free ids (see :mod:`.delivery.renumber`).
+RESERVE_COUNT: Final = 100
+#: Answers meaning the server has no reservation endpoint (a seed-contract server).
+UNSUPPORTED: Final = frozenset({404, 405})
 
 
 def local_highest_task_id(
@@ -51,35 +58,57 @@ def local_highest_task_id(
     return result
 
 
-def ask_next_id(delivery: Delivery, workflow_id: str) -> tuple[int | None, str]:
-    """The server's ``next_id``, or ``(None, cause)``.
+def ask_next_id(
+    delivery: Delivery, workflow_id: str, run_id: str | None = None
+) -> tuple[int | None, str]:
+    """The first id of a block reserved for ``run_id``, else the server's ``next_id``, or
+    ``(None, cause)``.
 
-    At most one retry, and all within :data:`NEXT_ID_DEADLINE`.
+    With ``run_id``, ``POST .../runs/{run_id}/reserve`` reserves :data:`RESERVE_COUNT`
+    ids for the run (runs that start together get disjoint blocks); a server without
+    that endpoint (404, 405) is asked ``GET .../tasks/next-id`` instead, as before. At
+    most one retry, and all within :data:`NEXT_ID_DEADLINE`.
     """
-    path = payloads.next_id_path(workflow_id)
     try:
         transport = delivery.transport()
     except Exception as error:
         return None, f"{type(error).__name__}: {error}"
     deadline = time.monotonic() + NEXT_ID_DEADLINE
+    if run_id is not None:
+        body = json.dumps({"count": RESERVE_COUNT}).encode()
+        reserve = ("POST", payloads.reserve_path(workflow_id, run_id), body, "first_id")
+        answer, cause, status = _ask(transport, reserve, deadline)
+        if status not in UNSUPPORTED:
+            return answer, cause
+    path = payloads.next_id_path(workflow_id)
+    answer, cause, status = _ask(transport, ("GET", path, None, "next_id"), deadline)
+    if status == 404:
+        return None, not_found_hint(delivery.config.base_url, path)
+    return answer, cause
+
+
+def _ask(
+    transport: Transport, request: tuple[str, str, bytes | None, str], deadline: float
+) -> tuple[int | None, str, int | None]:
+    """Send ``request`` (method, path, body, answer field), one retry at most before
+    ``deadline``: ``(id, "", status)`` or ``(None, cause, status)``."""
+    method, path, body, field = request
     cause = ""
     for attempt in (1, 2):
-        result = _get_within(transport, path, deadline - time.monotonic())
+        result = _send_within(transport, method, path, body, deadline - time.monotonic())
         if result.outcome is Outcome.DELIVERED and result.status != 200:
-            return None, f"HTTP {result.status} (expected 200)"
+            return None, f"HTTP {result.status} (expected 200)", result.status
         if result.outcome is Outcome.DELIVERED:
-            return _parse_next_id(result.content)
+            return (*_parse_id(result.content, field), result.status)
         if result.outcome is Outcome.AUTH:
-            return None, f"HTTP {result.status}: the server rejected the token"
-        if result.status == 404:
-            return None, not_found_hint(delivery.config.base_url, path)
+            return None, f"HTTP {result.status}: the server rejected the token", result.status
         cause = result.describe()
-        if result.outcome is not Outcome.RETRY or attempt == 2:
-            break
+        if result.status in UNSUPPORTED or result.outcome is not Outcome.RETRY or attempt == 2:
+            return None, cause, result.status
         if deadline - time.monotonic() < NEXT_ID_RETRY_PAUSE + NEXT_ID_RETRY_MIN:
             break
         time.sleep(NEXT_ID_RETRY_PAUSE)
-    return None, cause
+    return None, cause, None
 
 
 def check_workflow_id(workflow_id: str) -> None:
@@ -108,15 +137,17 @@ def _highest(*numbers: int | None) -> int | None:
     return max(known) if known else None
 
 
-def _get_within(transport: Transport, path: str, seconds: float) -> Result:
-    """``GET path``, given up after ``seconds`` whatever the server does.
+def _send_within(
+    transport: Transport, method: str, path: str, body: bytes | None, seconds: float
+) -> Result:
+    """``method path``, given up after ``seconds`` whatever the server does.
 
     The request runs on a daemon thread; one that overruns is left to finish (or
     time out) on its own, and the workflow goes on.
     """
     timeout = (min(NEXT_ID_TIMEOUT[0], seconds), min(NEXT_ID_TIMEOUT[1], seconds))
     call = DaemonCall(
-        lambda: transport.send("GET", path, None, timeout=timeout),
+        lambda: transport.send(method, path, body, timeout=timeout),
         name="dotflow-server-api-next-id",
     )
     if call.wait(seconds):
@@ -124,17 +155,17 @@ def _get_within(transport: Transport, path: str, seconds: float) -> Result:
     return Result(outcome=Outcome.RETRY, detail=f"no complete answer within {NEXT_ID_DEADLINE:g} s")
 
 
-def _parse_next_id(content: bytes) -> tuple[int | None, str]:
-    """Read ``{"next_id": N}``: N must be an int from 1 to 2**53 (a bool is not an int)."""
+def _parse_id(content: bytes, field: str) -> tuple[int | None, str]:
+    """Read ``{field: N}``: N must be an int from 1 to 2**53 (a bool is not an int)."""
     try:
         data = json.loads(content)
     except (ValueError, UnicodeDecodeError):
         return None, "the answer is not JSON"
-    if not isinstance(data, dict) or "next_id" not in data:
-        return None, "the answer has no next_id"
-    value = data["next_id"]
+    if not isinstance(data, dict) or field not in data:
+        return None, f"the answer has no {field}"
+    value = data[field]
     if type(value) is not int:
-        return None, f"next_id is {type(value).__name__}, not an integer"
+        return None, f"{field} is {type(value).__name__}, not an integer"
     if not INITIAL_TASK_ID <= value <= MAX_TASK_ID:
-        return None, f"next_id {value} is outside {INITIAL_TASK_ID}..2**53"
+        return None, f"{field} {value} is outside {INITIAL_TASK_ID}..2**53"
     return value, ""

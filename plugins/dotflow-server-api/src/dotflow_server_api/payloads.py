@@ -190,6 +190,10 @@ def next_id_path(workflow_id: str) -> str:
     return f"{tasks_path(workflow_id)}/next-id"
 
 
+def reserve_path(workflow_id: str, run_id: str) -> str:
+    return f"{workflow_path(workflow_id)}/runs/{segment(run_id)}/reserve"
+
+
 def workflow_fields(record: WorkflowRecord) -> dict[str, Any]:
     """The workflow fields of both the create and the update bodies (all but ``id``)."""
     return {

@@ -176,8 +176,9 @@ class ServerAPI:
     # -- the one synchronous call ----------------------------------------------
 
     @hookimpl
-    def get_next_task_id(self, workflow_id: str) -> int | None:
-        """``max(server next_id, 1 + highest task id still queued or spooled)``.
+    def get_next_task_id(self, workflow_id: str, run_id: str | None = None) -> int | None:
+        """``max(first id reserved for run_id (else the server's next_id), 1 + highest task
+        id still queued or spooled)``.
 
         The outbox is read on another thread while the server is asked, and counts
         only if read within the same :data:`NEXT_ID_DEADLINE`. Falls back (with a
@@ -198,7 +199,7 @@ class ServerAPI:
         local_known = local_highest_task_id(
             delivery, workflow_id, time.monotonic() + NEXT_ID_DEADLINE
         )
-        answer, cause = ask_next_id(delivery, workflow_id)
+        answer, cause = ask_next_id(delivery, workflow_id, run_id)
         local = local_known()
         if answer is not None:
             return max(answer, local + 1) if local is not None else answer
