@@ -165,12 +165,20 @@ def test_reservations_are_disjoint_and_hold_until_the_run_ends(client: TestClien
     }
     # run 1 may not take run 2's ids, though nothing is stored there yet
     intruder = task_body(6, run_id=RUN_1)
-    response = client.post(f"{WF}/tasks", json=intruder, headers=AUTH_A)
-    assert response.status_code == 409 and "reserved by another run" in response.json()["detail"]
+    for _ in range(2):  # refused, and ids of its own reserved for it, the same on a retry
+        response = client.post(f"{WF}/tasks", json=intruder, headers=AUTH_A)
+        assert (
+            response.status_code == 409 and "reserved by another run" in response.json()["detail"]
+        )
+        assert response.json()["next_id"] == 11
+        run_1 = client.get(f"{WF}/runs/{RUN_1}", headers=AUTH_A).json()
+        assert (run_1["reserved_first_id"], run_1["reserved_last_id"]) == (11, 110)
     # a run that ended holds nothing: its unused ids are free again
     run_of(client, RUN_2, range(6, 8))
-    assert client.get(f"{WF}/tasks/next-id", headers=AUTH_A).json()["next_id"] == 8
     assert client.get(f"{WF}/runs/{RUN_2}", headers=AUTH_A).json()["reserved_last_id"] == 10
+    assert client.get(f"{WF}/tasks/next-id", headers=AUTH_A).json()["next_id"] == 111
+    run_of(client, RUN_1, range(11, 12))
+    assert client.get(f"{WF}/tasks/next-id", headers=AUTH_A).json()["next_id"] == 12
 
 
 def test_concurrent_reservations_never_overlap(client: TestClient) -> None:

@@ -89,7 +89,10 @@ def test_twenty_runners_started_together_store_every_task_under_disjoint_ids(
         assert [task["id"] for task in run_tasks] == list(range(first, first + 5))
         assert {task["status"] for task in run_tasks} == {"Completed"}
     assert runner.outbox_files() == []
-    assert not [line for out in outputs for line in out.splitlines() if "another run" in line]
+    for output in outputs:  # a run that got its reservation never meets another run's ids
+        if "taken by another run" in output:  # one whose reservation was too slow (a loaded
+            assert "could not read the next task id" in output, output  # machine) moves once
+            assert output.count("taken by another run") == 1, output
 
 
 def test_an_outage_at_start_then_a_replay_overwrites_no_earlier_task(

@@ -81,7 +81,8 @@ TASK_CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {
         "model": TaskConflict,
         "description": "The body names a run_id and the task was stored (or reserved) by "
-        "another run: nothing was changed; report this run's tasks from next_id on.",
+        "another run: nothing was changed; report this run's tasks from next_id on (the "
+        "ids from next_id are reserved for the run).",
     },
 }
 

@@ -150,8 +150,13 @@ class Store:
 
         :raises ConflictError: ``run_id`` is given and the task is another run's.
         """
-        with self._write() as conn:
-            created = writes.write_task(conn, owner, workflow_id, task_id, fields, run_id=run_id)
+        try:
+            with self._write() as conn:
+                created = writes.write_task(
+                    conn, owner, workflow_id, task_id, fields, run_id=run_id
+                )
+        except ConflictError as error:
+            raise self._reserve_for(error) from None
         logger.debug("task %d of %r %s", task_id, workflow_id, "created" if created else "updated")
         return created
 
@@ -167,10 +172,18 @@ class Store:
 
         :raises ConflictError: ``run_id`` is given and the task is another run's.
         """
+        try:
+            with self._write() as conn:
+                writes.write_task(
+                    conn, owner, workflow_id, task_id, fields, run_id=run_id, create=False
+                )
+        except ConflictError as error:
+            raise self._reserve_for(error) from None
+
+    def _reserve_for(self, error: ConflictError) -> ConflictError:
+        """``error`` with free ids reserved for the refused run (see ``reserve_for_conflict``)."""
         with self._write() as conn:
-            writes.write_task(
-                conn, owner, workflow_id, task_id, fields, run_id=run_id, create=False
-            )
+            return writes.reserve_for_conflict(conn, error)
 
     def last_task_id(self, owner: str, workflow_id: str) -> int | None:
         """The highest task id stored for the workflow, or None (also for unknown ones)."""
@@ -246,6 +259,8 @@ class Store:
                     answers.append(item(conn))
                 except (NotFoundError, ConflictError, DataError) as error:
                     savepoint.rollback()
+                    if isinstance(error, ConflictError):
+                        error = writes.reserve_for_conflict(conn, error)
                     answers.append(error)
                 else:
                     savepoint.commit()

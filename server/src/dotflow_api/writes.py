@@ -75,12 +75,46 @@ class NotFoundError(LookupError):
     """The workflow, run or task does not exist for this owner."""
 
 
-class ConflictError(Exception):
-    """The write would change a task of another run; ``next_id`` is the next free id."""
+#: Task ids reserved for a run whose write was refused (409): the run's tasks move to
+#: ids of its own, so that runs racing for the same free ids do not collide again.
+CONFLICT_RESERVE: Final = 100
 
-    def __init__(self, message: str, next_id: int | None) -> None:
+
+class ConflictError(Exception):
+    """The write would change a task of another run; ``next_id`` is the next free id.
+
+    ``refused`` names what was refused, as ``(owner, workflow id, run id)``, when a
+    run's write was: see :func:`reserve_for_conflict`.
+    """
+
+    def __init__(
+        self, message: str, next_id: int | None, refused: tuple[str, str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.next_id = next_id
+        self.refused = refused
+
+
+def reserve_for_conflict(conn: Connection, error: ConflictError) -> ConflictError:
+    """The answer to a run's refused write: the next free ids, reserved for that run.
+
+    Called in a transaction of its own (the refused write's was rolled back). The
+    run's earlier reservation, if any, is replaced: its stored tasks keep their ids.
+    A workflow with fewer than :data:`CONFLICT_RESERVE` ids left answers as before.
+    """
+    if error.refused is None or error.next_id is None:
+        return error
+    owner, workflow_id, run_id = error.refused
+    try:
+        first = reserve(conn, owner, workflow_id, run_id, CONFLICT_RESERVE, replace=True)
+    except ConflictError:
+        return error
+    message = str(error).rsplit(";", 1)[0]
+    return ConflictError(
+        f"{message}; this run's tasks must take free ids: {first}-{first + CONFLICT_RESERVE - 1} "
+        "are reserved for it",
+        first,
+    )
 
 
 def workflow_pk(
@@ -197,10 +231,21 @@ def _live_reservation(exclude_run: str | None) -> Any:
     return condition
 
 
-def reserve(conn: Connection, owner: str, workflow_id: str, run_id: str, count: int) -> int:
-    """Reserve ``count`` consecutive free ids for the run; returns the first one."""
+def reserve(
+    conn: Connection,
+    owner: str,
+    workflow_id: str,
+    run_id: str,
+    count: int,
+    *,
+    replace: bool = False,
+) -> int:
+    """Reserve ``count`` consecutive free ids for the run; returns the first one.
+
+    With ``replace``, the run's own earlier reservation does not count as taken.
+    """
     wpk = ensure_workflow(conn, owner, workflow_id, lock=True)
-    first = next_free_id(conn, wpk)
+    first = next_free_id(conn, wpk, exclude_run=run_id if replace else None)
     last = first + count - 1
     if last > MAX_TASK_ID:
         raise ConflictError(
@@ -244,12 +289,16 @@ def write_task(
         select(tasks.c.run_id).where(tasks.c.workflow_pk == wpk, tasks.c.task_id == task_id)
     ).first()
     if row is not None and row.run_id != run_id:
-        raise _conflict(conn, wpk, workflow_id, task_id, "was stored by another run")
+        raise _conflict(
+            conn, wpk, (owner, workflow_id, run_id), task_id, "was stored by another run"
+        )
     if row is not None:
         _update_task(conn, wpk, task_id, values)
         return False
     if _reserved_by_another_run(conn, wpk, task_id, run_id):
-        raise _conflict(conn, wpk, workflow_id, task_id, "is reserved by another run")
+        raise _conflict(
+            conn, wpk, (owner, workflow_id, run_id), task_id, "is reserved by another run"
+        )
     if not create:
         raise NotFoundError(f"task {task_id} of workflow {workflow_id!r} not found")
     now = utcnow()
@@ -314,13 +363,14 @@ def _reserved_by_another_run(conn: Connection, wpk: int, task_id: int, run_id: s
 
 
 def _conflict(
-    conn: Connection, wpk: int, workflow_id: str, task_id: int, reason: str
+    conn: Connection, wpk: int, refused: tuple[str, str, str], task_id: int, reason: str
 ) -> ConflictError:
     next_id = next_free_id(conn, wpk)
     return ConflictError(
-        f"task {task_id} of workflow {workflow_id!r} {reason}; this run's tasks must take "
+        f"task {task_id} of workflow {refused[1]!r} {reason}; this run's tasks must take "
         f"free ids, from {next_id}",
         next_id if next_id <= MAX_TASK_ID else None,
+        refused,
     )
 
 

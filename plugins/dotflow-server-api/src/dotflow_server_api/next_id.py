@@ -38,53 +38,59 @@ NEXT_ID_RETRY_MIN: Final = 1.0
 #: RESERVE_COUNT tasks apart; a run with more tasks may meet another run's ids beyond
 #: them, and its tasks are then moved to free ids (see :mod:`.delivery.renumber`).
 RESERVE_COUNT: Final = 100
+#: Of the next-id budget, what is kept for the reservation itself when earlier runs'
+#: spooled events are delivered first (see :func:`settle_earlier_runs`).
+RESERVE_MIN_TIME: Final = 1.5
 #: Answers meaning the server has no reservation endpoint (a seed-contract server).
 UNSUPPORTED: Final = frozenset({404, 405})
 
 
 def local_highest_task_id(
     delivery: Delivery, workflow_id: str, deadline: float
-) -> Callable[[], int | None]:
-    """Start reading what is queued and spooled for ``workflow_id``; call the result for it."""
+) -> Callable[..., int | None]:
+    """Start reading what is queued and spooled for ``workflow_id``; call the result for it
+    (it waits for the reading until ``deadline``, or the earlier time it is given)."""
     spooled = DaemonCall(
         lambda: _spooled_highest_task_id(delivery, workflow_id), name="dotflow-outbox-scan"
     )
 
-    def result() -> int | None:
+    def result(until: float = deadline) -> int | None:
         queued = delivery.highest_queued_task_id(workflow_id)
-        in_time = spooled.wait(deadline - time.monotonic())
+        in_time = spooled.wait(min(until, deadline) - time.monotonic())
         return _highest(queued, spooled.result() if in_time else None)
 
     return result
 
 
 def ask_next_id(
-    delivery: Delivery, workflow_id: str, run_id: str | None = None
-) -> tuple[int | None, str]:
-    """The first id of a block reserved for ``run_id``, else the server's ``next_id``, or
-    ``(None, cause)``.
+    delivery: Delivery, workflow_id: str, run_id: str | None = None, deadline: float | None = None
+) -> tuple[int | None, str, bool]:
+    """``(first id of a block reserved for run_id, "", True)``, else ``(the server's
+    next_id, "", False)``, or ``(None, cause, False)``.
 
     With ``run_id``, ``POST .../runs/{run_id}/reserve`` reserves :data:`RESERVE_COUNT`
     ids for the run (runs that start together get disjoint blocks); a server without
     that endpoint (404, 405) is asked ``GET .../tasks/next-id`` instead, as before. At
-    most one retry, and all within :data:`NEXT_ID_DEADLINE`.
+    most one retry, and all before ``deadline`` (default: :data:`NEXT_ID_DEADLINE` from
+    now).
     """
     try:
         transport = delivery.transport()
     except Exception as error:
-        return None, f"{type(error).__name__}: {error}"
-    deadline = time.monotonic() + NEXT_ID_DEADLINE
+        return None, f"{type(error).__name__}: {error}", False
+    if deadline is None:
+        deadline = time.monotonic() + NEXT_ID_DEADLINE
     if run_id is not None:
         body = json.dumps({"count": RESERVE_COUNT}).encode()
         reserve = ("POST", payloads.reserve_path(workflow_id, run_id), body, "first_id")
         answer, cause, status = _ask(transport, reserve, deadline)
         if status not in UNSUPPORTED:
-            return answer, cause
+            return answer, cause, answer is not None
     path = payloads.next_id_path(workflow_id)
     answer, cause, status = _ask(transport, ("GET", path, None, "next_id"), deadline)
     if status == 404:
-        return None, not_found_hint(delivery.config.base_url, path)
-    return answer, cause
+        return None, not_found_hint(delivery.config.base_url, path), False
+    return answer, cause, False
 
 
 def _ask(
@@ -109,6 +115,27 @@ def _ask(
             break
         time.sleep(NEXT_ID_RETRY_PAUSE)
     return None, cause, None
+
+
+def settle_earlier_runs(
+    delivery: Delivery, workflow_id: str, local_known: Callable[..., int | None], deadline: float
+) -> None:
+    """Deliver the outbox's events of ``workflow_id`` before a reservation is asked.
+
+    An earlier run whose events were spooled (the server was down, the machine
+    stopped) still holds its reservation on the server until its final status
+    arrives; reserving first would start this run after that whole block. The
+    replay may take what the budget leaves beyond :data:`RESERVE_MIN_TIME`.
+    """
+    if local_known(deadline - RESERVE_MIN_TIME) is None:
+        return  # nothing spooled (or the outbox could not be read in time)
+    budget = deadline - time.monotonic() - RESERVE_MIN_TIME
+    if budget > 0 and not delivery.deliver_replayed(workflow_id, budget):
+        logger.info(
+            "workflow %s: earlier runs' events are still on their way; this run's ids are "
+            "reserved after theirs",
+            printable(workflow_id),
+        )
 
 
 def check_workflow_id(workflow_id: str) -> None:

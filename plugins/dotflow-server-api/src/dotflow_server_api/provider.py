@@ -177,29 +177,34 @@ class ServerAPI:
 
     @hookimpl
     def get_next_task_id(self, workflow_id: str, run_id: str | None = None) -> int | None:
-        """``max(first id reserved for run_id (else the server's next_id), 1 + highest task
-        id still queued or spooled)``.
+        """The first id reserved for ``run_id``, else ``max(the server's next_id, 1 +
+        highest task id still queued or spooled)``.
 
-        The outbox is read on another thread while the server is asked, and counts
-        only if read within the same :data:`NEXT_ID_DEADLINE`. Falls back (with a
-        WARNING) to the local knowledge or ``None`` when the server cannot answer;
-        raises ConfigurationError instead in strict mode, and for a workflow id
-        the wire contract does not allow.
+        The outbox is read on another thread, and counts only if read within the
+        same :data:`NEXT_ID_DEADLINE`; when it holds this workflow's events, they are
+        delivered first (within that budget: an earlier run's reservation ends with
+        its final status). Falls back (with a WARNING) to the local knowledge or
+        ``None`` when the server cannot answer; raises ConfigurationError instead in
+        strict mode, and for a workflow id the wire contract does not allow.
         """
         from dotflow_server_api.next_id import (  # only resumed workflows need it
             NEXT_ID_DEADLINE,
             ask_next_id,
             check_workflow_id,
             local_highest_task_id,
+            settle_earlier_runs,
         )
 
         check_workflow_id(workflow_id)
         config = self.config
         delivery = self.delivery()
-        local_known = local_highest_task_id(
-            delivery, workflow_id, time.monotonic() + NEXT_ID_DEADLINE
-        )
-        answer, cause = ask_next_id(delivery, workflow_id, run_id)
+        deadline = time.monotonic() + NEXT_ID_DEADLINE
+        local_known = local_highest_task_id(delivery, workflow_id, deadline)
+        if run_id is not None:
+            settle_earlier_runs(delivery, workflow_id, local_known, deadline)
+        answer, cause, reserved = ask_next_id(delivery, workflow_id, run_id, deadline)
+        if reserved:  # this run's own ids: spooled tasks of other runs are moved on 409
+            return answer
         local = local_known()
         if answer is not None:
             return max(answer, local + 1) if local is not None else answer

@@ -121,6 +121,25 @@ class Lifecycle:
                 self._start_workers()
         return queued
 
+    def deliver_replayed(self, workflow_id: str, timeout: float) -> bool:
+        """Start delivery now and wait up to ``timeout`` for the outbox's requests of
+        ``workflow_id`` to be answered; True when none is left.
+
+        For a resumed run, before it asks where numbering goes on: an earlier run's
+        spooled events (its final status among them, which ends its reservation of ids
+        on the server) land first. What is left keeps its place in the queue.
+        """
+        deadline = self._clock() + max(timeout, 0.0)
+        with self._cond:
+            self._hurry_up()
+            self._start_workers()  # the first worker replays the outbox
+            while not self._replayed or self._queue.workflow_live(workflow_id):
+                remaining = deadline - self._clock()
+                if remaining <= 0 or not self._pool.can_progress():
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     # -- the journal's thread ----------------------------------------------------
 
     def _journal_work(self, generation: int) -> None:
