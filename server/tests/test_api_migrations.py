@@ -130,14 +130,14 @@ def test_a_0_1_0_database_is_upgraded_in_place_with_nothing_lost(
             headers=AUTH_A,
             timeout=30,
         )
-        assert clash.status_code == 409 and clash.json()["next_id"] == 4
+        assert clash.status_code == 409 and clash.json()["next_id"] == 4  # 4-103: RUN's now
         reserved = requests.post(
-            f"{base}/workflows/nightly-etl/runs/{RUN}/reserve",
+            f"{base}/workflows/nightly-etl/runs/another-run/reserve",
             json={"count": 2},
             headers=AUTH_A,
             timeout=30,
         ).json()
-        assert (reserved["first_id"], reserved["last_id"]) == (4, 5)
+        assert (reserved["first_id"], reserved["last_id"]) == (104, 105)
     assert current_revision(engine) == head_revision()
     engine.dispose()
 

