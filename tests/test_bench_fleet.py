@@ -3,23 +3,15 @@ the report reads what the server stored (a smoke test; the figures are the bench
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from bench_modules import import_bench
 
 
 @pytest.fixture(scope="module")
 def bench_fleet() -> Any:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_fleet
-    finally:
-        sys.path.remove(str(BENCH))
-    return bench_fleet
+    return import_bench("bench_fleet")
 
 
 def test_two_runners_store_everything_on_both_paths(
@@ -42,11 +34,7 @@ def test_two_runners_store_everything_on_both_paths(
 
 
 def test_percentile_is_nearest_rank(bench_fleet: Any) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        from fleet_scenario import percentile
-    finally:
-        sys.path.remove(str(BENCH))
+    percentile = import_bench("fleet_scenario").percentile
     values = [float(n) for n in range(1, 101)]
     assert (percentile(values, 0.5), percentile(values, 0.99)) == (50.0, 99.0)
     assert percentile([], 0.5) == 0.0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_modules import import_bench
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -84,12 +85,7 @@ def test_a_bad_value_is_named_in_one_line(script: str, arguments: list[str], mes
 
 @pytest.fixture(scope="module")
 def bench_managed() -> Any:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_managed
-    finally:
-        sys.path.remove(str(BENCH))
-    return bench_managed
+    return import_bench("bench_managed")
 
 
 def test_zero_outage_runs_are_reported_as_not_measured(
@@ -184,12 +180,7 @@ def test_rounds_alternate_which_of_ours_runs_first(bench_managed: Any) -> None:
 
 @pytest.fixture(scope="module")
 def bench_data() -> Any:
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_data
-    finally:
-        sys.path.remove(str(BENCH))
-    return bench_data
+    return import_bench("bench_data")
 
 
 def test_the_data_benchmark_measures_each_core_variant_in_a_child(
