@@ -63,7 +63,7 @@ def local_highest_task_id(
 
 
 def ask_next_id(
-    delivery: Delivery, workflow_id: str, run_id: str | None = None, deadline: float | None = None
+    delivery: Delivery, workflow_id: str, run_id: str | None, deadline: float
 ) -> tuple[int | None, str, bool]:
     """``(first id of a block reserved for run_id, "", True)``, else ``(the server's
     next_id, "", False)``, or ``(None, cause, False)``.
@@ -71,15 +71,12 @@ def ask_next_id(
     With ``run_id``, ``POST .../runs/{run_id}/reserve`` reserves :data:`RESERVE_COUNT`
     ids for the run (runs that start together get disjoint blocks); a server without
     that endpoint (404, 405) is asked ``GET .../tasks/next-id`` instead, as before. At
-    most one retry, and all before ``deadline`` (default: :data:`NEXT_ID_DEADLINE` from
-    now).
+    most one retry, and all before ``deadline`` (the lookup's :data:`NEXT_ID_DEADLINE`).
     """
     try:
         transport = delivery.transport()
     except Exception as error:
         return None, f"{type(error).__name__}: {error}", False
-    if deadline is None:
-        deadline = time.monotonic() + NEXT_ID_DEADLINE
     if run_id is not None:
         body = json.dumps({"count": RESERVE_COUNT}).encode()
         reserve = ("POST", payloads.reserve_path(workflow_id, run_id), body, "first_id")
