@@ -105,8 +105,10 @@ class Run:
 class Runner:
     """Starts ``dotflow start --provider api --log-format json`` against one server."""
 
-    def __init__(self, server: ServerProcess, workdir: Path) -> None:
+    def __init__(self, server: ServerProcess, workdir: Path, base_url: str | None = None) -> None:
         self.server = server
+        #: The runners' ``SERVER_BASE_URL``: the server's own, or a proxy's in front of it.
+        self.base_url = base_url or server.base_url
         self.flow_dir = workdir / "flow"
         self.home = workdir / "home"
         self.gate_dir = workdir / "gate"
@@ -117,7 +119,7 @@ class Runner:
     def environment(self, token: str = TOKEN, **extra: str) -> dict[str, str]:
         environment = without_dotflow_variables(os.environ)
         environment.update(
-            SERVER_BASE_URL=self.server.base_url,
+            SERVER_BASE_URL=self.base_url,
             SERVER_USER_TOKEN=token,
             SERVER_FLUSH_TIMEOUT="2",
             DOTFLOW_HOME=str(self.home),

@@ -1,0 +1,133 @@
+"""Managed mode through the documented nginx config (server/deploy/nginx.conf).
+
+A real nginx terminates TLS on a free loopback port in front of a real server, and
+``dotflow start`` reports to ``https://127.0.0.1:PORT/api/v1``, as runners would to
+``https://dotflow.example.com/api/v1``. Without nginx the tests skip, saying why;
+with ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from dotflow_api.process import ServerProcess
+
+from .conftest import STEPS, Api, Run, Runner
+from .nginx import DOCUMENTED_CONFIG, NginxProxy, NginxUnavailable, find_nginx
+
+pytestmark = pytest.mark.slow
+
+#: A step failing 200 times with a long error. The api client caps a task body at
+#: 5,000,000 bytes by trimming each error's message and traceback to 20,000 characters,
+#: but it keeps every attempt's error: 200 of them make a body of about 8 MB, over the
+#: 6,000,000 bytes nginx (like the server) accepts.
+HUGE_ERROR_MODULE = textwrap.dedent(
+    '''
+    """A step whose failure report does not fit in one request body."""
+    from dotflow_core import action
+
+
+    @action(retry=200, retry_delay=0)
+    def huge_failure():
+        raise ValueError("x" * 30_000)
+    '''
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def proxy(server: ServerProcess, tmp_path: Path) -> Iterator[NginxProxy]:
+    """nginx with the documented config in front of ``server``, checked by ``nginx -t``."""
+    try:
+        binary = find_nginx()
+    except NginxUnavailable as error:
+        if _in_ci():
+            pytest.fail(f"CI=true and nginx cannot run: {error}")
+        pytest.skip(f"reverse-proxy test skipped: {error}")
+    proxy = NginxProxy(binary, tmp_path / "nginx", server.port)
+    checked = proxy.check()
+    assert checked.returncode == 0, f"nginx -t refused the documented config:\n{checked.stderr}"
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def proxied(server: ServerProcess, proxy: NginxProxy, tmp_path: Path) -> Runner:
+    """A runner whose SERVER_BASE_URL is the proxy's, trusting its certificate."""
+    return Runner(server, tmp_path, base_url=proxy.base_url)
+
+
+def _run_through(
+    runner: Runner, proxy: NginxProxy, steps: tuple[str, ...], workflow_id: str
+) -> Run:
+    """``dotflow start`` of ``steps`` through the proxy, trusting its certificate."""
+    return runner.run(steps, WORKFLOW_ID=workflow_id, SERVER_CA_BUNDLE=str(proxy.certificate))
+
+
+def test_a_managed_run_through_nginx_stores_every_task_and_the_workflow(
+    proxied: Runner, proxy: NginxProxy, api: Api
+) -> None:
+    run = _run_through(proxied, proxy, STEPS, "behind/nginx")
+    assert run.returncode == 0, run.stderr
+    assert run.logs("ERROR") == [] and run.logs("WARNING") == [], run.stderr
+
+    workflow = api.workflow("behind/nginx")  # read from the server itself, not the proxy
+    assert workflow["status"] == "Completed"
+    assert (workflow["task_count"], workflow["completed_count"]) == (3, 3)
+    tasks = api.tasks("behind/nginx")
+    assert [task["id"] for task in tasks] == [1, 2, 3]
+    assert [task["name"] for task in tasks] == list(STEPS)
+    assert [task["status"] for task in tasks] == ["Completed"] * 3
+    assert tasks[1]["current_context"] == 6 and tasks[2]["current_context"] == {"loaded": 6}
+    assert proxied.outbox_files() == []
+
+    # The requests went through nginx, the encoded workflow id intact ...
+    access = (proxy.prefix / "access.log").read_text()
+    assert '"POST /api/v1/workflows/behind%2Fnginx/tasks HTTP/1.1" 201' in access
+    # ... and the run's link is on the proxy's scheme, host and port (Host and
+    # X-Forwarded-Proto reached the server, its Dotflow-Dashboard header came back).
+    run_id = api.get("/workflows/behind%2Fnginx/runs")["items"][0]["run_id"]
+    page = f"https://127.0.0.1:{proxy.port}/ui/workflows/behind%2Fnginx/runs/{run_id}"
+    assert run.summary["links"] == [page]
+    # The batch offer passes too, as the server sent it.
+    through = requests.get(f"{proxy.base_url}/healthz", verify=str(proxy.certificate), timeout=10)
+    direct = requests.get(f"{proxied.server.base_url}/healthz", timeout=10)
+    assert through.headers["Dotflow-Batch"] == direct.headers["Dotflow-Batch"]
+    assert through.headers["Dotflow-Batch"] == "max-events=1000, max-bytes=6000000"
+
+
+def test_a_body_over_the_limit_gets_413_from_nginx_and_one_clear_error(
+    proxied: Runner, proxy: NginxProxy, api: Api
+) -> None:
+    (proxied.flow_dir / "proxyflow.py").write_text(HUGE_ERROR_MODULE)
+    run = _run_through(proxied, proxy, ("e2eflow.extract", "proxyflow.huge_failure"), "too-big")
+    assert run.returncode == 1, run.stderr[-2000:]  # the step failed, as it should
+
+    errors = run.logs("ERROR")
+    too_large = [line for line in errors if "HTTP 413" in line]
+    assert len(too_large) == 1, errors
+    assert "client_max_body_size 6000000 bytes" in too_large[0]
+    assert "/workflows/{workflow_id}/tasks" in too_large[0]
+    assert "too large body" in proxy.error_log()  # refused by nginx, never forwarded
+    # Everything else of the run arrived: the workflow, its final status, the first task.
+    workflow = api.workflow("too-big")
+    assert workflow["status"] == "Failed"
+    assert api.tasks("too-big")[0]["status"] == "Completed"
+
+
+def test_the_readme_shows_the_tested_config() -> None:
+    readme = (DOCUMENTED_CONFIG.parents[1] / "README.md").read_text(encoding="utf-8")
+    config = DOCUMENTED_CONFIG.read_text(encoding="utf-8")
+    assert f"```nginx\n{config}```\n" in readme, (
+        "server/README.md must quote server/deploy/nginx.conf verbatim in its "
+        "'Behind a reverse proxy' section"
+    )
