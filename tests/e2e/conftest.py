@@ -102,6 +102,18 @@ class Run:
         ]
 
 
+@attrs.frozen
+class Flush:
+    """One ``dotflow outbox flush``: its exit code and its stderr log lines."""
+
+    returncode: int
+    stderr: str
+
+    def logs(self, level: str) -> list[str]:
+        prefix = f"{level} dotflow.server.api: "
+        return [line[len(prefix) :] for line in self.stderr.splitlines() if line.startswith(prefix)]
+
+
 class Runner:
     """Starts ``dotflow start --provider api --log-format json`` against one server."""
 
@@ -117,6 +129,7 @@ class Runner:
         (self.flow_dir / "e2eflow.py").write_text(FLOW_MODULE)
 
     def environment(self, token: str = TOKEN, **extra: str) -> dict[str, str]:
+        """The runners' environment; ``extra`` adds variables or overrides the defaults."""
         environment = without_dotflow_variables(os.environ)
         environment.update(
             SERVER_BASE_URL=self.base_url,
@@ -124,8 +137,8 @@ class Runner:
             SERVER_FLUSH_TIMEOUT="2",
             DOTFLOW_HOME=str(self.home),
             E2E_GATE_DIR=str(self.gate_dir),
-            **extra,
         )
+        environment.update(extra)
         return environment
 
     def command(self, steps: tuple[str, ...], *options: str) -> list[str]:
@@ -148,6 +161,18 @@ class Runner:
         process = self.popen(steps, *options, **env)
         _, stderr = process.communicate(timeout=120)
         return Run(process.returncode, stderr)
+
+    def flush(self, **env: str) -> Flush:
+        """``dotflow outbox flush`` with the runner's settings (its home, the server, the token)."""
+        finished = subprocess.run(
+            [str(DOTFLOW), "outbox", "flush", "--timeout", "30"],
+            cwd=self.flow_dir,
+            env=self.environment(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return Flush(finished.returncode, finished.stdout + finished.stderr)
 
     def outbox_files(self) -> list[Path]:
         """Spooled events waiting for replay (claimed or not); not the folder's metadata."""

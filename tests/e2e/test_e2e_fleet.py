@@ -12,40 +12,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 from dotflow_api.process import ServerProcess
 
-from .conftest import DOTFLOW, Api, Runner
+from .conftest import Api, Runner
 
 pytestmark = pytest.mark.slow
 
 FIVE = tuple(f"e2eflow.{name}" for name in ("extract", "transform", "load", "extract", "transform"))
-
-
-@attrs.frozen
-class Flush:
-    """One ``dotflow outbox flush``: its exit code and its stderr log lines."""
-
-    returncode: int
-    stderr: str
-
-    def logs(self, level: str) -> list[str]:
-        prefix = f"{level} dotflow.server.api: "
-        return [line[len(prefix) :] for line in self.stderr.splitlines() if line.startswith(prefix)]
-
-
-def _flush(runner: Runner) -> Flush:
-    """``dotflow outbox flush`` with the runner's settings (its home, the server, the token)."""
-    finished = subprocess.run(
-        [str(DOTFLOW), "outbox", "flush", "--timeout", "30"],
-        cwd=runner.flow_dir,
-        env=runner.environment(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return Flush(finished.returncode, finished.stdout + finished.stderr)
 
 
 def _tasks(api: Api, workflow_id: str) -> list[dict[str, Any]]:
@@ -62,8 +36,8 @@ def _by_run(tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def test_twenty_runners_started_together_store_every_task_under_disjoint_ids(
     runner: Runner, api: Api
 ) -> None:
-    environment = runner.environment(WORKFLOW_ID="fleet")
-    environment["SERVER_FLUSH_TIMEOUT"] = "60"  # 20 processes share 2 cores with the server
+    # 20 processes share 2 cores with the server: a longer flush deadline
+    environment = runner.environment(WORKFLOW_ID="fleet", SERVER_FLUSH_TIMEOUT="60")
     processes = [
         subprocess.Popen(
             runner.command(FIVE),
@@ -117,7 +91,7 @@ def test_an_outage_at_start_then_a_replay_overwrites_no_earlier_task(
     assert runner.outbox_files()
     server.run()
 
-    flush = _flush(runner)
+    flush = runner.flush()
     assert flush.returncode == 0, flush.stderr
     tasks = _tasks(api, "nightly")
     assert tasks[:3] == stored, flush.stderr  # the earlier run's tasks, untouched
@@ -143,7 +117,7 @@ def test_a_stale_outbox_replayed_later_overwrites_no_newer_row(
     before = _tasks(api, "shared")
     assert [task["id"] for task in before] == list(range(1, 11))
 
-    flush = _flush(stale)
+    flush = stale.flush()
     assert flush.returncode == 0, flush.stderr
     after = _tasks(api, "shared")
     assert after[:10] == before, flush.stderr  # 0 newer rows overwritten
