@@ -256,6 +256,10 @@ class Transport:
             }
         )
         self.session = session
+        from dotflow_server_api.batching import BatchSupport  # it imports this module
+
+        #: What this destination offers of batches, learned from every answer.
+        self.batch = BatchSupport()
         self._proxies = dict(session.proxies)
         # requests normalises the base URL once (IDNA host, quoting); the paths that
         # follow it are percent-encoded already (see payloads).
@@ -308,6 +312,7 @@ class Transport:
             return Result(outcome=Outcome.REJECTED, detail=self._describe(error))
         outcome, next_id = classify_status(response.status_code, content)
         batch = response.headers.get(BATCH_HEADER)
+        self.batch.learn(batch, response.status_code)
         if outcome is Outcome.DELIVERED:
             template = response.headers.get(DASHBOARD_HEADER)
             if template:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dotflow_server_api.delivery import reporting
+from dotflow_server_api.delivery.batches import Batches
 from dotflow_server_api.delivery.health import ServerHealth
 from dotflow_server_api.delivery.items import Item, Stats
 from dotflow_server_api.delivery.journal import COMMIT_DELAY, Journal
@@ -30,11 +31,10 @@ from dotflow_server_api.delivery.lifecycle import Lifecycle
 from dotflow_server_api.delivery.limiter import INITIAL_LIMIT, AimdLimit
 from dotflow_server_api.delivery.queue import RequestQueue
 from dotflow_server_api.delivery.renumber import Renumbering
-from dotflow_server_api.delivery.results import Results
 from dotflow_server_api.delivery.workers import IDLE_RETIREMENT, START_DELAY, StartGate, WorkerPool
 from dotflow_server_api.payloads import Request
 from dotflow_server_api.settings import ApiSettings
-from dotflow_server_api.transport import Outcome, Result, Transport, quiet_http_client
+from dotflow_server_api.transport import Transport, quiet_http_client
 
 if TYPE_CHECKING:
     from dotflow_server_api.outbox import Outbox
@@ -65,7 +65,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-class Delivery(Results, Lifecycle):
+class Delivery(Batches, Lifecycle):
     """The queue and the workers of one destination (base URL and token).
 
     :param transport_factory: builds the HTTP transport (tests inject fakes).
@@ -125,6 +125,7 @@ class Delivery(Results, Lifecycle):
         self.stats = Stats()
         self._journal = Journal(lambda: self.outbox, self._clock)
         self._seq = 0
+        self._sending = 0
         self._queue = RequestQueue(self.config.max_queue, self.stats, self._changed)
         self._health = ServerHealth(self.config.base_url, self._delay)
         self._limit = AimdLimit(self.config.max_in_flight, self._initial_limit)
@@ -248,7 +249,7 @@ class Delivery(Results, Lifecycle):
                 self._cond.notify_all()
 
     def _send_one(self, generation: int) -> bool:
-        """Take one request, send it, apply the result; False when this worker leaves."""
+        """Take a request (or a batch), send it, apply the result; False when this worker leaves."""
         with self._cond:
             self._start_workers()  # the next link of a chain of starts
             item = self._wait_for_item(generation)
@@ -256,18 +257,11 @@ class Delivery(Results, Lifecycle):
                 self._pool.left(generation)
                 self._cond.notify_all()
                 return False
-        try:
-            result = self.transport().send(
-                item.request.method, item.request.path, item.request.body
-            )
-        except Exception as error:  # a transport that cannot be built, or a bug
-            result = Result(outcome=Outcome.RETRY, detail=f"{type(error).__name__}: {error}")
+            items = self._batch_members(item, self._clock())
+            self._sending += 1
+        self._send(items)
         with self._cond:
-            self._complete(item, result)
-            self._cond.notify_all()
-            if not self._pool.current(generation):
-                return False
-        return True
+            return self._pool.current(generation)
 
     def _wait_for_item(self, generation: int) -> Item | None:
         """The next request to send (lock held); None when this worker should stop.
@@ -295,7 +289,7 @@ class Delivery(Results, Lifecycle):
         """Take the next sendable request, or say how long until one may be (lock held)."""
         if not self._replayed:
             return None, None
-        in_flight = self._queue.in_flight
+        in_flight = self._sending
         pause = self._health.wait_before_sending(now, in_flight)
         if pause is None or pause > 0:
             return None, pause

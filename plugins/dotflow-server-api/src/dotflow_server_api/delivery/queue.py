@@ -141,31 +141,75 @@ class RequestQueue(StreamTable):
 
     def next_ready(self, now: float) -> Item | None:
         """Take the next request that may be sent at ``now``, in queue order."""
+        self._due(now)
+        while self._ready:
+            seq, key = heapq.heappop(self._ready)
+            head = self._head(seq, key, now)
+            if head is not None and self._sendable(head[0], head[1], seq):
+                return self._start(head[0], head[1], now)
+        return None
+
+    def next_batch(self, first: Item, now: float, most: int) -> list[Item]:
+        """Take up to ``most`` more requests of ``first``'s workflow that may go with it now.
+
+        They go in one batch after ``first``, which the server applies in order: when
+        ``first`` is the workflow's create, its tasks go with it rather than wait for it.
+        """
+        workflow_id = first.request.workflow_id
+        creating = first.request.kind == CREATE_WORKFLOW
+        state = self.workflows.get(workflow_id)
+        if creating and state is not None and state.parked:
+            for task_id in state.parked:
+                task_stream = self.streams.get((workflow_id, task_id))
+                if task_stream is not None:
+                    self._wake(task_stream)
+            state.parked.clear()
+        self._due(now)
+        taken: list[Item] = []
+        others: list[tuple[int, StreamKey]] = []
+        while self._ready and len(taken) < most:
+            seq, key = heapq.heappop(self._ready)
+            if key[0] != workflow_id:
+                others.append((seq, key))
+                continue
+            head = self._head(seq, key, now)
+            if head is not None and self._sendable(head[0], head[1], seq, creating=creating):
+                taken.append(self._start(head[0], head[1], now))
+        for entry in others:
+            heapq.heappush(self._ready, entry)
+        return taken
+
+    def _due(self, now: float) -> None:
+        """Move the delayed requests whose time has come to the ready heap."""
         while self._delayed and self._delayed[0][0] <= now:
             _, seq, key = heapq.heappop(self._delayed)
             heapq.heappush(self._ready, (seq, key))
-        while self._ready:
-            seq, key = heapq.heappop(self._ready)
-            stream = self.streams.get(key)
-            if stream is None or stream.in_flight is not None or not stream.pending:
-                continue  # stale entry
-            item = stream.pending[0]
-            if item.seq != seq:
-                continue
-            if item.not_before > now:
-                heapq.heappush(self._delayed, (item.not_before, seq, key))
-            elif self._sendable(stream, item, seq):
-                return self._start(stream, item, now)
-        return None
+
+    def _head(self, seq: int, key: StreamKey, now: float) -> tuple[Stream, Item] | None:
+        """The stream and head a ready-heap entry stands for; None when the entry is stale
+        or the head must wait (then it is moved to the delayed heap)."""
+        stream = self.streams.get(key)
+        if stream is None or stream.in_flight is not None or not stream.pending:
+            return None
+        item = stream.pending[0]
+        if item.seq != seq:
+            return None
+        if item.not_before > now:
+            heapq.heappush(self._delayed, (item.not_before, seq, key))
+            return None
+        return stream, item
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until a delayed request may go (None: none is delayed)."""
         return max(self._delayed[0][0] - now, 0.0) if self._delayed else None
 
-    def _sendable(self, stream: Stream, item: Item, seq: int) -> bool:
-        """Whether the head of ``stream`` may go now; parks it where it must wait."""
+    def _sendable(self, stream: Stream, item: Item, seq: int, *, creating: bool = False) -> bool:
+        """Whether the head of ``stream`` may go now; parks it where it must wait.
+
+        ``creating``: it goes in a batch after its workflow's create, so it need not wait.
+        """
         state = self.workflows[stream.workflow_id]
-        if stream.task_id is not None and self._create_open(state):
+        if stream.task_id is not None and not creating and self._create_open(state):
             if item.unsent_replay and self._create_failing(state):
                 self._replay_sent(item)  # blocked by a failing create: hold nothing back
             state.parked.add(stream.task_id)
@@ -213,6 +257,13 @@ class RequestQueue(StreamTable):
         if len(stream.pending) > 1 and self._merge(item, stream.pending[1]):
             del stream.pending[1]
             self.size -= 1
+        self._settled(stream)
+
+    def put_back(self, item: Item) -> None:
+        """``item`` was taken but not sent (it did not fit a batch): back at its stream's head."""
+        stream = self._landed(item)
+        item.attempts -= 1
+        stream.pending.appendleft(item)
         self._settled(stream)
 
     def _landed(self, item: Item) -> Stream:

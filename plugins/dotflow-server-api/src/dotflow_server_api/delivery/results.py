@@ -32,6 +32,8 @@ class Results:
     _reporter: RejectionLog
     _auth_failed: bool
     _ids: Renumbering
+    #: HTTP requests on the wire (a batch is one), not counting the one being applied.
+    _sending: int
 
     def _now(self) -> float:
         raise NotImplementedError
@@ -39,25 +41,42 @@ class Results:
     # -- results -------------------------------------------------------------
 
     def _complete(self, item: Item, result: Result) -> None:
-        """Apply a request's result (lock held)."""
-        self.stats.requests += 1
+        """Apply a single request's result (lock held)."""
         now = self._now()
-        outcome = result.outcome
-        if outcome is Outcome.RETRY:
+        self._answered(item, result, now)
+        self._apply(item, result, now)
+
+    def _answered(self, item: Item, result: Result, now: float) -> None:
+        """Once per HTTP answer (a batch is one): the counts, the server's health, the limit.
+
+        ``item`` is the request, or a batch's first event; ``_sending`` no longer counts it.
+        """
+        self.stats.requests += 1
+        if result.outcome is Outcome.RETRY:
             if not item.abandoned:
                 self._limit.pushed_back(item.sent_at, now)
-                self._retry_later(item, result, now)
-                return
-        else:
-            self._reporter.first_answer(item, result)
-            if self._health.answer(now, item):
-                self._limit.restart()
-            self._limit.answered(self._queue.in_flight - 1)
-        if outcome is Outcome.CONFLICT and self._moved_on_conflict(item, result, now):
             return
+        self._reporter.first_answer(item, result)
+        if self._health.answer(now, item):
+            self._limit.restart()
+        self._limit.answered(self._sending)
+
+    def _apply(
+        self, item: Item, result: Result, now: float, not_before: float | None = None
+    ) -> float | None:
+        """Apply one event's result: delivered, retried, moved to a free id or dropped.
+
+        :param not_before: when to retry (a batch's events retry together), else computed.
+        :returns: when a retried ``item`` goes again, else None.
+        """
+        if result.outcome is Outcome.RETRY and not item.abandoned:
+            return self._retry_later(item, result, now, not_before)
+        if result.outcome is Outcome.CONFLICT and self._moved_on_conflict(item, result, now):
+            return None
         self._queue.finished(item)
         if not item.abandoned:
             self._settle(item, result)
+        return None
 
     def _moved_on_conflict(self, item: Item, result: Result, now: float) -> bool:
         """A 409 naming the next free id, to a task write of a run: move the run's tasks to
@@ -79,10 +98,14 @@ class Results:
             self._journal.mark_changed(item, None)
             self._journal_pool.grow_to(1)
 
-    def _retry_later(self, item: Item, result: Result, now: float) -> None:
+    def _retry_later(
+        self, item: Item, result: Result, now: float, not_before: float | None
+    ) -> float:
         item.failures += 1
-        not_before = self._health.failure(now, item, result, self._queue.in_flight - 1)
+        if not_before is None:
+            not_before = self._health.failure(now, item, result, self._sending)
         self._queue.retry(item, not_before)
+        return not_before
 
     def _settle(self, item: Item, result: Result) -> None:
         """``item`` was answered for good: count it and ack its journal lines (lock held)."""
