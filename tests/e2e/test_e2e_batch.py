@@ -76,3 +76,21 @@ def test_a_twenty_task_run_sends_at_most_four_requests_and_stores_what_single_re
     assert len(single_requests) > 20
     assert len(stored[0]) == 20
     assert stored[0] == stored[1]
+
+
+def test_a_thousand_task_run_sends_at_most_thirty_requests(
+    servers: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    batching, _ = servers
+    steps = (("e2eflow.extract", "e2eflow.transform", "e2eflow.load") * 334)[:1000]
+    runner = Runner(batching, tmp_path / "thousand")
+    # SQLite stores about 3 ms per event on 2 cores: a longer flush deadline than 2 s.
+    run = runner.run(steps, WORKFLOW_ID="thousand", SERVER_FLUSH_TIMEOUT="60")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert runner.outbox_files() == [], run.stderr[-2000:]
+    requests = _runner_requests(batching)
+    assert len(requests) <= 30, requests
+    assert all(status < 300 for _, _, status in requests), requests
+    stored = _stored(Api(batching), "thousand")
+    assert [task["id"] for task in stored] == list(range(1, 1001))
+    assert {task["status"] for task in stored} == {"Completed"}

@@ -89,10 +89,19 @@ class FakeAPI:
     :param token: the token it accepts (others get 401); None accepts any.
     :param prefix: the path prefix the API lives under (e.g. ``/api/v1``).
     :param delay: seconds added to every answer.
+    :param batch: the ``Dotflow-Batch`` header to send on every answer (it then takes
+        batches at ``POST /workflows/{id}/events``); None: single requests only.
     """
 
-    def __init__(self, token: str | None = "test-token", prefix: str = "", delay: float = 0.0):
+    def __init__(
+        self,
+        token: str | None = "test-token",
+        prefix: str = "",
+        delay: float = 0.0,
+        batch: str | None = None,
+    ):
         self.token = token
+        self.batch = batch
         self.prefix = prefix.rstrip("/")
         self.delay = delay
         self.requests: list[RecordedRequest] = []
@@ -189,23 +198,44 @@ class FakeAPI:
         segments = [unquote(part) for part in path[len(self.prefix) + 1 :].split("/")]
         body = request.json if request.body else None
         with self._lock:
-            match request.method, segments:
-                case "POST", ["workflows"]:
-                    self.workflows.setdefault(body["id"], {}).update(body)
-                    return 201, {"id": body["id"]}
-                case "PATCH", ["workflows", workflow_id]:
-                    self.workflows.setdefault(workflow_id, {"id": workflow_id}).update(body)
-                    return 200, {"id": workflow_id}
-                case "POST", ["workflows", workflow_id, "tasks"]:
-                    self.tasks.setdefault((workflow_id, body["id"]), {}).update(body)
-                    return 201, {"workflow_id": workflow_id, "id": body["id"]}
-                case "PATCH", ["workflows", workflow_id, "tasks", task_id]:
-                    self.tasks.setdefault((workflow_id, int(task_id)), {}).update(body)
-                    return 200, {"workflow_id": workflow_id, "id": int(task_id)}
-                case "GET", ["workflows", workflow_id, "tasks", "next-id"]:
-                    ids = [tid for (wid, tid) in self.tasks if wid == workflow_id]
-                    last = max(ids) if ids else None
-                    return 200, {"next_id": (last or 0) + 1, "last_id": last}
+            if self.batch and request.method == "POST" and segments[2:] == ["events"]:
+                return 200, {
+                    "results": [self._event(segments[1], event) for event in body["events"]]
+                }
+            return self._route(request.method, segments, body)
+
+    _OPS: dict[str, tuple[str, str]] = {
+        "create_workflow": ("POST", ""),
+        "update_workflow": ("PATCH", "/{workflow_id}"),
+        "create_task": ("POST", "/{workflow_id}/tasks"),
+        "update_task": ("PATCH", "/{workflow_id}/tasks/{task_id}"),
+    }
+
+    def _event(self, workflow_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        """One event of a batch, answered as its single request would be (lock held)."""
+        method, template = self._OPS[event["op"]]
+        path = template.format(workflow_id=workflow_id, task_id=event["body"].get("id"))
+        status, payload = self._route(method, ["workflows", *path.split("/")[1:]], event["body"])
+        return {"status": status, "body": payload}
+
+    def _route(self, method: str, segments: list[str], body: Any) -> tuple[int, Any]:
+        match method, segments:
+            case "POST", ["workflows"]:
+                self.workflows.setdefault(body["id"], {}).update(body)
+                return 201, {"id": body["id"]}
+            case "PATCH", ["workflows", workflow_id]:
+                self.workflows.setdefault(workflow_id, {"id": workflow_id}).update(body)
+                return 200, {"id": workflow_id}
+            case "POST", ["workflows", workflow_id, "tasks"]:
+                self.tasks.setdefault((workflow_id, body["id"]), {}).update(body)
+                return 201, {"workflow_id": workflow_id, "id": body["id"]}
+            case "PATCH", ["workflows", workflow_id, "tasks", task_id]:
+                self.tasks.setdefault((workflow_id, int(task_id)), {}).update(body)
+                return 200, {"workflow_id": workflow_id, "id": int(task_id)}
+            case "GET", ["workflows", workflow_id, "tasks", "next-id"]:
+                ids = [tid for (wid, tid) in self.tasks if wid == workflow_id]
+                last = max(ids) if ids else None
+                return 200, {"next_id": (last or 0) + 1, "last_id": last}
         return 404, {"detail": "not found"}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -273,6 +303,8 @@ class FakeAPI:
                 data = action.raw if action.raw is not None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if api.batch:
+                    self.send_header("Dotflow-Batch", api.batch)
                 self.send_header("Content-Length", str(len(data)))
                 if action.retry_after is not None:
                     self.send_header("Retry-After", action.retry_after)
