@@ -28,8 +28,8 @@ from dotflow_api.app import create_app  # noqa: E402
 from dotflow_api.auth import TokenSet  # noqa: E402
 from dotflow_api.db import create_db_engine, create_schema  # noqa: E402
 from dotflow_api.models import Base  # noqa: E402
-from dotflow_api.pgcluster import PostgresCluster, PostgresUnavailable  # noqa: E402
 from dotflow_api.store import Store  # noqa: E402
+from dotflow_api.testing import postgres_cluster  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -50,11 +50,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("database_url", backends, indirect=True)
 
 
-def in_ci() -> bool:
-    """True in CI (``CI=true``), where a missing PostgreSQL is a failure, not a skip."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     skip = pytest.mark.skip(reason="SQLite-specific")
     for item in items:
@@ -70,16 +65,8 @@ def postgres_admin_url() -> Iterator[str]:
     if EXTERNAL_DATABASE_URL:
         yield EXTERNAL_DATABASE_URL
         return
-    try:
-        cluster = PostgresCluster.start()
-    except PostgresUnavailable as error:
-        if in_ci():
-            pytest.fail(f"CI=true and PostgreSQL cannot run: {error}")
-        pytest.skip(f"PostgreSQL variant skipped: {error}")
-    try:
+    with postgres_cluster() as cluster:
         yield cluster.create_database("dotflow_test")
-    finally:
-        cluster.stop()
 
 
 def empty_postgres(url: str) -> None:

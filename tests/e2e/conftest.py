@@ -3,10 +3,17 @@
 Every test gets a fresh ``dotflow-api serve`` process on a free loopback port
 with a temporary SQLite file, a directory holding the ``e2eflow`` steps, and a
 private user directory (so outbox files of one test never meet another's).
+
+Tests in modules marked ``both_backends`` run on PostgreSQL too (ids ``[sqlite]`` and
+``[postgresql]``): a new database per test on one private cluster for the session
+(``dotflow_api.testing.postgres_cluster``: without PostgreSQL the variant skips with
+the reason; with ``CI=true`` it fails). The other modules run on SQLite only, since
+each e2e test costs seconds of real processes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -23,7 +30,9 @@ import requests
 pytest.importorskip("dotflow_api", reason="the reference server (server/) is not installed")
 pytest.importorskip("dotflow_server_api", reason="the api provider is not installed")
 
+from dotflow_api.pgcluster import PostgresCluster
 from dotflow_api.process import ServerProcess
+from dotflow_api.testing import postgres_cluster
 from dotflow_server_api.payloads import segment
 
 from dotflow_core.testing import without_dotflow_variables
@@ -202,12 +211,47 @@ class Api:
         return self.get(f"/workflows/{segment(workflow_id)}/tasks")["items"]
 
 
+BACKENDS = ("sqlite", "postgresql")
+_database_numbers = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: run on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both = metafunc.definition.get_closest_marker("both_backends") is not None
+    if both and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The server's database: ``sqlite`` unless the module is marked ``both_backends``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database on ``backend`` for this test."""
+    if backend == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        return cluster.create_database(f"e2e_{next(_database_numbers)}")
+    return f"sqlite:///{tmp_path / 'api.sqlite3'}"
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
     workdir = tmp_path / "server"
     workdir.mkdir()
     running = ServerProcess.start(
-        f"sqlite:///{tmp_path / 'api.sqlite3'}",
+        database_url,
         [TOKEN],
         workdir=workdir,
         extra_args=["--no-access-log"],

@@ -2,7 +2,8 @@
 
 Real ``dotflow start`` processes against the reference server in a subprocess:
 runners started together, an outage at start followed by a replay, and a stale
-outbox replayed after newer runs stored the same ids.
+outbox replayed after newer runs stored the same ids. Each runs on SQLite and on
+PostgreSQL (the server's id reservation and conflict checks differ per backend).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dotflow_api.process import ServerProcess
 
 from .conftest import Api, Runner
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 FIVE = tuple(f"e2eflow.{name}" for name in ("extract", "transform", "load", "extract", "transform"))
 

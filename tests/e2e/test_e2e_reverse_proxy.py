@@ -8,7 +8,6 @@ with ``CI=true`` they fail instead.
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from dotflow_api.process import ServerProcess
+from dotflow_api.testing import unavailable
 
 from .conftest import STEPS, Api, Run, Runner
 from .nginx import DOCUMENTED_CONFIG, NginxProxy, NginxUnavailable, find_nginx
@@ -39,19 +39,13 @@ HUGE_ERROR_MODULE = textwrap.dedent(
 )
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 @pytest.fixture
 def proxy(server: ServerProcess, tmp_path: Path) -> Iterator[NginxProxy]:
     """nginx with the documented config in front of ``server``, checked by ``nginx -t``."""
     try:
         binary = find_nginx()
     except NginxUnavailable as error:
-        if _in_ci():
-            pytest.fail(f"CI=true and nginx cannot run: {error}")
-        pytest.skip(f"reverse-proxy test skipped: {error}")
+        unavailable("nginx", error)
     proxy = NginxProxy(binary, tmp_path / "nginx", server.port)
     checked = proxy.check()
     assert checked.returncode == 0, f"nginx -t refused the documented config:\n{checked.stderr}"
