@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_executors.py
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_fleet.py
-	$(BIN)/python bench/bench_fleet.py
+	$(BIN)/python bench/bench_batch_writes.py
 
 clean:
 	rm -rf $(VENV) bench/.venv-dotflow bench/.venv-ours .pytest_cache .ruff_cache
