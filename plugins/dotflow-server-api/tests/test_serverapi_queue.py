@@ -244,3 +244,40 @@ def test_the_journal_writes_the_coalesced_state_once_and_acks_what_it_replaces(
     journal.mark_settled(sent)
     assert journal.take().acks == [second.entries[0][0]]
     assert journal.live == 0
+
+
+def test_a_batch_takes_the_tasks_with_their_workflows_create_and_no_other_workflow(
+    workflow: str,
+) -> None:
+    queue = RequestQueue(100, Stats())
+    queue.add(item(create_workflow(workflow_record(workflow))))
+    queue.add(item(create_workflow(workflow_record("other"))))
+    for task_id in (1, 2, 3):
+        queue.add(item(create_task(sample_task_record(workflow, task_id))))
+    queue.add(item(create_task(sample_task_record("other", 1))))
+    queue.add(item(update_workflow(workflow_record(workflow, WorkflowStatus.COMPLETED))))
+    first = queue.next_ready(0.0)
+    assert first is not None and first.request.kind == CREATE_WORKFLOW
+    riders = queue.next_batch(first, 0.0, 10)
+    # The tasks ride with the create; the final status waits for them; "other" stays.
+    assert [(r.request.workflow_id, r.request.task_id) for r in riders] == [
+        (workflow, 1),
+        (workflow, 2),
+        (workflow, 3),
+    ]
+    (second,) = drain(queue)
+    assert second.request.workflow_id == "other" and second.request.kind == CREATE_WORKFLOW
+
+
+def test_a_batch_is_capped_and_what_is_put_back_goes_next_in_order(workflow: str) -> None:
+    queue = RequestQueue(100, Stats())
+    for task_id in (1, 2, 3, 4):
+        queue.add(item(create_task(sample_task_record(workflow, task_id))))
+    first = queue.next_ready(0.0)
+    assert first is not None
+    riders = queue.next_batch(first, 0.0, 2)
+    assert [r.request.task_id for r in riders] == [2, 3]
+    assert queue.in_flight == 3
+    queue.put_back(riders[1])
+    assert queue.in_flight == 2 and riders[1].attempts == 0
+    assert [taken.request.task_id for taken in drain(queue)] == [3, 4]
