@@ -245,6 +245,44 @@ def test_huge_error_texts_are_cut_when_contexts_are_not_enough() -> None:
     assert body(request)["errors"][0]["message"].endswith("...")
 
 
+def test_errors_too_many_for_the_cap_keep_the_first_and_the_latest_and_say_what_was_omitted() -> (
+    None
+):
+    errors = tuple(
+        TaskError(attempt=n, type="ValueError", message="m" * 30_000, traceback="t" * 30_000)
+        for n in range(1, 201)
+    )  # 200 attempts: about 8 MB even with each text cut to 20,000 characters
+    record = attrs.evolve(
+        sample_task_record("w", status=TaskStatus.FAILED), errors=errors, current_context="kept"
+    )
+    request = payloads.update_task(record)
+    assert len(request.body) <= payloads.MAX_BODY_BYTES
+    data = body(request)
+    kept = data["errors"]
+    assert kept[0]["attempt"] == 1 and kept[-1]["attempt"] == 200
+    marker = kept[1]
+    assert marker["type"] == payloads.ERRORS_OMITTED
+    omitted = kept[2]["attempt"] - 2
+    assert marker["attempt"] == 2 and omitted > 0
+    assert (
+        f"{omitted} failed attempt(s) omitted, from attempt 2 to {kept[2]['attempt'] - 1}"
+        in (marker["message"])
+    )
+    assert [error["attempt"] for error in kept[2:]] == list(range(kept[2]["attempt"], 201))
+    assert data["current_context"] == "kept" and data["status"] == "Failed"
+
+
+def test_the_body_cap_holds_for_any_limit_with_many_errors() -> None:
+    errors = tuple(
+        TaskError(attempt=n, type="E", message="m" * 500, traceback="") for n in range(1, 60)
+    )
+    record = attrs.evolve(sample_task_record("w", status=TaskStatus.FAILED), errors=errors)
+    for limit in (2_000, 5_000, 20_000, 100_000):
+        data = payloads.task_body(record, limit=limit)
+        assert len(data) <= limit, limit
+        assert json.loads(data)["errors"][-1]["attempt"] == 59
+
+
 def test_serialisation_never_raises() -> None:
     record = sample_task_record("w", task_id=4)
     broken: Any = type("BrokenRecord", (), {})()

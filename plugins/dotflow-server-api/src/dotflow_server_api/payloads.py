@@ -11,8 +11,10 @@ by a bounded walk (:func:`dotflow_core.serialize.to_json_safe`: a context
 that does not fit becomes a ``{"truncated": true, "type": ..., "length": ...,
 "preview": ...}`` marker, at a cost set by the cap, not by the data); given a
 :class:`~.contexts.ContextEncoder`, a value shared by several bodies is
-encoded once. Building a body never raises, and a body never passes
-:data:`MAX_BODY_BYTES`.
+encoded once. Errors too long or too many are cut: texts to
+:data:`ERROR_TEXT_LIMIT` characters, then the middle attempts to one
+:data:`ERRORS_OMITTED` entry saying which. Building a body never raises, and a
+body never passes :data:`MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ from dotflow_server_api.contexts import CONTEXT_MAX_BYTES, ContextEncoder, encod
 MAX_BODY_BYTES: Final = 5_000_000
 #: Longest error message / traceback kept when the errors alone would pass the cap.
 ERROR_TEXT_LIMIT: Final = 20_000
+#: Room kept for the contexts when errors are many: past it, middle errors are omitted.
+CONTEXTS_RESERVE: Final = 64_000
+#: The ``type`` of the entry that stands for the failed attempts a body omitted.
+ERRORS_OMITTED: Final = "dotflow.ErrorsOmitted"
 
 CREATE_WORKFLOW: Final = "create_workflow"
 UPDATE_WORKFLOW: Final = "update_workflow"
@@ -382,6 +388,10 @@ def task_body(
                 if isinstance(text, str) and len(text) > ERROR_TEXT_LIMIT:
                     error[key] = text[: ERROR_TEXT_LIMIT - 3] + "..."
         data = encode(head)
+    reserve = min(limit // 10, CONTEXTS_RESERVE)
+    if len(data) + _CONTEXTS_OVERHEAD + reserve > limit:
+        head["errors"] = _errors_within(head["errors"], limit)
+        data = encode(head)
     room = limit - len(data) - _CONTEXTS_OVERHEAD
     values = [getattr(record, name) for name in _CONTEXT_FIELDS]
     workflow_id = str(record.workflow_id)
@@ -401,6 +411,41 @@ def task_body(
     return b"".join(
         (data[:-1], b',"current_context":', current, b',"previous_context":', previous, b"}")
     )
+
+
+def _errors_within(errors: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The latest errors and the first, a marker between, in at most half of ``limit``.
+
+    A step retried hundreds of times with long errors would otherwise make a body
+    no server accepts, and the task's final status would be lost with it. The
+    last error (why the task failed) goes first, then the first, then the others
+    from the latest back.
+    """
+    budget = limit // 2
+    marker_room = 300  # the marker's own bytes, its counts included
+    sizes = [len(encode(error)) + 1 for error in errors]
+    last = sizes[-1] if len(errors) > 1 else 0
+    fits_first = bool(sizes) and last + sizes[0] + marker_room <= budget
+    kept_head = errors[:1] if fits_first else []
+    used = sum(sizes[: len(kept_head)]) + marker_room
+    tail_start = len(errors)
+    while tail_start > len(kept_head) and used + sizes[tail_start - 1] <= budget:
+        tail_start -= 1
+        used += sizes[tail_start]
+    omitted = errors[len(kept_head) : tail_start]
+    if not omitted:
+        return errors
+    marker = {
+        "attempt": omitted[0].get("attempt"),
+        "type": ERRORS_OMITTED,
+        "message": (
+            f"{len(omitted)} failed attempt(s) omitted, from attempt "
+            f"{omitted[0].get('attempt')} to {omitted[-1].get('attempt')}, to keep the "
+            f"report under {limit} bytes"
+        ),
+        "traceback": "",
+    }
+    return [*kept_head, marker, *errors[tail_start:]]
 
 
 #: The bytes the two context keys add to a body (their values aside).
