@@ -73,9 +73,21 @@ def replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def site_config(*, port: int, upstream_port: int, certificate: Path, key: Path) -> str:
-    """The documented site file with this machine's port, certificate and upstream."""
+def site_config(
+    *, port: int, upstream_port: int, certificate: Path, key: Path, max_body: int | None = None
+) -> str:
+    """The documented site file with this machine's port, certificate and upstream (and,
+    given ``max_body``, a smaller body limit than the documented one)."""
     text = DOCUMENTED_CONFIG.read_text(encoding="utf-8")
+    if max_body is not None:
+        text = replace_once(
+            text, "client_max_body_size 6000000;", f"client_max_body_size {max_body};"
+        )
+        text = replace_once(
+            text,
+            "client_max_body_size 6000000 bytes",
+            f"client_max_body_size {max_body} bytes",
+        )
     text = replace_once(text, "listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
     text = replace_once(text, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
     text = replace_once(
@@ -114,7 +126,9 @@ def free_port() -> int:
 class NginxProxy:
     """A foreground nginx running the documented config in front of ``upstream_port``."""
 
-    def __init__(self, binary: str, prefix: Path, upstream_port: int) -> None:
+    def __init__(
+        self, binary: str, prefix: Path, upstream_port: int, max_body: int | None = None
+    ) -> None:
         self.binary = binary
         self.prefix = prefix
         self.port = free_port()
@@ -123,7 +137,11 @@ class NginxProxy:
         self.site = prefix / "dotflow.conf"
         self.site.write_text(
             site_config(
-                port=self.port, upstream_port=upstream_port, certificate=self.certificate, key=key
+                port=self.port,
+                upstream_port=upstream_port,
+                certificate=self.certificate,
+                key=key,
+                max_body=max_body,
             )
         )
         self.config = prefix / "nginx.conf"

@@ -39,19 +39,52 @@ HUGE_ERROR_MODULE = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def proxy(server: ServerProcess, tmp_path: Path) -> Iterator[NginxProxy]:
-    """nginx with the documented config in front of ``server``, checked by ``nginx -t``."""
+#: Steps whose last task carries two contexts of 900,000 bytes each: one body of 1.8 MB,
+#: over a proxy limit of 1,000,000 bytes (close to nginx's default of 1 MB).
+BIG_CONTEXT_MODULE = textwrap.dedent(
+    '''
+    """Steps with large contexts, each within the client's 1 MB context cap."""
+    from dotflow_core import action
+
+
+    @action
+    def big():
+        return "x" * 900_000
+
+
+    @action
+    def same(previous_context):
+        return previous_context.storage
+    '''
+)
+NARROW_LIMIT = 1_000_000
+
+
+def _proxy(
+    server: ServerProcess, prefix: Path, max_body: int | None = None
+) -> Iterator[NginxProxy]:
     try:
         binary = find_nginx()
     except NginxUnavailable as error:
         unavailable("nginx", error)
-    proxy = NginxProxy(binary, tmp_path / "nginx", server.port)
+    proxy = NginxProxy(binary, prefix, server.port, max_body=max_body)
     checked = proxy.check()
     assert checked.returncode == 0, f"nginx -t refused the documented config:\n{checked.stderr}"
     proxy.start()
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture
+def proxy(server: ServerProcess, tmp_path: Path) -> Iterator[NginxProxy]:
+    """nginx with the documented config in front of ``server``, checked by ``nginx -t``."""
+    yield from _proxy(server, tmp_path / "nginx")
+
+
+@pytest.fixture
+def narrow_proxy(server: ServerProcess, tmp_path: Path) -> Iterator[NginxProxy]:
+    """The documented config with ``client_max_body_size`` lowered to ``NARROW_LIMIT``."""
+    yield from _proxy(server, tmp_path / "narrow", max_body=NARROW_LIMIT)
 
 
 @pytest.fixture
@@ -119,6 +152,31 @@ def test_a_failure_report_too_big_for_one_body_reaches_the_server_through_nginx(
     assert errors[1]["type"] == "dotflow.ErrorsOmitted"
     assert "failed attempt(s) omitted, from attempt 2 to" in errors[1]["message"]
     assert proxied.outbox_files() == []
+
+
+def test_a_proxy_that_takes_less_than_the_client_cap_still_gets_every_task_cut_to_fit(
+    server: ServerProcess, narrow_proxy: NginxProxy, api: Api, tmp_path: Path
+) -> None:
+    runner = Runner(server, tmp_path, base_url=narrow_proxy.base_url)
+    (runner.flow_dir / "bigflow.py").write_text(BIG_CONTEXT_MODULE)
+    steps = ("e2eflow.extract", "bigflow.big", "bigflow.same")
+    run = _run_through(runner, narrow_proxy, steps, "narrow")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.logs("ERROR") == [], run.stderr[-3000:]
+    warnings = run.logs("WARNING")
+    assert len(warnings) == 1 and "HTTP 413" in warnings[0], warnings
+    assert "client_max_body_size" in warnings[0]
+    assert "too large body" in narrow_proxy.error_log()  # nginx did refuse one
+
+    workflow = api.workflow("narrow")
+    assert workflow["status"] == "Completed"
+    tasks = api.tasks("narrow")
+    assert [task["status"] for task in tasks] == ["Completed"] * 3
+    assert tasks[1]["current_context"] == "x" * 900_000  # its body fitted: kept whole
+    last = tasks[2]
+    cut = [last[name] for name in ("current_context", "previous_context")]
+    assert any(isinstance(value, dict) and value.get("truncated") for value in cut), cut
+    assert runner.outbox_files() == []  # nothing spooled, and (no ERROR) nothing dropped
 
 
 def test_the_readme_shows_the_tested_config() -> None:

@@ -379,20 +379,6 @@ def task_body(
     smaller keeps up to half (whole if it fits), the other gets the rest.
     Raises what reading the record raises; the requests built from it never do.
     """
-    head = _task_head(record)
-    data = encode(head)
-    if len(data) + _CONTEXTS_OVERHEAD > limit:
-        for error in head["errors"]:
-            for key in ("message", "traceback"):
-                text = error.get(key)
-                if isinstance(text, str) and len(text) > ERROR_TEXT_LIMIT:
-                    error[key] = text[: ERROR_TEXT_LIMIT - 3] + "..."
-        data = encode(head)
-    reserve = min(limit // 10, CONTEXTS_RESERVE)
-    if len(data) + _CONTEXTS_OVERHEAD + reserve > limit:
-        head["errors"] = _errors_within(head["errors"], limit)
-        data = encode(head)
-    room = limit - len(data) - _CONTEXTS_OVERHEAD
     values = [getattr(record, name) for name in _CONTEXT_FIELDS]
     workflow_id = str(record.workflow_id)
 
@@ -401,6 +387,47 @@ def task_body(
             return encode_within(value, budget)
         return contexts.encode(value, budget, workflow_id)
 
+    return _assemble(_task_head(record), values, limit, encoded)
+
+
+def fitted(request: Request, limit: int) -> Request:
+    """``request`` (a task's) with its body cut to at most ``limit`` bytes, built when read.
+
+    For a destination that refused the body as too large (HTTP 413): the contexts
+    become smaller previews and the errors are cut as :func:`task_body` cuts them;
+    the id, status and every other field stay.
+    """
+
+    def build() -> bytes:
+        body = json.loads(request.body)
+        values = [body.pop(name, None) for name in _CONTEXT_FIELDS]
+        return _assemble(body, values, limit, encode_within)
+
+    return request.replace(build=build)
+
+
+def _assemble(
+    head: dict[str, Any],
+    values: list[Any],
+    limit: int,
+    encoded: Callable[[Any, int], bytes],
+) -> bytes:
+    """The task body of ``head`` (its fields but the contexts) and the two context
+    ``values``, within ``limit`` bytes: errors cut first if need be, then the contexts
+    share the room left, each within ``CONTEXT_MAX_BYTES``."""
+    data = encode(head)
+    if len(data) + _CONTEXTS_OVERHEAD > limit:
+        for error in head.get("errors") or ():
+            for key in ("message", "traceback"):
+                text = error.get(key)
+                if isinstance(text, str) and len(text) > ERROR_TEXT_LIMIT:
+                    error[key] = text[: ERROR_TEXT_LIMIT - 3] + "..."
+        data = encode(head)
+    reserve = min(limit // 10, CONTEXTS_RESERVE)
+    if len(data) + _CONTEXTS_OVERHEAD + reserve > limit and head.get("errors"):
+        head["errors"] = _errors_within(head["errors"], limit)
+        data = encode(head)
+    room = limit - len(data) - _CONTEXTS_OVERHEAD
     parts = [encoded(value, min(CONTEXT_MAX_BYTES, room)) for value in values]
     if sum(map(len, parts)) > room:
         small = 0 if len(parts[0]) <= len(parts[1]) else 1

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 from dotflow_server_api.batching import batch_size, encode_batch, event_size, split_answer
 from dotflow_server_api.delivery.items import Item
 from dotflow_server_api.delivery.results import Results
-from dotflow_server_api.payloads import CREATE_WORKFLOW
+from dotflow_server_api.payloads import CREATE_WORKFLOW, fitted
 from dotflow_server_api.transport import Outcome, Result
 
 if TYPE_CHECKING:
     from dotflow_server_api.batching import BatchSupport
+    from dotflow_server_api.body_limit import BodyLimit
     from dotflow_server_api.transport import Transport
 
 logger = logging.getLogger("dotflow.server.api")
@@ -32,6 +33,7 @@ class Batches(Results):
 
     _cond: threading.Condition
     _transport: Transport | None
+    _body_limit: BodyLimit
 
     def transport(self) -> Transport:
         raise NotImplementedError
@@ -55,6 +57,7 @@ class Batches(Results):
             items = self._fitting(items)
         if len(items) == 1:
             item = items[0]
+            self._fit_body(item)
             result = self._post_or_retry(item.request.method, item.request.path, item.request.body)
             with self._cond:
                 self._sending -= 1
@@ -84,6 +87,7 @@ class Batches(Results):
         limit = offer[1] if offer is not None else 0
         sizes: list[int] = []
         for item in items:
+            self._fit_body(item)
             size = event_size(item.request)
             if sizes and batch_size([*sizes, size]) > limit:
                 break
@@ -95,6 +99,18 @@ class Batches(Results):
                     self._queue.put_back(item)
                 self._cond.notify_all()
         return keep
+
+    def _fit_body(self, item: Item) -> None:
+        """Cut a task body over the limit a 413 taught (built outside the lock)."""
+        request = item.request
+        limit = self._body_limit.bytes
+        if request.task_id is None or not self._body_limit.lowered or len(request.body) <= limit:
+            return
+        smaller = fitted(request, limit)
+        if smaller.body:  # built here, not under the lock
+            with self._cond:
+                if item.request is request:  # not renumbered meanwhile
+                    item.request = smaller
 
     def _complete_batch(self, items: list[Item], result: Result) -> None:
         """Apply a batch's answer to each of its events (lock held)."""

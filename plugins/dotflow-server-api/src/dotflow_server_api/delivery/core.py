@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dotflow_server_api.body_limit import BodyLimit
 from dotflow_server_api.delivery import reporting
 from dotflow_server_api.delivery.batches import Batches
 from dotflow_server_api.delivery.health import ServerHealth
@@ -134,6 +135,7 @@ class Delivery(Batches, Lifecycle):
         self._journal_pool = WorkerPool(self._journal_work, "dotflow-journal")
         self._gate = StartGate(self._start_delay)
         self._reporter = reporting.RejectionLog(self.config.base_url)
+        self._body_limit = BodyLimit()
         self._ids = Renumbering()
         self._replay_started = False
         self._replayed = False

@@ -48,6 +48,7 @@ class RejectionLog:
         self.base_url = base_url
         self._logged: set[tuple[str, int | None]] = set()
         self._first_answered = False
+        self._body_limit_said = False
 
     def first_answer(self, item: Item, result: Result) -> None:
         """The first answer of a run: a 404 means a wrong base URL, said once and loudly."""
@@ -90,6 +91,22 @@ class RejectionLog:
             result.status,
             result.detail or "(empty body)",
             result.status,
+        )
+
+    def body_limit_lowered(self, item: Item, size: int, limit: int) -> None:
+        """A 413 lowered the task body limit: one WARNING per run, then DEBUG lines."""
+        level = logging.DEBUG if self._body_limit_said else logging.WARNING
+        self._body_limit_said = True
+        logger.log(
+            level,
+            "%s answered HTTP 413 (too large) to %s with a body of %d bytes; task bodies "
+            "are cut to %d bytes from now on (contexts become shorter previews, every task "
+            "and status still arrives); raise the server's or proxy's body limit (nginx: "
+            "client_max_body_size) to keep them whole",
+            self.base_url,
+            item.request.endpoint,
+            size,
+            limit,
         )
 
     def token_rejected(self, item: Item, result: Result) -> None:

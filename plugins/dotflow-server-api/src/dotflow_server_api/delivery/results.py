@@ -12,6 +12,7 @@ from dotflow_server_api.delivery.renumber import Renumbering, run_streams
 from dotflow_server_api.transport import Outcome, Result
 
 if TYPE_CHECKING:
+    from dotflow_server_api.body_limit import BodyLimit
     from dotflow_server_api.delivery.health import ServerHealth
     from dotflow_server_api.delivery.journal import Journal
     from dotflow_server_api.delivery.limiter import AimdLimit
@@ -32,6 +33,7 @@ class Results:
     _reporter: RejectionLog
     _auth_failed: bool
     _ids: Renumbering
+    _body_limit: BodyLimit
     #: HTTP requests on the wire (a batch is one), not counting the one being applied.
     _sending: int
 
@@ -73,6 +75,8 @@ class Results:
             return self._retry_later(item, result, now, not_before)
         if result.outcome is Outcome.CONFLICT and self._moved_on_conflict(item, result, now):
             return None
+        if result.status == 413 and self._cut_on_413(item, now):
+            return None
         self._queue.finished(item)
         if not item.abandoned:
             self._settle(item, result)
@@ -89,6 +93,19 @@ class Results:
                 for queued in stream.pending:
                     self._retranslate(queued)
         self._retranslate(item)
+        self._queue.retry(item, now)
+        return True
+
+    def _cut_on_413(self, item: Item, now: float) -> bool:
+        """A task body refused as too large: lower the body limit and send ``item`` again
+        at once, cut to it; False when it cannot be cut small enough (or is no task's)."""
+        if item.abandoned or item.request.task_id is None:
+            return False
+        size = len(item.request.body)
+        limit = self._body_limit.refused(size)
+        if limit is None:
+            return False
+        self._reporter.body_limit_lowered(item, size, limit)
         self._queue.retry(item, now)
         return True
 
