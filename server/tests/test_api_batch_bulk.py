@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from api_helpers import AUTH_A, task_body, workflow_body
 from dotflow_api.models import utcnow
-from dotflow_api.writes import runs
+from dotflow_api.writes import MAX_TASK_ID, runs
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -159,8 +160,36 @@ def test_a_batch_of_new_workflow_events_that_are_all_refused_registers_nothing(
     client: TestClient,
 ) -> None:
     events = [patch(1, RUN_1), patch(2, None)]
-    assert [status for status, _ in send_batch(client, "ghost", events)] == [404, 404]
-    assert client.get("/workflows/ghost", headers=AUTH_A).status_code == 404
+    single = [send_single(client, "ghost-1", event) for event in events]
+    batched = send_batch(client, "ghost-2", events)
+    assert normalised(batched, "ghost-2") == normalised(single, "ghost-1")
+    assert [body["detail"] for _, body in batched] == [
+        "task 1 of workflow 'ghost-2' not found",
+        "workflow 'ghost-2' not found",
+    ]
+    assert client.get("/workflows/ghost-2", headers=AUTH_A).status_code == 404
+
+
+def test_conflicts_near_the_largest_id_answer_as_single_requests(client: TestClient) -> None:
+    """Too few ids left to reserve: the 409 names the next id, or none at all."""
+    near, largest = MAX_TASK_ID - 50, MAX_TASK_ID
+    events = [create(near, RUN_1), create(largest, RUN_2), create(largest, RUN_1)]
+    events.append(patch(near, RUN_1))
+    answers = {}
+    for workflow_id in ("one-by-one", "batched"):
+        send_single(client, workflow_id, create(near, RUN_2))
+    answers["one-by-one"] = [send_single(client, "one-by-one", event) for event in events]
+    answers["batched"] = send_batch(client, "batched", events)
+    assert normalised(answers["batched"], "batched") == normalised(
+        answers["one-by-one"], "one-by-one"
+    )
+    assert [(code, body.get("next_id")) for code, body in answers["batched"]] == [
+        (409, near + 1),
+        (201, None),
+        (409, None),
+        (409, None),
+    ]
+    assert state(client, "batched") == state(client, "one-by-one")
 
 
 def test_large_segments_are_written_in_bulk_and_read_back_whole(
@@ -174,7 +203,7 @@ def test_large_segments_are_written_in_bulk_and_read_back_whole(
     with caplog.at_level(logging.DEBUG, logger="dotflow_api.store"):
         answers = send_batch(client, "big", second)
     assert [status for status, _ in answers] == [200] * 600 + [201] * 300 + [409]
-    assert any("wrote 900 task events in bulk" in r.getMessage() for r in caplog.records)
+    assert any("wrote 901 task events in bulk" in r.getMessage() for r in caplog.records)
     tasks = client.get("/workflows/big/tasks?limit=1000", headers=AUTH_A).json()["items"]
     assert len(tasks) == 900
     assert {t["status"] for t in tasks[:600]} == {"Completed"}
@@ -214,3 +243,43 @@ def test_concurrent_batches_without_a_run_create_each_task_once(client: TestClie
     for task_index in range(40):
         assert sorted(statuses[task_index] for statuses in answers) == [200, 200, 200, 201]
     assert client.get("/workflows/race/tasks", headers=AUTH_A).json()["total"] == 40
+
+
+RUNS = (RUN_1, RUN_2, RUN_3, RUN_4, "55555555-5555-4555-8555-555555555555", None)
+
+
+def random_events(seed: int, workflow_id: str, count: int) -> list[dict[str, Any]]:
+    """A seeded mix: creates and updates of a few ids by a few runs (and none), runs
+    starting and ending, ids in and out of the reservations."""
+    chooser = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for _ in range(count):
+        run_id = chooser.choice(RUNS)
+        task_id = chooser.choice([*range(1, 16), *range(100, 106), *range(200, 204)])
+        kind = chooser.random()
+        if kind < 0.1:
+            status = chooser.choice(["In progress", "Completed", "Failed"])
+            body = workflow_body(workflow_id, run_id=run_id, status=status)
+            events.append({"op": "update_workflow", "body": body})
+        elif kind < 0.55:
+            events.append(create(task_id, run_id, name=f"n{chooser.randint(1, 9)}"))
+        else:
+            extra = chooser.choice([{}, {"retry_count": chooser.randint(0, 3)}, {"duration": 0.5}])
+            events.append(patch(task_id, run_id, status="Completed", **extra))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_batches_answer_and_store_what_single_requests_do(
+    client: TestClient, seed: int
+) -> None:
+    for workflow_id in ("one-by-one", "batched"):
+        prepare(client, workflow_id)
+        path = f"/workflows/{workflow_id}/runs/{RUN_4}/reserve"
+        assert client.post(path, json={"count": 10}, headers=AUTH_A).status_code == 200
+    single_events = random_events(seed, "one-by-one", 80)
+    single = [send_single(client, "one-by-one", event) for event in single_events]
+    batched = send_batch(client, "batched", random_events(seed, "batched", 80))
+    assert normalised(batched, "batched") == normalised(single, "one-by-one")
+    assert state(client, "batched") == state(client, "one-by-one")
+    assert {status for status, _ in batched} >= {200, 201, 404, 409}
