@@ -3,22 +3,22 @@
 Every method takes the caller's owner key and filters on it. The writes themselves
 (upserts, run checks, reservations) live in :mod:`dotflow_api.writes`, the queries in
 :mod:`dotflow_api.reads`; :meth:`Store.batch` applies several writes in one
-transaction, each in a savepoint of its own so that one refused event leaves the
-others applied.
+transaction, with the same answers as the writes one by one (each in a savepoint of
+its own, consecutive task writes in bulk: :mod:`dotflow_api.batch`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.exc import DataError
 
 from dotflow_api import reads, writes
+from dotflow_api.batch import BatchWrite, TaskWrite, apply_one, groups, write_segment
 from dotflow_api.db import READ_ONLY
 from dotflow_api.writes import (
     WORKFLOW_FIELDS,
@@ -29,12 +29,16 @@ from dotflow_api.writes import (
     workflows,
 )
 
-__all__ = ["WORKFLOW_FIELDS", "ConflictError", "NotFoundError", "Page", "Store"]
+__all__ = [
+    "WORKFLOW_FIELDS",
+    "BatchWrite",
+    "ConflictError",
+    "NotFoundError",
+    "Page",
+    "Store",
+]
 
 logger = logging.getLogger("dotflow_api.store")
-
-#: One write of a batch: called with the batch's connection, returns its answer.
-BatchWrite = Callable[[Connection], Any]
 
 
 @dataclass(frozen=True)
@@ -247,23 +251,16 @@ class Store:
         answered as it is. A write that raises ``NotFoundError``, ``ConflictError`` or
         ``DataError`` is rolled back alone (its savepoint) and answered with that
         error; any other database error rolls the whole batch back and propagates.
+        Consecutive task writes are written in bulk (:mod:`dotflow_api.batch`), with
+        the same answers and the same stored result.
         """
         answers: list[Any] = []
         with self._write() as conn:
-            for item in items:
-                if isinstance(item, Exception):
-                    answers.append(item)
-                    continue
-                savepoint = conn.begin_nested()
-                try:
-                    answers.append(item(conn))
-                except (NotFoundError, ConflictError, DataError) as error:
-                    savepoint.rollback()
-                    if isinstance(error, ConflictError):
-                        error = writes.reserve_for_conflict(conn, error)
-                    answers.append(error)
+            for group in groups(items):
+                if isinstance(group, list):
+                    answers.extend(write_segment(conn, group))
                 else:
-                    savepoint.commit()
+                    answers.append(apply_one(conn, group))
         return answers
 
 
@@ -290,10 +287,4 @@ def task_write(
 ) -> BatchWrite:
     """A batch item: ``Store.upsert_task`` (``create``) or ``update_task``; answers
     True when the task was created."""
-
-    def write(conn: Connection) -> bool:
-        return writes.write_task(
-            conn, owner, workflow_id, task_id, fields, run_id=run_id, create=create
-        )
-
-    return write
+    return TaskWrite(owner, workflow_id, task_id, fields, run_id, create)

@@ -109,12 +109,43 @@ def reserve_for_conflict(conn: Connection, error: ConflictError) -> ConflictErro
         first = reserve(conn, owner, workflow_id, run_id, CONFLICT_RESERVE, replace=True)
     except ConflictError:
         return error
+    return reserved_conflict(error, first)
+
+
+def reserved_conflict(error: ConflictError, first: int) -> ConflictError:
+    """``error`` once :data:`CONFLICT_RESERVE` ids from ``first`` are reserved for the run."""
     message = str(error).rsplit(";", 1)[0]
     return ConflictError(
         f"{message}; this run's tasks must take free ids: {first}-{first + CONFLICT_RESERVE - 1} "
         "are reserved for it",
         first,
     )
+
+
+def conflict_error(
+    refused: tuple[str, str, str], task_id: int, reason: str, next_id: int
+) -> ConflictError:
+    """The refusal of ``refused``'s write of ``task_id`` (``reason``: one of
+    :data:`STORED_BY_ANOTHER_RUN`, :data:`RESERVED_BY_ANOTHER_RUN`)."""
+    return ConflictError(
+        f"task {task_id} of workflow {refused[1]!r} {reason}; this run's tasks must take "
+        f"free ids, from {next_id}",
+        next_id if next_id <= MAX_TASK_ID else None,
+        refused,
+    )
+
+
+#: Why a run's task write is refused.
+STORED_BY_ANOTHER_RUN: Final = "was stored by another run"
+RESERVED_BY_ANOTHER_RUN: Final = "is reserved by another run"
+
+
+def task_not_found(task_id: int, workflow_id: str) -> NotFoundError:
+    return NotFoundError(f"task {task_id} of workflow {workflow_id!r} not found")
+
+
+def workflow_not_found(workflow_id: str) -> NotFoundError:
+    return NotFoundError(f"workflow {workflow_id!r} not found")
 
 
 def workflow_pk(
@@ -289,18 +320,14 @@ def write_task(
         select(tasks.c.run_id).where(tasks.c.workflow_pk == wpk, tasks.c.task_id == task_id)
     ).first()
     if row is not None and row.run_id != run_id:
-        raise _conflict(
-            conn, wpk, (owner, workflow_id, run_id), task_id, "was stored by another run"
-        )
+        raise _conflict(conn, wpk, (owner, workflow_id, run_id), task_id, STORED_BY_ANOTHER_RUN)
     if row is not None:
         _update_task(conn, wpk, task_id, values)
         return False
     if _reserved_by_another_run(conn, wpk, task_id, run_id):
-        raise _conflict(
-            conn, wpk, (owner, workflow_id, run_id), task_id, "is reserved by another run"
-        )
+        raise _conflict(conn, wpk, (owner, workflow_id, run_id), task_id, RESERVED_BY_ANOTHER_RUN)
     if not create:
-        raise NotFoundError(f"task {task_id} of workflow {workflow_id!r} not found")
+        raise task_not_found(task_id, workflow_id)
     now = utcnow()
     conn.execute(
         insert(tasks).values(
@@ -326,9 +353,9 @@ def _write_task_without_run(
     if not create:
         wpk = workflow_pk(conn, owner, workflow_id)
         if wpk is None:
-            raise NotFoundError(f"workflow {workflow_id!r} not found")
+            raise workflow_not_found(workflow_id)
         if not _update_task(conn, wpk, task_id, values):
-            raise NotFoundError(f"task {task_id} of workflow {workflow_id!r} not found")
+            raise task_not_found(task_id, workflow_id)
         return False
     wpk = ensure_workflow(conn, owner, workflow_id)
     return upsert(
@@ -365,13 +392,7 @@ def _reserved_by_another_run(conn: Connection, wpk: int, task_id: int, run_id: s
 def _conflict(
     conn: Connection, wpk: int, refused: tuple[str, str, str], task_id: int, reason: str
 ) -> ConflictError:
-    next_id = next_free_id(conn, wpk)
-    return ConflictError(
-        f"task {task_id} of workflow {refused[1]!r} {reason}; this run's tasks must take "
-        f"free ids, from {next_id}",
-        next_id if next_id <= MAX_TASK_ID else None,
-        refused,
-    )
+    return conflict_error(refused, task_id, reason, next_free_id(conn, wpk))
 
 
 def upsert(
