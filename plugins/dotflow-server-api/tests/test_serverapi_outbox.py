@@ -385,3 +385,13 @@ def test_a_replayed_create_the_server_keeps_failing_does_not_hold_this_run(
     provider.shutdown(0.2)
     (left,) = files(outbox_dir)  # the stuck workflow waits for a later run
     assert left.name.endswith(".jsonl")
+
+
+def test_a_create_in_doubt_keeps_its_mark_through_the_outbox_and_older_lines_have_none() -> None:
+    request = create_task(sample_task_record("w", 3))
+    line = Entry(request=request, first_enqueued_at=0.0, attempts=2, in_doubt=True).to_line()
+    assert json.loads(line)["in_doubt"] is True
+    assert Entry.from_line(line).in_doubt is True
+    plain = Entry(request=request, first_enqueued_at=0.0).to_line()
+    assert "in_doubt" not in json.loads(plain)  # lines stay as they were without it
+    assert Entry.from_line(plain).in_doubt is False

@@ -49,6 +49,8 @@ class Entry:
     attempts: int = 0
     #: Hook events the request carries (several once coalesced).
     events: int = 1
+    #: A task's create sent before and perhaps stored under its id (see ``Item.in_doubt``).
+    in_doubt: bool = False
     #: Line number in a journal (acks name it), and queue order; None in a plain file.
     n: int | None = None
     seq: int | None = None
@@ -67,6 +69,8 @@ class Entry:
             "attempts": self.attempts,
             "events": self.events,
         }
+        if self.in_doubt:
+            head["in_doubt"] = True
         if self.n is not None:
             head["n"] = self.n
         if self.seq is not None:
@@ -98,6 +102,7 @@ class Entry:
             first_enqueued_at=_epoch(data.get("first_enqueued_at")),
             attempts=_count(data.get("attempts"), 0),
             events=max(_count(data.get("events"), 1), 1),
+            in_doubt=data.get("in_doubt") is True,
             n=n if type(n) is int else None,
             seq=seq if type(seq) is int else None,
         )

@@ -73,7 +73,16 @@ class Outcome(enum.Enum):
 class Result:
     """The outcome of one request, with what the logs and the retry logic need."""
 
-    __slots__ = ("batch", "content", "detail", "next_id", "outcome", "retry_after", "status")
+    __slots__ = (
+        "batch",
+        "content",
+        "detail",
+        "maybe_applied",
+        "next_id",
+        "outcome",
+        "retry_after",
+        "status",
+    )
 
     def __init__(
         self,
@@ -85,6 +94,7 @@ class Result:
         content: bytes = b"",
         next_id: int | None = None,
         batch: str | None = None,
+        maybe_applied: bool | None = None,
     ) -> None:
         self.outcome = outcome
         #: The HTTP status, or None when no answer came.
@@ -99,6 +109,13 @@ class Result:
         self.next_id = next_id
         #: The raw ``Dotflow-Batch`` header, if the answer carried one.
         self.batch = batch
+        #: For :attr:`Outcome.RETRY`: the server may have applied the request (it was sent,
+        #: and no answer said it was not: a timeout or a broken answer, 500/502/504).
+        self.maybe_applied = (
+            outcome is Outcome.RETRY and status is not None and status not in NOT_APPLIED_STATUSES
+            if maybe_applied is None
+            else maybe_applied
+        )
 
     def __repr__(self) -> str:
         return f"Result({self.outcome.value}, status={self.status}, detail={self.detail!r})"
@@ -108,6 +125,25 @@ class Result:
         if self.status is None:
             return self.detail or "no answer"
         return f"HTTP {self.status}: {self.detail}" if self.detail else f"HTTP {self.status}"
+
+
+#: Retryable answers that say the request was not applied: too early, too many,
+#: unavailable, and 502 (what a proxy answers when it cannot reach the server). A 500 or a
+#: 504 (the proxy gave up waiting) may come after the server applied the request.
+NOT_APPLIED_STATUSES: Final = frozenset({408, 425, 429, 502, 503})
+
+
+def _never_connected(error: Exception) -> bool:
+    """True when the request cannot have reached the server (no connection was made)."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return True
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, NewConnectionError) or isinstance(
+        getattr(cause, "reason", None), NewConnectionError
+    )
 
 
 def classify_status(status: int, content: bytes = b"") -> tuple[Outcome, int | None]:
@@ -307,7 +343,11 @@ class Transport:
             # Nothing, or a broken answer, came back: the server may take it later. A
             # request the server applied before the answer broke is sent again; the
             # server treats a repeated create or update as the same write.
-            return Result(outcome=Outcome.RETRY, detail=self._describe(error))
+            return Result(
+                outcome=Outcome.RETRY,
+                detail=self._describe(error),
+                maybe_applied=not _never_connected(error),
+            )
         except Exception as error:  # an invalid URL or header, or a bug: retrying cannot help
             return Result(outcome=Outcome.REJECTED, detail=self._describe(error))
         outcome, next_id = classify_status(response.status_code, content)

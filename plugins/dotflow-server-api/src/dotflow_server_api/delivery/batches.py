@@ -143,12 +143,22 @@ class Batches(Results):
     def _apply_each(self, items: list[Item], results: list[Result], now: float) -> None:
         """Each event's own result; a task that rode with a create that failed goes again."""
         create_failed = False
-        for item, result in zip(items, results, strict=True):
-            if item.request.kind == CREATE_WORKFLOW:
-                create_failed = result.outcome is not Outcome.DELIVERED
-            elif create_failed and result.outcome is not Outcome.DELIVERED:
-                result = Result(outcome=Outcome.RETRY, status=result.status)
-            self._apply(item, result, now)
+        self._refused_together = frozenset(
+            item.task_key
+            for item, result in zip(items, results, strict=True)
+            if result.outcome is Outcome.CONFLICT and item.task_key is not None
+        )
+        try:
+            for item, result in zip(items, results, strict=True):
+                if item.request.kind == CREATE_WORKFLOW:
+                    create_failed = result.outcome is not Outcome.DELIVERED
+                elif create_failed and result.outcome is not Outcome.DELIVERED:
+                    result = Result(
+                        outcome=Outcome.RETRY, status=result.status, maybe_applied=False
+                    )
+                self._apply(item, result, now)
+        finally:
+            self._refused_together = frozenset()
 
     def _put_back_answered(self, items: list[Item], now: float) -> None:
         """The server answered but did not take the batch: its events go again, unbatched

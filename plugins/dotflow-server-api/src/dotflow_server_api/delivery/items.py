@@ -24,6 +24,7 @@ class Item:
         "events",
         "failures",
         "first_enqueued_at",
+        "in_doubt",
         "jid",
         "not_before",
         "probe",
@@ -43,6 +44,7 @@ class Item:
         attempts: int = 0,
         events: int = 1,
         unsent_replay: bool = False,
+        in_doubt: bool = False,
     ) -> None:
         self.request = request
         #: The task's stream: the id it was first queued under (None for a workflow's
@@ -73,6 +75,9 @@ class Item:
         self.asked = False
         #: The journal line holding this request's current state (None: not journaled).
         self.jid: int | None = None
+        #: A task's create that was sent and may have been stored under its id (it timed
+        #: out, or the answer broke): the run's renumbering leaves it where it is.
+        self.in_doubt = in_doubt
 
     def __repr__(self) -> str:
         return f"<Item {self.seq} {self.request.method} {self.request.path} x{self.events}>"

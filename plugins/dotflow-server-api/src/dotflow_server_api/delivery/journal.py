@@ -156,6 +156,7 @@ class Journal:
                     first_enqueued_at=item.first_enqueued_at,
                     attempts=item.attempts,
                     events=item.events,
+                    in_doubt=item.in_doubt,
                     n=number,
                     seq=item.seq,
                 ).to_line()

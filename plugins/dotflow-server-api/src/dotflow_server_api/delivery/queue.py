@@ -132,6 +132,7 @@ class RequestQueue(StreamTable):
         if newer.unsent_replay:
             self._replay_sent(newer)
         older.events += newer.events
+        older.in_doubt = older.in_doubt or newer.in_doubt
         older.first_enqueued_at = min(older.first_enqueued_at, newer.first_enqueued_at)
         self.stats.coalesced += newer.events
         self._changed(older, newer)  # newer is gone: its journal line, if any, is superseded

@@ -83,10 +83,27 @@ class Renumbering:
         ids.pins[item.task_key] = item.request.task_id
         return moved
 
-    def conflict(self, item: Item, next_free: int, streams: Iterator[Stream]) -> bool:
+    def hold(self, item: Item) -> None:
+        """``item``, a create of a run, may be stored under the id it was sent with:
+        that id is its task's until the server refuses it (see :meth:`conflict`)."""
+        run_id, key, sent = item.request.run_id, item.task_key, item.request.task_id
+        if run_id is None or key is None or sent is None:
+            return
+        self._runs.setdefault((item.request.workflow_id, run_id), RunIds()).pins[key] = sent
+
+    def conflict(
+        self,
+        item: Item,
+        next_free: int,
+        streams: Iterator[Stream],
+        refused: frozenset[int] = frozenset(),
+    ) -> bool:
         """The server refused ``item`` (409, next free id ``next_free``): move the run's
         unacknowledged tasks to free ids from ``next_free`` on; True if they moved.
 
+        A task whose create may be stored under the id it was sent with (sent without
+        a clear answer, see ``Item.in_doubt``) keeps that id, unless it is in
+        ``refused``: the keys of the tasks the same answer refused too (a batch's).
         False when they had moved already since ``item`` was sent (an earlier answer):
         ``item`` is then only sent again under its task's current id.
         """
@@ -106,7 +123,11 @@ class Renumbering:
                 floor = max(floor, stream.in_flight.request.task_id + 1)
             if task is None or task == key or task in ids.pins:
                 continue
-            if _has_create(stream):
+            doubtful = None if task in refused else _doubtful_id(stream)
+            if doubtful is not None:  # stays where it may be stored; its own 409 moves it
+                ids.pins[task] = doubtful
+                floor = max(floor, doubtful + 1)
+            elif _has_create(stream):
                 moving.add(task)
             else:  # only updates queued: the server acknowledged its create earlier
                 ids.pins[task] = ids.wire_id(task)
@@ -141,6 +162,15 @@ def _has_create(stream: Stream) -> bool:
     if flying is not None and not flying.abandoned and flying.request.kind == CREATE_TASK:
         return True
     return any(queued.request.kind == CREATE_TASK for queued in stream.pending)
+
+
+def _doubtful_id(stream: Stream) -> int | None:
+    """The id a queued create of the task was sent under and may be stored under (see
+    ``Item.in_doubt``), else None. Moving that task could store it twice."""
+    for queued in stream.pending:
+        if queued.in_doubt and queued.request.task_id is not None:
+            return queued.request.task_id
+    return None
 
 
 def _ids(numbers: list[int]) -> str:

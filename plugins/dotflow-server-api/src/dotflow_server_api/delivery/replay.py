@@ -49,6 +49,7 @@ def load(outbox: Outbox, owned: set[Path], seq: int = REPLAY_SEQ_START) -> list[
                     attempts=entry.attempts,
                     events=entry.events,
                     unsent_replay=True,
+                    in_doubt=entry.in_doubt,
                 )
             )
         loaded.append(Loaded(recovered.path, items, *_keep_aside(outbox, recovered)))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from dotflow_server_api.delivery.items import Item, Stats
 from dotflow_server_api.delivery.renumber import Renumbering, run_streams
+from dotflow_server_api.payloads import CREATE_TASK
 from dotflow_server_api.transport import Outcome, Result
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class Results:
     _body_limit: BodyLimit
     #: HTTP requests on the wire (a batch is one), not counting the one being applied.
     _sending: int
+    #: While a batch's answer is applied: the task keys it refused with a 409.
+    _refused_together: frozenset[int] = frozenset()
 
     def _now(self) -> float:
         raise NotImplementedError
@@ -88,11 +91,13 @@ class Results:
         if item.abandoned or item.request.run_id is None or item.task_key is None:
             return False
         assert result.next_id is not None
-        if self._ids.conflict(item, result.next_id, run_streams(self._queue.streams, item)):
+        streams = run_streams(self._queue.streams, item)
+        if self._ids.conflict(item, result.next_id, streams, self._refused_together):
             for stream in run_streams(self._queue.streams, item):
                 for queued in stream.pending:
                     self._retranslate(queued)
         self._retranslate(item)
+        item.in_doubt = False  # refused: not stored under the id it was sent with
         self._queue.retry(item, now)
         return True
 
@@ -119,9 +124,14 @@ class Results:
         self, item: Item, result: Result, now: float, not_before: float | None
     ) -> float:
         item.failures += 1
+        if result.maybe_applied and item.request.kind == CREATE_TASK:
+            item.in_doubt = True
+            self._ids.hold(item)
         if not_before is None:
             not_before = self._health.failure(now, item, result, self._sending)
         self._queue.retry(item, not_before)
+        if item.in_doubt:  # a later update merged into it goes under the id it holds
+            self._retranslate(item)
         return not_before
 
     def _settle(self, item: Item, result: Result) -> None:
