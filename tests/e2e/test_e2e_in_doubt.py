@@ -32,12 +32,23 @@ _DROPPED = {"connection", "content-length", "transfer-encoding", "host", "dotflo
 
 
 class LosingProxy:
-    """Forwards to ``upstream``; the first create of task ``lost_id`` is stored by the
-    server but answered 504, and creates of task ``held_id`` wait until it was."""
+    """Forwards to ``upstream``. Once armed: the first create of task ``lost_id`` is
+    stored by the server but answered 504 (or, with ``hang``, never answered); creates
+    of task ``held_id`` wait until it was; creates of ``refused`` ids and id
+    reservations are answered 502 without reaching the server."""
 
-    def __init__(self, upstream: str, *, lost_id: int, held_id: int) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        lost_id: int,
+        held_id: int | None = None,
+        refused: frozenset[int] = frozenset(),
+        hang: bool = False,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
-        self.lost_id, self.held_id = lost_id, held_id
+        self.lost_id, self.held_id, self.refused, self.hang = lost_id, held_id, refused, hang
+        self.release = threading.Event()
         #: Set by the test once the scenario starts (before, requests just go through).
         self.armed = threading.Event()
         self.lost = threading.Event()
@@ -65,6 +76,9 @@ class LosingProxy:
                 task_id = _created_task(self.command, self.path, body) if armed else None
                 if task_id == proxy.held_id:
                     proxy.lost.wait(10)
+                if armed and (task_id in proxy.refused or self.path.endswith("/reserve")):
+                    self._empty(502)
+                    return
                 try:
                     upstream = proxy.session.request(
                         self.command,
@@ -76,18 +90,17 @@ class LosingProxy:
                         timeout=30,
                     )
                 except requests.ConnectionError:  # the server is down: as nginx answers
-                    self.send_response(502)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._empty(502)
                     return
                 if task_id == proxy.lost_id and not proxy.lost.is_set():
                     assert upstream.status_code == 201, upstream.text
-                    # Stored, but the runner hears what nginx says when it gave up waiting.
-                    self.send_response(504)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    self.wfile.flush()
                     proxy.lost.set()
+                    if proxy.hang:  # stored; the runner gives up waiting at its deadline
+                        proxy.release.wait(60)
+                        self.close_connection = True
+                        return
+                    # Stored, but the runner hears what nginx says when it gave up waiting.
+                    self._empty(504)
                     return
                 self.send_response(upstream.status_code)
                 for key, value in upstream.headers.items():
@@ -96,6 +109,12 @@ class LosingProxy:
                 self.send_header("Content-Length", str(len(upstream.content)))
                 self.end_headers()
                 self.wfile.write(upstream.content)
+
+            def _empty(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self.wfile.flush()
 
             do_GET = do_POST = do_PATCH = _any
 
@@ -106,6 +125,7 @@ class LosingProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -150,4 +170,34 @@ def test_a_create_whose_answer_was_lost_is_not_stored_again_under_a_new_id(
     ours = [task for task in tasks if task["run_id"] != tasks[0]["run_id"]]
     assert {task["name"] for task in ours} == set(STEPS)
     assert 2 in {task["id"] for task in ours}  # the create in doubt kept its id
+    assert through.outbox_files() == []
+
+
+def test_a_create_in_flight_when_the_run_ended_is_replayed_without_a_second_copy(
+    runner: Runner, api: Api, server: ServerProcess, tmp_path: Path
+) -> None:
+    earlier = runner.run(("e2eflow.extract",), WORKFLOW_ID="spooled-doubt")
+    assert earlier.returncode == 0, earlier.stderr
+    # The run cannot reserve ids (it numbers from 1); its create of task 2 is stored but
+    # never answered, the others fail: at its flush deadline, all of it is spooled.
+    with LosingProxy(server.base_url, lost_id=2, refused=frozenset({1, 3}), hang=True) as proxy:
+        through = Runner(server, tmp_path / "through", base_url=proxy.url)
+        proxy.armed.set()
+        offline = through.run(STEPS, WORKFLOW_ID="spooled-doubt")
+        assert offline.returncode == 0, offline.stderr
+        assert proxy.lost.is_set(), offline.stderr
+        assert through.outbox_files()
+        proxy.armed.clear()
+        proxy.release.set()
+        # One request at a time: task 1 meets the earlier run's (409) while the create of
+        # task 2 waits its turn, and the run's waiting tasks move.
+        flush = through.flush(SERVER_MAX_IN_FLIGHT="1")
+        assert flush.returncode == 0, flush.stderr
+
+    tasks = api.tasks("spooled-doubt")
+    stored = Counter((task["run_id"], task["name"]) for task in tasks)
+    assert all(count == 1 for count in stored.values()), (stored, flush.stderr)
+    assert len(tasks) == 4 and [task["status"] for task in tasks] == ["Completed"] * 4, tasks
+    ours = [task for task in tasks if task["run_id"] != tasks[0]["run_id"]]
+    assert {task["name"] for task in ours} == set(STEPS)
     assert through.outbox_files() == []

@@ -291,6 +291,9 @@ class RequestQueue(StreamTable):
             flying = stream.in_flight
             if flying is not None and not flying.abandoned and wanted(flying):
                 flying.abandoned = True
+                if flying.request.kind == CREATE_TASK and not flying.in_doubt:
+                    flying.in_doubt = True  # sent, its answer never heard: may be stored
+                    self._changed(flying, None)
                 taken.append(flying)
         self.size -= len(taken)
         for stream in list(self.streams.values()):

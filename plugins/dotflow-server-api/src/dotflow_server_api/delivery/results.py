@@ -124,9 +124,11 @@ class Results:
         self, item: Item, result: Result, now: float, not_before: float | None
     ) -> float:
         item.failures += 1
-        if result.maybe_applied and item.request.kind == CREATE_TASK:
+        if result.maybe_applied and item.request.kind == CREATE_TASK and not item.in_doubt:
             item.in_doubt = True
             self._ids.hold(item)
+            self._journal.mark_changed(item, None)  # a crash now replays it as in doubt
+            self._journal_pool.grow_to(1)
         if not_before is None:
             not_before = self._health.failure(now, item, result, self._sending)
         self._queue.retry(item, not_before)
