@@ -20,6 +20,7 @@ from dotflow_core.hooks.records import (
     TaskError,
     TaskRecord,
     TaskStatus,
+    build_task_record,
     is_strict_int,
 )
 from dotflow_core.serialize import record_to_dict
@@ -96,24 +97,22 @@ class Task:
         copied: an event costs the same whatever the data (see
         :mod:`dotflow_core.hooks.records`).
         """
-        return TaskRecord.build_unchecked(
-            {
-                "workflow_id": self.workflow_id,
-                "task_id": self.task_id,
-                "name": self.step.name,
-                "status": self.status,
-                "run_id": self.run_id,
-                "group_name": self.group_name,
-                "retry_count": self.retry_count,
-                "duration": self.duration,
-                "errors": tuple(self.errors),
-                "created_at": self.created_at,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "initial_context": self.initial,
-                "previous_context": self._previous.storage if self._previous else None,
-                "current_context": self._current.storage if self._current else None,
-            }
+        return build_task_record(  # the fields in TaskRecord's order
+            self.workflow_id,
+            self.task_id,
+            self.step.name,
+            self.status,
+            self.run_id,
+            self.group_name,
+            self.retry_count,
+            self.duration,
+            tuple(self.errors) if self.errors else (),
+            self.created_at,
+            self.started_at,
+            self.finished_at,
+            self.initial,  # initial_context
+            self._previous.storage if self._previous else None,  # previous_context
+            self._current.storage if self._current else None,  # current_context
         )
 
     def apply(self, record: TaskRecord) -> None:

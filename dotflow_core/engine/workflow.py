@@ -348,21 +348,19 @@ class DotFlow:
     def snapshot(self) -> WorkflowRecord:
         """A frozen record of the workflow as it is now."""
         statuses = [task.status for task in self.task.queue]
-        return WorkflowRecord.build_unchecked(
-            {
-                "workflow_id": self.workflow_id,
-                "status": self.status or WorkflowStatus.IN_PROGRESS,
-                "run_id": self.run_id,
-                "name": self.name,
-                "mode": self.mode,
-                "created_at": self.created_at,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "duration": self.duration,
-                "task_count": len(statuses),
-                "completed_count": statuses.count(TaskStatus.COMPLETED),
-                "failed_count": statuses.count(TaskStatus.FAILED),
-            }
+        return WorkflowRecord(
+            workflow_id=self.workflow_id,
+            status=self.status or WorkflowStatus.IN_PROGRESS,
+            run_id=self.run_id,
+            name=self.name,
+            mode=self.mode,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration=self.duration,
+            task_count=len(statuses),
+            completed_count=statuses.count(TaskStatus.COMPLETED),
+            failed_count=statuses.count(TaskStatus.FAILED),
         )
 
     def result_task(self) -> list[Task]:
