@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
-from dotflow_core.dispatch import EventCaller, event_callers
+from dotflow_core.dispatch import EVENT_HOOKS, WITH_RECORD, EventCaller, event_callers
 from dotflow_core.errors import (
     ConfigurationError,
     ProviderLoadError,
@@ -343,14 +343,42 @@ class ProviderManager:
                 raise
             except KeyboardInterrupt:
                 raise
-            except UndeliveredEventsError as error:  # a verdict, not a bug: no traceback
-                self._record_undelivered(provider, hook, error)
-                return None
             except BaseException as error:  # SystemExit, CancelledError too: never the run's end
-                self._record_failure(provider, hook, error)
+                self._isolate(provider, hook, error)
                 return None
 
+        if hook in EVENT_HOOKS:
+            setattr(guarded, WITH_RECORD, self._guarded_event(function, provider, hook, plugin_id))
         return guarded
+
+    def _guarded_event(
+        self, function: Callable[..., Any], provider: str, hook: str, plugin_id: int
+    ) -> Callable[[Any], Any]:
+        """The guard of an event hook called with just its record (:mod:`dotflow_core.dispatch`).
+
+        The same as the general guard, without the argument tuple and dict it
+        builds: two thirds of a guarded call's cost, paid several times per task.
+        """
+
+        def guarded_event(record: Any) -> Any:
+            if _SHUT_DOWN:
+                _SHUT_DOWN.discard(plugin_id)
+            try:
+                return function(record)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:
+                self._isolate(provider, hook, error)
+                return None
+
+        return guarded_event
+
+    def _isolate(self, provider: str, hook: str, error: BaseException) -> None:
+        """Keep and log an exception a provider's hook raised, instead of raising it."""
+        if isinstance(error, UndeliveredEventsError):  # a verdict, not a bug: no traceback
+            self._record_undelivered(provider, hook, error)
+        else:
+            self._record_failure(provider, hook, error)
 
     def _record_undelivered(self, provider: str, hook: str, error: UndeliveredEventsError) -> None:
         with self._lock:
