@@ -73,7 +73,9 @@ class Task:
 
     @previous_context.setter
     def previous_context(self, value: Any) -> None:
-        self._previous = self._as_context(value)
+        self._previous = (
+            value if isinstance(value, Context) else Context(value, self.task_id, self.workflow_id)
+        )
 
     @property
     def current_context(self) -> Context:
@@ -83,12 +85,9 @@ class Task:
     @current_context.setter
     def current_context(self, value: Any) -> None:
         """Any value: a plain one is wrapped in a :class:`Context` of this task, as dotflow does."""
-        self._current = self._as_context(value)
-
-    def _as_context(self, value: Any) -> Context:
-        if isinstance(value, Context):
-            return value
-        return Context(value, self.task_id, self.workflow_id)
+        self._current = (
+            value if isinstance(value, Context) else Context(value, self.task_id, self.workflow_id)
+        )
 
     def snapshot(self) -> TaskRecord:
         """A frozen record of the task as it is now.
