@@ -335,7 +335,8 @@ class DotFlow:
             if self._done.is_set():
                 return
             try:
-                failed = interrupted or any(t.status is TaskStatus.FAILED for t in self.task.queue)
+                failed_status = TaskStatus.FAILED  # read once, not once per task
+                failed = interrupted or any(t.status is failed_status for t in self.task.queue)
                 self.status = WorkflowStatus.FAILED if failed else WorkflowStatus.COMPLETED
                 self.finished_at = utc_now()
                 self.duration = time.perf_counter() - self._clock
