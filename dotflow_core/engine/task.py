@@ -20,12 +20,14 @@ from dotflow_core.hooks.records import (
     TaskError,
     TaskRecord,
     TaskStatus,
-    build_task_record,
+    UnsealedTaskRecord,
     is_strict_int,
 )
 from dotflow_core.serialize import record_to_dict
 
 DEFAULT_GROUP = "default"
+
+_new = object.__new__
 
 
 @attrs.define(eq=False)
@@ -96,23 +98,25 @@ class Task:
         copied: an event costs the same whatever the data (see
         :mod:`dotflow_core.hooks.records`).
         """
-        return build_task_record(  # the fields in TaskRecord's order
-            self.workflow_id,
-            self.task_id,
-            self.step.name,
-            self.status,
-            self.run_id,
-            self.group_name,
-            self.retry_count,
-            self.duration,
-            tuple(self.errors) if self.errors else (),
-            self.created_at,
-            self.started_at,
-            self.finished_at,
-            self.initial,  # initial_context
-            self._previous.storage if self._previous else None,  # previous_context
-            self._current.storage if self._current else None,  # current_context
-        )
+        record: Any = _new(UnsealedTaskRecord)  # filled, then sealed: see UnsealedTaskRecord
+        record.workflow_id = self.workflow_id
+        record.task_id = self.task_id
+        record.name = self.step.name
+        record.status = self.status
+        record.run_id = self.run_id
+        record.group_name = self.group_name
+        record.retry_count = self.retry_count
+        record.duration = self.duration
+        record.errors = tuple(self.errors) if self.errors else ()
+        record.created_at = self.created_at
+        record.started_at = self.started_at
+        record.finished_at = self.finished_at
+        record.initial_context = self.initial
+        record.previous_context = self._previous.storage if self._previous else None
+        record.current_context = self._current.storage if self._current else None
+        record.__class__ = TaskRecord
+        sealed: TaskRecord = record
+        return sealed
 
     def apply(self, record: TaskRecord) -> None:
         """Take over the state a worker process reported for this task."""

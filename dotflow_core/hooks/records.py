@@ -15,8 +15,8 @@ e.g. ``dotflow_core.plugin.to_json_safe(value, max_bytes=cap)``, never a copy
 proportional to the data.
 
 Records are slotted, as attrs makes them by default. The engine builds its
-task records with :func:`build_task_record` (several per task), everyone else
-with the constructor.
+task records through :class:`UnsealedTaskRecord` (several per task), everyone
+else with the constructor.
 """
 
 from __future__ import annotations
@@ -163,65 +163,20 @@ class TaskRecord:
     current_context: Any = None
 
 
-class _UnsealedTaskRecord(TaskRecord):
-    """A :class:`TaskRecord` while the engine fills it in: same slots, assignment allowed.
+class UnsealedTaskRecord(TaskRecord):
+    """The engine's way to build a :class:`TaskRecord`: the same slots, assignment allowed.
 
-    attrs's frozen ``__init__`` sets each field through ``object.__setattr__``;
-    plain assignment to the slots here costs a fifth of that, and
-    :func:`build_task_record` then turns the instance into a ``TaskRecord``
-    (``__class__`` assignment between two classes of the same layout).
+    Several records per task: attrs's frozen ``__init__`` sets each field
+    through ``object.__setattr__``, five times what a plain assignment to a
+    slot costs. So the engine (``Task.snapshot``) makes an instance of this
+    class (``object.__new__``), assigns every field, then seals it with
+    ``record.__class__ = TaskRecord`` (allowed between two classes of the same
+    layout): from then on it is an ordinary frozen ``TaskRecord``, equal to
+    what the constructor makes. Nothing is checked: for values the engine made
+    itself. Anyone else uses the constructor.
     """
 
     __slots__ = ()
-    # Both, so that the type gets CPython's own attribute setter, not the frozen one.
+    # Both, so that the class gets CPython's own attribute setter, not the frozen one.
     __setattr__ = object.__setattr__
     __delattr__ = object.__delattr__
-
-
-_new = object.__new__
-
-
-def build_task_record(
-    workflow_id: str,
-    task_id: int,
-    name: str,
-    status: TaskStatus,
-    run_id: str | None,
-    group_name: str,
-    retry_count: int,
-    duration: float | None,
-    errors: tuple[TaskError, ...],
-    created_at: datetime,
-    started_at: datetime | None,
-    finished_at: datetime | None,
-    initial_context: Any,
-    previous_context: Any,
-    current_context: Any,
-    /,
-) -> TaskRecord:
-    """The engine's constructor of task records: every field, in field order, nothing checked.
-
-    For values the engine made itself (``Task.snapshot``), several times per
-    task: the record is the same frozen ``TaskRecord`` the constructor makes,
-    built in a fifth of its time. Positional only: passing fifteen keyword
-    arguments would cost a fifth more. Anyone else uses the constructor.
-    """
-    record: Any = _new(_UnsealedTaskRecord)  # Any: type checkers see frozen fields
-    record.workflow_id = workflow_id
-    record.task_id = task_id
-    record.name = name
-    record.status = status
-    record.run_id = run_id
-    record.group_name = group_name
-    record.retry_count = retry_count
-    record.duration = duration
-    record.errors = errors
-    record.created_at = created_at
-    record.started_at = started_at
-    record.finished_at = finished_at
-    record.initial_context = initial_context
-    record.previous_context = previous_context
-    record.current_context = current_context
-    record.__class__ = TaskRecord  # sealed: from here on, assignment raises
-    sealed: TaskRecord = record
-    return sealed
