@@ -133,7 +133,8 @@ class ProviderManager:
         #: Names of the hooks at least one active provider implements.
         self.listening: frozenset[str] = frozenset()
         #: How the engine calls each event hook some provider implements: one function
-        #: taking the record (:mod:`dotflow_core.dispatch`), rebuilt as providers are added.
+        #: taking the record (:mod:`dotflow_core.dispatch`). Updated in place as providers
+        #: are added, so that the engine may hold on to this very dict.
         self.event_callers: dict[str, EventCaller] = {}
         #: Every exception a provider raised inside a hook, in order.
         self.failures: list[HookFailure] = []
@@ -234,7 +235,9 @@ class ProviderManager:
             for caller in vars(self.hook).values()
             if isinstance(caller, pluggy.HookCaller) and caller.get_hookimpls()
         )
-        self.event_callers = event_callers(self._plugins, traced=self._traced)
+        callers = event_callers(self._plugins, traced=self._traced)
+        self.event_callers.clear()
+        self.event_callers.update(callers)
         if self._shutdown_at_exit and any(
             impl.plugin is proxy for impl in self.hook.shutdown.get_hookimpls()
         ):  # a plugin without a shutdown hook has nothing to hear at exit

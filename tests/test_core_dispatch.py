@@ -218,3 +218,18 @@ def test_every_field_of_an_engine_record_holds_its_own_value(
     assert record.initial_context == "init"
     assert record.previous_context is first.current_context.storage
     assert record.current_context == {"seen": 1}
+
+
+def test_a_provider_added_to_a_workflows_manager_hears_the_later_events(
+    recorder: RecordingProvider,
+) -> None:
+    workflow = DotFlow(providers=[])
+    workflow.task.add(step)
+    workflow.providers.add(recorder)
+    workflow.task.add(step)
+    workflow.start()
+    assert [record.task_id for record in recorder.task_events()] == [2, 1, 1, 2, 2]
+    assert [record.status.value for record in recorder.task_events(1)] == [
+        "In progress",
+        "Completed",
+    ]

@@ -188,19 +188,18 @@ class TaskBuilder:
             steps = step if isinstance(step, (list, tuple)) else [step]
             actions = [resolve_step(item) for item in steps]
         resolved_callback = None if callback is None else resolve_callback(callback)
+        initial = initial_context.storage if isinstance(initial_context, Context) else initial_context
         for item in actions:
             task_id = self._next_id
             self._next_id += 1
-            task = Task(
-                task_id=task_id,
-                workflow_id=self.workflow_id,
-                step=item,
+            task = Task(  # positional, in field order: keywords would cost a sixth of it
+                task_id,
+                self.workflow_id,
+                item,
+                resolved_callback,
+                group_name,
+                initial,
                 run_id=self.run_id,
-                callback=resolved_callback,
-                group_name=group_name,
-                initial=initial_context.storage
-                if isinstance(initial_context, Context)
-                else initial_context,
             )
             self.queue.append(task)
             self._events.task_created(task)
