@@ -188,7 +188,9 @@ class TaskBuilder:
             steps = step if isinstance(step, (list, tuple)) else [step]
             actions = [resolve_step(item) for item in steps]
         resolved_callback = None if callback is None else resolve_callback(callback)
-        initial = initial_context.storage if isinstance(initial_context, Context) else initial_context
+        initial = (
+            initial_context.storage if isinstance(initial_context, Context) else initial_context
+        )
         for item in actions:
             task_id = self._next_id
             self._next_id += 1
