@@ -165,6 +165,8 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
     task.started_at = utc_now()
     clock = time.perf_counter()
     delay = action.retry_delay
+    # A synchronous step taking no context and no timeout is called right here.
+    called_here = action.plain and not action.timeout
     attempt = 0
     try:
         while True:
@@ -172,7 +174,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
             if not control.advance(task, IN_PROGRESS, events):
                 return  # abandoned while it waited to retry
             try:
-                value = _attempt(task, control.pid)
+                value = action.target() if called_here else _attempt(task, control.pid)
             except KeyboardInterrupt:
                 leave_if_forked(control.pid)
                 raise
