@@ -16,7 +16,11 @@ least 2.5x lower than dotflow 1.0.1 logging errors only.
 Wall times depend on the machine and its load; ``engine_instructions.py``
 counts the instructions per task (callgrind), which do not.
 
-Usage: python bench/bench_engine.py [--tasks 1000] [--rounds 5] [--repeats 5]
+Each measurement is the best of ``--repeats`` runs in one process. On a shared
+2-core machine the best of 5 still varied by a third from one round to the
+next (2026-12-04); the best of 20 settles within a tenth.
+
+Usage: python bench/bench_engine.py [--tasks 1000] [--rounds 5] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=at_least(1), default=1000)
     parser.add_argument("--rounds", type=at_least(1), default=5)
-    parser.add_argument("--repeats", type=at_least(1), default=5)
+    parser.add_argument("--repeats", type=at_least(1), default=20)
     args = parser.parse_args()
 
     peer = dotflow_python()
