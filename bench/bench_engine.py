@@ -16,9 +16,10 @@ least 2.5x lower than dotflow 1.0.1 logging errors only.
 Wall times depend on the machine and its load; ``engine_instructions.py``
 counts the instructions per task (callgrind), which do not.
 
-Each measurement is the best of ``--repeats`` runs in one process. On a shared
-2-core machine the best of 5 still varied by a third from one round to the
-next (2026-12-04); the best of 20 settles within a tenth.
+Each measurement is the best of ``--repeats`` runs in one process. On the
+shared 2-core machine of 2026-12-04, with the best of 5 the same code's
+core-counting read 7.9 to 12.7 us/task within twenty minutes; with the best of
+30, 7.95 and 8.71 (load 2 and 9).
 
 Usage: python bench/bench_engine.py [--tasks 1000] [--rounds 5] [--repeats 20]
 """
