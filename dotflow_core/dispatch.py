@@ -12,9 +12,11 @@ implements, one function taking the record:
   call, it calls the implementations' functions itself, in pluggy's order
   (last registered first, ``tryfirst``/``trylast`` respected: the reverse of
   ``get_hookimpls()``), each with only the arguments it asks for
-  (``HookImpl.argnames``). The functions are the manager's guarded ones, so
-  error isolation is unchanged: an exception they let through (a
-  ``KeyboardInterrupt``) stops the call there, as in pluggy;
+  (``HookImpl.argnames``). The functions are the manager's guarded ones (for
+  an implementation taking the record, the guard's ``WITH_RECORD`` variant,
+  which takes exactly the record), so error isolation is unchanged: an
+  exception they let through (a ``KeyboardInterrupt``) stops the call there,
+  as in pluggy;
 - otherwise it goes through pluggy's own hook caller.
 
 The manager rebuilds the callers whenever its providers change.
@@ -36,6 +38,9 @@ EVENT_HOOKS: Final = {
 }
 
 EventCaller = Callable[[Any], object]
+
+#: The attribute of a guarded event-hook function holding its one-argument variant.
+WITH_RECORD: Final = "dotflow_with_record"
 
 
 def event_callers(plugins: pluggy.PluginManager, *, traced: bool) -> dict[str, EventCaller]:
@@ -70,9 +75,11 @@ def _plain(impl: pluggy.HookImpl, argname: str) -> bool:
 def _direct(impls: Sequence[pluggy.HookImpl]) -> EventCaller:
     in_order = list(reversed(impls))  # pluggy's _multicall walks them in reverse
     if len(in_order) == 1 and in_order[0].argnames:
-        function: EventCaller = in_order[0].function
-        return function
-    calls = tuple((impl.function, bool(impl.argnames)) for impl in in_order)
+        return _with_record(in_order[0])
+    calls: tuple[tuple[Callable[..., object], bool], ...] = tuple(
+        (_with_record(impl) if impl.argnames else impl.function, bool(impl.argnames))
+        for impl in in_order
+    )
 
     def call_each(record: Any) -> None:
         for function, takes_record in calls:
@@ -82,6 +89,12 @@ def _direct(impls: Sequence[pluggy.HookImpl]) -> EventCaller:
                 function()
 
     return call_each
+
+
+def _with_record(impl: pluggy.HookImpl) -> EventCaller:
+    """The function to call with the record: the guard's one-argument variant when it has one."""
+    function: EventCaller = getattr(impl.function, WITH_RECORD, impl.function)
+    return function
 
 
 def _through_pluggy(hook: pluggy.HookCaller, argname: str) -> EventCaller:

@@ -31,6 +31,12 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             "argument --max-in-flight: 0 is below the minimum, 1",
         ),
         ("bench_engine.py", ["--tasks", "1.5"], "argument --tasks: '1.5' is not an integer"),
+        ("engine_instructions.py", ["--small", "0"], "argument --small: 0 is below the minimum, 1"),
+        (
+            "engine_instructions.py",
+            ["--small", "500", "--large", "500"],
+            "--large must be above --small",
+        ),
         ("bench_cli.py", ["--runs", "-1"], "argument --runs: -1 is below the minimum, 1"),
         ("bench_data.py", ["--size", "99"], "argument --size: 99 is below the minimum, 100"),
         ("bench_data.py", ["--rounds", "0"], "argument --rounds: 0 is below the minimum, 1"),
@@ -221,3 +227,21 @@ def test_the_growth_table_prints_a_row_per_size(
     rows = capsys.readouterr().out.splitlines()[-3:]
     assert [row.split()[0] for row in rows] == ["20", "200", "2,000"]
     assert all(row.split()[2:] == ["1.0", "100.0"] for row in rows)
+
+
+def test_the_engine_benchmark_says_which_counting_provider_target_each_run_meets() -> None:
+    bench_engine = import_bench("bench_engine")
+    median = {"floor": 0.1, "core-none": 5.0, "core-counting": 9.0, "dotflow": 80.0}
+    lines = bench_engine.verdicts({**median, "dotflow-quiet": 20.0})
+    assert lines == [
+        "dotflow / core-none 16.0x >= 8x: met",
+        "core-counting 9.00 us/task <= 10 us: met",
+        "dotflow / core-counting 8.9x >= 8x: met",
+        "dotflow-quiet / core-counting 2.2x >= 2.5x: NOT met",
+    ]
+    slower = bench_engine.verdicts({**median, "core-counting": 12.0, "dotflow-quiet": 40.0})
+    assert slower[1:] == [
+        "core-counting 12.00 us/task <= 10 us: NOT met",
+        "dotflow / core-counting 6.7x >= 8x: NOT met",
+        "dotflow-quiet / core-counting 3.3x >= 2.5x: met",
+    ]

@@ -171,7 +171,8 @@ def step() -> list[int]:
 def test_the_engines_records_equal_records_built_by_the_constructor(
     recorder: RecordingProvider,
 ) -> None:
-    """``build_unchecked`` gives every field, as the checked constructor would store it."""
+    """The engine's records are the frozen classes themselves, every field set as the
+    checked constructor would store it."""
     workflow = DotFlow(providers=[recorder])
     workflow.task.add(step, initial_context={"a": 1})
     workflow.start()
@@ -180,7 +181,55 @@ def test_the_engines_records_equal_records_built_by_the_constructor(
     for record in records:
         kind = type(record)
         assert kind in (TaskRecord, WorkflowRecord)
-        assert list(vars(record)) == [field.name for field in attrs.fields(kind)]
         assert kind(**attrs.asdict(record, recurse=False)) == record
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             record.workflow_id = "other"
+
+
+@action(retry=2, retry_delay=0)
+def fails_once(previous_context: Any) -> dict[str, int]:
+    if not ATTEMPTS:
+        ATTEMPTS.append(1)
+        raise ValueError("first attempt")
+    return {"seen": len(previous_context.storage)}
+
+
+ATTEMPTS: list[int] = []
+
+
+def test_every_field_of_an_engine_record_holds_its_own_value(
+    recorder: RecordingProvider,
+) -> None:
+    """Each field of a task record the engine built carries that field's value (none swapped)."""
+    ATTEMPTS.clear()
+    workflow = DotFlow(providers=[recorder])
+    workflow.task.add(step, group_name="g")
+    workflow.task.add(fails_once, initial_context="init", group_name="g")
+    workflow.start()
+    first, second = workflow.result_task()
+    record = recorder.task_events(2)[-1]
+    assert (record.workflow_id, record.run_id) == (workflow.workflow_id, workflow.run_id)
+    assert (record.task_id, record.name) == (2, f"{__name__}.fails_once")
+    assert (record.status, record.group_name, record.retry_count) == ("Completed", "g", 1)
+    assert [error.message for error in record.errors] == ["first attempt"]
+    assert record.created_at <= record.started_at  # type: ignore[operator]
+    assert record.started_at < record.finished_at  # type: ignore[operator]
+    assert record.duration == second.duration and record.finished_at == second.finished_at
+    assert record.initial_context == "init"
+    assert record.previous_context is first.current_context.storage
+    assert record.current_context == {"seen": 1}
+
+
+def test_a_provider_added_to_a_workflows_manager_hears_the_later_events(
+    recorder: RecordingProvider,
+) -> None:
+    workflow = DotFlow(providers=[])
+    workflow.task.add(step)
+    workflow.providers.add(recorder)
+    workflow.task.add(step)
+    workflow.start()
+    assert [record.task_id for record in recorder.task_events()] == [2, 1, 1, 2, 2]
+    assert [record.status.value for record in recorder.task_events(1)] == [
+        "In progress",
+        "Completed",
+    ]

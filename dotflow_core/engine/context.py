@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time as time_module
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware in UTC (the only kind of timestamp dotflow-core keeps)."""
-    return datetime.now(timezone.utc)
+#: The current time, timezone-aware in UTC (the only kind of timestamp dotflow-core keeps).
+#: A partial, not a function: a third cheaper, and the engine takes three per task.
+utc_now: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
 
 
 class Context:

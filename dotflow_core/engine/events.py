@@ -25,6 +25,8 @@ class Events:
 
     def __init__(self, manager: ProviderManager | None) -> None:
         self.manager = manager
+        # The manager's own dict, updated in place as providers are added.
+        self._callers: dict[str, Any] = {} if manager is None else manager.event_callers
 
     @classmethod
     def silent(cls) -> Events:
@@ -34,29 +36,23 @@ class Events:
         """True when some active provider implements ``hook_name``."""
         return self.manager is not None and hook_name in self.manager.listening
 
-    def _caller(self, hook_name: str) -> Any:
-        return None if self.manager is None else self.manager.event_callers.get(hook_name)
-
-    # The per-task events look their caller up inline: a call to _caller is a tenth
-    # of what reporting an event to one provider costs.
-
     def workflow_created(self, record: WorkflowRecord) -> None:
-        if caller := self._caller("create_workflow"):
+        if caller := self._callers.get("create_workflow"):
             caller(record)
 
     def workflow_changed(self, record: WorkflowRecord) -> None:
-        if caller := self._caller("update_workflow"):
+        if caller := self._callers.get("update_workflow"):
             caller(record)
 
     def task_created(self, task: Task) -> None:
-        if self.manager is not None and (caller := self.manager.event_callers.get("create_task")):
+        if caller := self._callers.get("create_task"):
             caller(task.snapshot())
 
     def task_changed(self, task: Task) -> None:
-        if self.manager is not None and (caller := self.manager.event_callers.get("update_task")):
+        if caller := self._callers.get("update_task"):
             caller(task.snapshot())
 
     def task_record(self, record: TaskRecord) -> None:
         """Report a snapshot that was taken elsewhere (by a worker process)."""
-        if caller := self._caller("update_task"):
+        if caller := self._callers.get("update_task"):
             caller(record)

@@ -20,11 +20,14 @@ from dotflow_core.hooks.records import (
     TaskError,
     TaskRecord,
     TaskStatus,
+    UnsealedTaskRecord,
     is_strict_int,
 )
 from dotflow_core.serialize import record_to_dict
 
 DEFAULT_GROUP = "default"
+
+_new = object.__new__
 
 
 @attrs.define(eq=False)
@@ -72,7 +75,9 @@ class Task:
 
     @previous_context.setter
     def previous_context(self, value: Any) -> None:
-        self._previous = self._as_context(value)
+        self._previous = (
+            value if isinstance(value, Context) else Context(value, self.task_id, self.workflow_id)
+        )
 
     @property
     def current_context(self) -> Context:
@@ -82,12 +87,9 @@ class Task:
     @current_context.setter
     def current_context(self, value: Any) -> None:
         """Any value: a plain one is wrapped in a :class:`Context` of this task, as dotflow does."""
-        self._current = self._as_context(value)
-
-    def _as_context(self, value: Any) -> Context:
-        if isinstance(value, Context):
-            return value
-        return Context(value, self.task_id, self.workflow_id)
+        self._current = (
+            value if isinstance(value, Context) else Context(value, self.task_id, self.workflow_id)
+        )
 
     def snapshot(self) -> TaskRecord:
         """A frozen record of the task as it is now.
@@ -96,25 +98,25 @@ class Task:
         copied: an event costs the same whatever the data (see
         :mod:`dotflow_core.hooks.records`).
         """
-        return TaskRecord.build_unchecked(
-            {
-                "workflow_id": self.workflow_id,
-                "task_id": self.task_id,
-                "name": self.step.name,
-                "status": self.status,
-                "run_id": self.run_id,
-                "group_name": self.group_name,
-                "retry_count": self.retry_count,
-                "duration": self.duration,
-                "errors": tuple(self.errors),
-                "created_at": self.created_at,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "initial_context": self.initial,
-                "previous_context": self._previous.storage if self._previous else None,
-                "current_context": self._current.storage if self._current else None,
-            }
-        )
+        record: Any = _new(UnsealedTaskRecord)  # filled, then sealed: see UnsealedTaskRecord
+        record.workflow_id = self.workflow_id
+        record.task_id = self.task_id
+        record.name = self.step.name
+        record.status = self.status
+        record.run_id = self.run_id
+        record.group_name = self.group_name
+        record.retry_count = self.retry_count
+        record.duration = self.duration
+        record.errors = tuple(self.errors) if self.errors else ()
+        record.created_at = self.created_at
+        record.started_at = self.started_at
+        record.finished_at = self.finished_at
+        record.initial_context = self.initial
+        record.previous_context = self._previous.storage if self._previous else None
+        record.current_context = self._current.storage if self._current else None
+        record.__class__ = TaskRecord
+        sealed: TaskRecord = record
+        return sealed
 
     def apply(self, record: TaskRecord) -> None:
         """Take over the state a worker process reported for this task."""
@@ -186,19 +188,20 @@ class TaskBuilder:
             steps = step if isinstance(step, (list, tuple)) else [step]
             actions = [resolve_step(item) for item in steps]
         resolved_callback = None if callback is None else resolve_callback(callback)
+        initial = (
+            initial_context.storage if isinstance(initial_context, Context) else initial_context
+        )
         for item in actions:
             task_id = self._next_id
             self._next_id += 1
-            task = Task(
-                task_id=task_id,
-                workflow_id=self.workflow_id,
-                step=item,
+            task = Task(  # positional, in field order: keywords would cost a sixth of it
+                task_id,
+                self.workflow_id,
+                item,
+                resolved_callback,
+                group_name,
+                initial,
                 run_id=self.run_id,
-                callback=resolved_callback,
-                group_name=group_name,
-                initial=initial_context.storage
-                if isinstance(initial_context, Context)
-                else initial_context,
             )
             self.queue.append(task)
             self._events.task_created(task)

@@ -335,7 +335,8 @@ class DotFlow:
             if self._done.is_set():
                 return
             try:
-                failed = interrupted or any(t.status is TaskStatus.FAILED for t in self.task.queue)
+                failed_status = TaskStatus.FAILED  # read once, not once per task
+                failed = interrupted or any(t.status is failed_status for t in self.task.queue)
                 self.status = WorkflowStatus.FAILED if failed else WorkflowStatus.COMPLETED
                 self.finished_at = utc_now()
                 self.duration = time.perf_counter() - self._clock
@@ -348,21 +349,19 @@ class DotFlow:
     def snapshot(self) -> WorkflowRecord:
         """A frozen record of the workflow as it is now."""
         statuses = [task.status for task in self.task.queue]
-        return WorkflowRecord.build_unchecked(
-            {
-                "workflow_id": self.workflow_id,
-                "status": self.status or WorkflowStatus.IN_PROGRESS,
-                "run_id": self.run_id,
-                "name": self.name,
-                "mode": self.mode,
-                "created_at": self.created_at,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "duration": self.duration,
-                "task_count": len(statuses),
-                "completed_count": statuses.count(TaskStatus.COMPLETED),
-                "failed_count": statuses.count(TaskStatus.FAILED),
-            }
+        return WorkflowRecord(
+            workflow_id=self.workflow_id,
+            status=self.status or WorkflowStatus.IN_PROGRESS,
+            run_id=self.run_id,
+            name=self.name,
+            mode=self.mode,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration=self.duration,
+            task_count=len(statuses),
+            completed_count=statuses.count(TaskStatus.COMPLETED),
+            failed_count=statuses.count(TaskStatus.FAILED),
         )
 
     def result_task(self) -> list[Task]:

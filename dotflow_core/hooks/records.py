@@ -14,11 +14,9 @@ task may change a mutable value it received) takes its own bounded copy,
 e.g. ``dotflow_core.plugin.to_json_safe(value, max_bytes=cap)``, never a copy
 proportional to the data.
 
-Records are dict-backed (``slots=False``): the engine builds its own with
-``build_unchecked``, which gives the record a ready ``__dict__`` in one step
-instead of setting fifteen attributes one by one (a record then costs about
-a third of what the constructor of a slotted frozen class costs). Everyone
-else uses the constructor, as before.
+Records are slotted, as attrs makes them by default. The engine builds its
+task records through :class:`UnsealedTaskRecord` (several per task), everyone
+else with the constructor.
 """
 
 from __future__ import annotations
@@ -26,30 +24,9 @@ from __future__ import annotations
 import enum
 import traceback as traceback_module
 from datetime import datetime
-from typing import Any, Final, TypeGuard, TypeVar
+from typing import Any, Final, TypeGuard
 
 import attrs
-
-_new = object.__new__
-_set_dict = object.__setattr__  # frozen records refuse the usual setattr
-_Record = TypeVar("_Record", bound="_EngineBuilt")
-
-
-class _EngineBuilt:
-    """What both event records share: the engine's unchecked constructor."""
-
-    @classmethod
-    def build_unchecked(cls: type[_Record], fields: dict[str, Any]) -> _Record:
-        """The engine's constructor: a record taking ``fields`` (every field, by name) as is.
-
-        No default is filled in, nothing is checked and the dict becomes the
-        record's own: for values the engine built itself (``Task.snapshot``,
-        ``Workflow.snapshot``). Anyone else uses the constructor.
-        """
-        record = _new(cls)
-        _set_dict(record, "__dict__", fields)
-        return record
-
 
 #: The id of the first task of a workflow that has no earlier tasks.
 INITIAL_TASK_ID: Final = 1
@@ -124,8 +101,8 @@ class TaskError:
         )
 
 
-@attrs.frozen(kw_only=True, slots=False)
-class WorkflowRecord(_EngineBuilt):
+@attrs.frozen(kw_only=True)
+class WorkflowRecord:
     """A workflow at the moment of a ``create_workflow`` or ``update_workflow`` event."""
 
     #: The workflow id: generated (a UUID string) or supplied by the caller.
@@ -151,8 +128,8 @@ class WorkflowRecord(_EngineBuilt):
     failed_count: int = 0
 
 
-@attrs.frozen(kw_only=True, slots=False)
-class TaskRecord(_EngineBuilt):
+@attrs.frozen(kw_only=True)
+class TaskRecord:
     """A task at the moment of a ``create_task`` or ``update_task`` event.
 
     Frozen; its three context fields are the workflow's values themselves,
@@ -184,3 +161,22 @@ class TaskRecord(_EngineBuilt):
     previous_context: Any = None
     #: The value this task returned (``None`` until it completes).
     current_context: Any = None
+
+
+class UnsealedTaskRecord(TaskRecord):
+    """The engine's way to build a :class:`TaskRecord`: the same slots, assignment allowed.
+
+    Several records per task: attrs's frozen ``__init__`` sets each field
+    through ``object.__setattr__``, five times what a plain assignment to a
+    slot costs. So the engine (``Task.snapshot``) makes an instance of this
+    class (``object.__new__``), assigns every field, then seals it with
+    ``record.__class__ = TaskRecord`` (allowed between two classes of the same
+    layout): from then on it is an ordinary frozen ``TaskRecord``, equal to
+    what the constructor makes. Nothing is checked: for values the engine made
+    itself. Anyone else uses the constructor.
+    """
+
+    __slots__ = ()
+    # Both, so that the class gets CPython's own attribute setter, not the frozen one.
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
