@@ -341,6 +341,32 @@ def test_dask_receives_the_tasks_left_in_a_chain_as_each_attempts_priority(
     assert workflow.result_storage()[-1] == ["first", "second"]
 
 
+def test_attempts_ready_together_go_to_dask_in_one_map_per_priority(
+    dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, int]] = []
+    original = dask_client.map
+
+    def spy(function: Callable[..., Any], *iterables: Any, **options: Any) -> Any:
+        calls.append((options["priority"], len(options["key"])))
+        return original(function, *iterables, **options)
+
+    monkeypatch.setattr(dask_client, "map", spy)
+    recorder = RecordingProvider()
+    workflow = DotFlow(providers=[recorder])
+    workflow.task.add([steps.echo] * 3, initial_context={"rows": 1})
+    workflow.task.add([steps.first, steps.second], group_name="chain")
+    workflow.start(mode="parallel", executor=dask_client.get_executor())
+    # At the start: the three independent tasks (1 left each) and the chain's first (2 left);
+    # then the chain's second, once the first has ended.
+    assert calls == [(2, 1), (1, 3), (1, 1)]
+    values = workflow.result_storage()
+    assert [value["initial"] for value in values[:3]] == [{"rows": 1}] * 3
+    assert values[3:] == [["first"], ["first", "second"]]
+    for task in workflow.result_task():
+        assert statuses(recorder, task.task_id) == ["Not started", "In progress", "Completed"]
+
+
 def test_executor_is_for_parallel_mode_and_must_have_submit() -> None:
     with pytest.raises(ConfigurationError, match=r"mode='parallel' only, not mode='sequential'"):
         DotFlow(providers=[]).start(executor=ThreadPoolExecutor())

@@ -13,7 +13,8 @@ value.
 The longest work goes first: an attempt's priority is the number of tasks left
 in its chain (itself included), so a named group's next task jumps the queue of
 independent ones instead of waiting behind all of them (the chain is the run's
-critical path). Dask takes the priority with each submission; process and
+critical path). Dask takes the priority with each submission (through its
+client, in batches: :mod:`.dask_batches`, and :data:`GATHER_WINDOW`); process and
 thread pools queue in submission order, so the driver keeps at most one attempt
 more than their workers in flight and submits the highest priority first.
 
@@ -37,6 +38,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from dotflow_core.engine.context import Context, utc_now
+from dotflow_core.engine.dask_batches import CANCELLED, DaskBatches, is_dask
 from dotflow_core.engine.events import Events
 from dotflow_core.engine.modes import SIGNAL_CHECK_INTERVAL
 from dotflow_core.engine.remote import (
@@ -57,10 +59,11 @@ from dotflow_core.hooks.records import TaskError, TaskStatus
 
 logger = logging.getLogger("dotflow.engine")
 
-
-def is_dask(executor: object) -> bool:
-    """True for ``distributed.Client.get_executor()`` (told apart without importing Dask)."""
-    return type(executor).__module__.startswith("distributed.")
+#: On Dask, the values of attempts that end within this many seconds of each other are
+#: fetched in one gather, unless a chain's next task waits for one of them or nothing
+#: else is in flight: one request per value would cost the scheduler, and the worker
+#: busy with its next task, more than the task's own scheduling.
+GATHER_WINDOW = 0.05
 
 
 def serializer_for(executor: object) -> str | None:
@@ -137,6 +140,8 @@ class ExecutorRun:
         self.max_in_flight = max_in_flight if max_in_flight is not None else bound_for(executor)
         self.serializer = serializer_for(executor)
         self.dask = is_dask(executor)
+        #: Dask's own executor: attempts submitted, and values fetched, in batches.
+        self.batches = DaskBatches.of(executor)
         # Pools mark a future running when a worker takes it; Dask's never do.
         self.reports_running = isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor))
         self.ended: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
@@ -144,6 +149,9 @@ class ExecutorRun:
         #: Attempts to submit, highest priority first (then in the order they became ready).
         self.ready: list[tuple[int, int, _TaskRun]] = []
         self.retries: list[tuple[float, int, _TaskRun]] = []
+        #: Attempts ended and not yet fetched, and since when (Dask, see GATHER_WINDOW).
+        self.held: list[tuple[Future[Outcome], _TaskRun]] = []
+        self.held_since: float | None = None
         self._order = itertools.count()
 
     def run(self) -> None:
@@ -151,7 +159,7 @@ class ExecutorRun:
         try:
             for chain in chains_of(self.tasks):
                 self._begin(chain, 0, Context(workflow_id=chain[0].workflow_id))
-            while self.in_flight or self.ready or self.retries:
+            while self.in_flight or self.ready or self.retries or self.held:
                 if self.control.stop.is_set():  # cancelled: its tasks were reported Failed
                     self._cancel_in_flight()
                     return
@@ -164,8 +172,12 @@ class ExecutorRun:
             raise
 
     def _cancel_in_flight(self) -> None:
-        for future in list(self.in_flight):
-            future.cancel()  # a queued attempt never runs; a running one's result is dropped
+        # A queued attempt never runs; a running one's result is dropped.
+        if self.batches is not None:
+            self.batches.cancel(list(self.in_flight))
+        else:
+            for future in self.in_flight:
+                future.cancel()
         self.in_flight.clear()
 
     # -- a task's lifecycle -------------------------------------------------------------
@@ -183,26 +195,52 @@ class ExecutorRun:
         heapq.heappush(self.ready, (-run.priority, next(self._order), run))
 
     def _submit_ready(self) -> None:
+        prepared: list[tuple[_TaskRun, Any]] = []
         while self.ready and (
-            self.max_in_flight is None or len(self.in_flight) < self.max_in_flight
+            self.max_in_flight is None or len(self.in_flight) + len(prepared) < self.max_in_flight
         ):
-            self._submit(heapq.heappop(self.ready)[2])
+            run = heapq.heappop(self.ready)[2]
+            payload = self._prepare(run)
+            if payload is not None:
+                prepared.append((run, payload))
+        if self.batches is not None and prepared:
+            self._submit_batch(prepared, self.batches)
+        else:
+            for run, payload in prepared:
+                self._submit_one(run, payload)
 
-    def _submit(self, run: _TaskRun) -> None:
-        task = run.task
+    def _prepare(self, run: _TaskRun) -> Any:
+        """Report the attempt ``In progress`` and pack it; None when it goes no further."""
         run.attempt += 1
-        if not self.control.advance(task, TaskStatus.IN_PROGRESS, self.events):
-            return
+        if not self.control.advance(run.task, TaskStatus.IN_PROGRESS, self.events):
+            return None
         try:
-            payload = self._payload(run)
+            return self._payload(run)
         except _Unsendable as problem:
             self._end(run, TaskStatus.FAILED, failure=problem.error(run.attempt))
-            return
+            return None
+
+    def _submit_one(self, run: _TaskRun, payload: Any) -> None:
         try:
             future = self._submitter(run)(run_attempt, payload, run.attempt, self.serializer)
         except Exception as error:  # shut down or broken: no later attempt would fare better
             self._end(run, TaskStatus.FAILED, failure=TaskError.from_exception(error, run.attempt))
             return
+        self._track(run, future)
+
+    def _submit_batch(self, prepared: list[tuple[_TaskRun, Any]], batches: DaskBatches) -> None:
+        attempts = [(_dask_key(run), run.priority, data, run.attempt) for run, data in prepared]
+        try:
+            futures = batches.submit(attempts, self.serializer)
+        except Exception as error:  # shut down or broken: no later attempt would fare better
+            for run, _ in prepared:
+                failure = TaskError.from_exception(error, run.attempt)
+                self._end(run, TaskStatus.FAILED, failure=failure)
+            return
+        for (run, _), future in zip(prepared, futures, strict=True):
+            self._track(run, future)
+
+    def _track(self, run: _TaskRun, future: Any) -> None:
         run.future = future
         run.submitted = time.monotonic()
         run.running_since = None
@@ -212,9 +250,7 @@ class ExecutorRun:
     def _submitter(self, run: _TaskRun) -> Callable[..., Future[Outcome]]:
         if not self.dask:
             return self.executor.submit
-        # A key of its own for every attempt: Dask would otherwise hash the arguments
-        # (costly for big contexts) and hand a retry the failed attempt's result.
-        key = f"{run.task.name}-task{run.task.task_id}-{run.attempt}-{uuid.uuid4().hex[:8]}"
+        key = _dask_key(run)
 
         def submit(function: Callable[..., Any], *args: Any) -> Future[Outcome]:
             future: Future[Outcome] = self.executor.submit(
@@ -248,37 +284,50 @@ class ExecutorRun:
             wake = min(wake, self.retries[0][0])
         for deadline in self._deadlines():
             wake = min(wake, deadline)
+        if self.held_since is not None:
+            wake = min(wake, self.held_since + GATHER_WINDOW)
+        ended: list[Future[Outcome]] = []
         try:
-            future: Future[Outcome] | None = self.ended.get(timeout=max(0.0, wake - now))
+            ended.append(self.ended.get(timeout=max(0.0, wake - now)))
+            while True:
+                ended.append(self.ended.get_nowait())
         except queue.Empty:
-            future = None
-        while future is not None:
-            self._attempt_ended(future)
-            try:
-                future = self.ended.get_nowait()
-            except queue.Empty:
-                future = None
+            pass
+        # An attempt cancelled after its timeout, or by an interrupt, is no longer in flight.
+        self.held += [(f, run) for f in ended if (run := self.in_flight.pop(f, None))]
+        if self.held and self.held_since is None:
+            self.held_since = time.monotonic()
+        if self.held and self._fetch_now():
+            held, self.held, self.held_since = self.held, [], None
+            for (_, run), result in zip(held, self._resolve([f for f, _ in held]), strict=True):
+                self._attempt_ended(run, result)
         self._retry_due()
         self._time_out_overdue()
 
-    def _attempt_ended(self, future: Future[Outcome]) -> None:
-        run = self.in_flight.pop(future, None)
-        if run is None:
-            return  # cancelled after its timeout, or the run was interrupted
-        if future.cancelled():
-            error: BaseException = RuntimeError("the executor cancelled this attempt")
-            self._attempt_failed(run, TaskError.from_exception(error, run.attempt))
+    def _fetch_now(self) -> bool:
+        """Whether to fetch the ended attempts' values now (see :data:`GATHER_WINDOW`)."""
+        if self.batches is None or not self.in_flight:
+            return True
+        if any(run.index + 1 < len(run.chain) for _, run in self.held):
+            return True  # a chain's next task waits for this value
+        assert self.held_since is not None
+        return time.monotonic() >= self.held_since + GATHER_WINDOW
+
+    def _resolve(self, futures: list[Future[Outcome]]) -> list[Outcome | BaseException]:
+        """What each ended attempt brought back, or the executor's error."""
+        if self.batches is not None:
+            return self.batches.resolve(futures)
+        return [_resolve_one(future) for future in futures]
+
+    def _attempt_ended(self, run: _TaskRun, result: Outcome | BaseException) -> None:
+        if isinstance(result, BaseException):  # the executor's: a worker died, a broken pool
+            self._attempt_failed(run, TaskError.from_exception(result, run.attempt))
             return
-        error_raised = future.exception()
-        if error_raised is not None:  # the executor's failure: a worker died, a broken pool
-            self._attempt_failed(run, TaskError.from_exception(error_raised, run.attempt))
-            return
-        outcome = future.result()
-        if outcome.failure is not None:
-            self._attempt_failed(run, outcome.failure)
+        if result.failure is not None:
+            self._attempt_failed(run, result.failure)
             return
         try:
-            value = loads_value(outcome, self.serializer)
+            value = loads_value(result, self.serializer)
         except Exception as error:
             failure = TaskError(
                 attempt=run.attempt,
@@ -324,7 +373,7 @@ class ExecutorRun:
         for future, run in self.in_flight.items():
             if not run.task.step.timeout:
                 continue
-            if run.running_since is None and future.running():
+            if run.running_since is None and self.reports_running and future.running():
                 run.running_since = time.monotonic()
             deadlines.append(_deadline(run, self.reports_running))
         return deadlines
@@ -360,6 +409,19 @@ class ExecutorRun:
         following = run.index + 1
         if following < len(run.chain) and (status is TaskStatus.COMPLETED or self.keep_going):
             self._begin(run.chain, following, task.current_context)
+
+
+def _dask_key(run: _TaskRun) -> str:
+    """A key of its own for every attempt: Dask would otherwise hash the arguments
+    (costly for big contexts) and hand a retry the failed attempt's result."""
+    return f"{run.task.name}-task{run.task.task_id}-{run.attempt}-{uuid.uuid4().hex[:8]}"
+
+
+def _resolve_one(future: Future[Outcome]) -> Outcome | BaseException:
+    if future.cancelled():
+        return RuntimeError(CANCELLED)
+    error = future.exception()
+    return error if error is not None else future.result()
 
 
 def _deadline(run: _TaskRun, reports_running: bool) -> float:
