@@ -213,10 +213,14 @@ def _unsendable(url: str, host: str) -> str | None:
         except ValueError:
             return f"{host!r} is not a valid IPv6 address"
         return None
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return f"{host!r} is not a valid host name"
+    if host.isascii():  # no need for the idna codec (importing it costs 1.6 ms a run)
+        labels = host[:-1] if host.endswith(".") else host
+        ascii_host = host if all(0 < len(label) <= 63 for label in labels.split(".")) else ""
+    else:
+        try:
+            ascii_host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return f"{host!r} is not a valid host name"
     if not _HOST_NAME.fullmatch(ascii_host):
         return f"{host!r} is not a valid host name"
     return None
