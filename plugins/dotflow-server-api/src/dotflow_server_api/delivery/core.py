@@ -154,10 +154,6 @@ class Delivery(Batches, Lifecycle):
     def _now(self) -> float:
         return self._clock()
 
-    def _changed(self, item: Item, absorbed: Item | None) -> None:
-        self._journal.mark_changed(item, absorbed)
-        self._journal_pool.grow_to(1)
-
     # -- submitting ----------------------------------------------------------
 
     def submit(self, request: Request) -> None:

@@ -114,11 +114,15 @@ class Results:
         self._queue.retry(item, now)
         return True
 
+    def _changed(self, item: Item, absorbed: Item | None) -> None:
+        """``item``'s state changed (or it absorbed ``absorbed``): journal it again."""
+        self._journal.mark_changed(item, absorbed)
+        self._journal_pool.grow_to(1)
+
     def _retranslate(self, item: Item) -> None:
         """Point ``item`` at its task's current id; journal it again if that changed it."""
         if self._ids.translate(item):
-            self._journal.mark_changed(item, None)
-            self._journal_pool.grow_to(1)
+            self._changed(item, None)
 
     def _retry_later(
         self, item: Item, result: Result, now: float, not_before: float | None
@@ -127,8 +131,7 @@ class Results:
         if result.maybe_applied and item.request.kind == CREATE_TASK and not item.in_doubt:
             item.in_doubt = True
             self._ids.hold(item)
-            self._journal.mark_changed(item, None)  # a crash now replays it as in doubt
-            self._journal_pool.grow_to(1)
+            self._changed(item, None)  # a crash now replays it as in doubt
         if not_before is None:
             not_before = self._health.failure(now, item, result, self._sending)
         self._queue.retry(item, not_before)
