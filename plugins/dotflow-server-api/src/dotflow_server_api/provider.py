@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dotflow_core.plugin import (
     INITIAL_TASK_ID,
@@ -32,7 +32,7 @@ from dotflow_core.plugin import (
 )
 from dotflow_server_api import payloads
 from dotflow_server_api.contexts import ContextEncoder
-from dotflow_server_api.delivery import Delivery, Stats
+from dotflow_server_api.intake import Intake
 from dotflow_server_api.settings import (
     BASE_URL_ENV,
     STRICT_DELIVERY_ENV,
@@ -41,7 +41,16 @@ from dotflow_server_api.settings import (
     load_settings,
 )
 
+if TYPE_CHECKING:  # imported when the first delivery is built (see .intake)
+    from dotflow_server_api.delivery import Delivery, Stats
+
 logger = logging.getLogger("dotflow.server.api")
+
+
+def _new_delivery(config: ApiSettings) -> Delivery:
+    from dotflow_server_api.delivery import Delivery
+
+    return Delivery(config)
 
 
 class ServerAPI:
@@ -85,13 +94,15 @@ class ServerAPI:
             "ca_bundle": ca_bundle,
             "outbox_dir": outbox_dir,
         }
-        self._delivery_factory = delivery_factory or Delivery
+        self._delivery_factory = delivery_factory or _new_delivery
         self._lock = threading.Lock()
         self._config: ApiSettings | None = None
         self._delivery: Delivery | None = None
         #: Deliveries of earlier configurations, still drained by flush/shutdown.
         self._retired: list[Delivery] = []
         self._failed_hooks: set[str] = set()
+        #: The first requests, until the delivery exists.
+        self._intake = Intake(self._start_delivery)
         #: Encodes the contexts of task bodies, each value once (shared by every body).
         self.contexts = ContextEncoder()
         self._create_task = functools.partial(payloads.create_task, contexts=self.contexts)
@@ -116,12 +127,39 @@ class ServerAPI:
         return config
 
     def delivery(self) -> Delivery:
-        """The delivery queue for the current settings, created on first use (no threads yet)."""
+        """The delivery queue for the current settings, created on first use.
+
+        It takes over the requests held until then (see :mod:`.intake`).
+        """
         config = self.config
         with self._lock:
-            if self._delivery is None:
-                self._delivery = self._delivery_factory(config)
-            return self._delivery
+            return self._current_delivery(config)
+
+    def _current_delivery(self, config: ApiSettings) -> Delivery:
+        """``delivery()`` with the lock held."""
+        if self._delivery is None:
+            delivery = self._delivery = self._delivery_factory(config)
+            held, elapsed = self._intake.take()
+            if held:
+                delivery.first_event_was(elapsed)
+            for request in held:
+                try:
+                    delivery.submit(request)
+                except Exception as error:  # as in _submit
+                    self._not_queued(request.kind, error, delivery)
+        return self._delivery
+
+    def _start_delivery(self) -> None:
+        """The intake's starter thread: build the delivery once ``START_DELAY`` has passed."""
+        try:
+            self.delivery()
+        except Exception as error:  # the workflow never sees it; its flush tries again
+            logger.error("could not start delivery: %s: %s", type(error).__name__, error)
+
+    def _take_held(self) -> None:
+        """Lock held: requests still in the intake go to a delivery of their settings."""
+        if self._config is not None and self._intake.holding:
+            self._current_delivery(self._config)
 
     def stats(self) -> Stats:
         """Event counts since the last ``shutdown`` (current settings)."""
@@ -134,9 +172,12 @@ class ServerAPI:
         with self._lock:
             if config == self._config:
                 return
+            self._take_held()  # they go where they were meant to
             if self._delivery is not None:
                 self._retired.append(self._delivery)
                 self._delivery = None
+            self._intake.close()
+            self._intake = Intake(self._start_delivery)
             self._config = config
 
     # -- events: serialise and queue, nothing more -------------------------------
@@ -159,19 +200,32 @@ class ServerAPI:
 
     def _submit(self, hook: str, build: Callable[[Any], payloads.Request], record: Any) -> None:
         try:
-            self.delivery().submit(build(record))
+            config = self.config
+            request = build(record)
+            with self._lock:
+                if self._delivery is None and self._intake.hold(request):
+                    return
+                delivery = self._current_delivery(config)
+            delivery.submit(request)
         except Exception as error:  # never into the workflow; counted; logged once per hook
-            with contextlib.suppress(Exception):  # no delivery at all: nothing to count in
-                self.delivery().count_dropped(1)
-            if hook not in self._failed_hooks:
-                self._failed_hooks.add(hook)
-                logger.error(
-                    "%s: event not queued, counted as dropped: %s: %s (further failures of "
-                    "this hook are not logged)",
-                    hook,
-                    type(error).__name__,
-                    error,
-                )
+            self._not_queued(hook, error)
+
+    def _not_queued(self, hook: str, error: Exception, delivery: Delivery | None = None) -> None:
+        """Count an event that could not be queued; log the first failure of each hook.
+
+        :param delivery: the one to count it in (given when the lock is held).
+        """
+        with contextlib.suppress(Exception):  # no delivery at all: nothing to count in
+            (delivery or self.delivery()).count_dropped(1)
+        if hook not in self._failed_hooks:
+            self._failed_hooks.add(hook)
+            logger.error(
+                "%s: event not queued, counted as dropped: %s: %s (further failures of "
+                "this hook are not logged)",
+                hook,
+                type(error).__name__,
+                error,
+            )
 
     # -- the one synchronous call ----------------------------------------------
 
@@ -255,6 +309,7 @@ class ServerAPI:
     def flush(self, workflow_id: str, timeout: float | None) -> None:
         """Wait (bounded) for the workflow's requests; spool what is left."""
         with self._lock:
+            self._take_held()
             deliveries = [*self._retired, *([self._delivery] if self._delivery else [])]
             config = self._config
         if not deliveries or config is None:
@@ -273,6 +328,7 @@ class ServerAPI:
             dropped or left in the outbox (``dotflow start`` then exits 3).
         """
         with self._lock:
+            self._take_held()
             deliveries = [*self._retired, *([self._delivery] if self._delivery else [])]
             self._retired = []
             config = self._config
@@ -321,6 +377,8 @@ _PROVIDERS: weakref.WeakSet[ServerAPI] = weakref.WeakSet()
 def _fresh_locks_after_fork() -> None:
     for provider in list(_PROVIDERS):
         provider._lock = threading.Lock()
+        # The parent delivers what it held; its starter thread does not exist here.
+        provider._intake = Intake(provider._start_delivery)
 
 
 if hasattr(os, "register_at_fork"):

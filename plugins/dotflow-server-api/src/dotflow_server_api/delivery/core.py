@@ -170,6 +170,12 @@ class Delivery(Batches, Lifecycle):
             self._start_workers()
             self._cond.notify()
 
+    def first_event_was(self, elapsed: float) -> None:
+        """The first event came ``elapsed`` seconds ago, held until this delivery existed
+        (see :mod:`...intake`): delivery begins ``START_DELAY`` after it, not after now."""
+        with self._cond:
+            self._gate.first_event(self._clock() - elapsed)
+
     def _new_item(self, request: Request) -> Item:
         self._seq += 1
         item = Item(request=request, seq=self._seq, first_enqueued_at=self._wall())

@@ -14,15 +14,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-#: Seconds between the first queued event and the start of delivery, unless a flush
-#: asks for it sooner: a short workflow then runs without competing for the GIL with
-#: the import of requests and the first connections; a longer one loses nothing (its
-#: events wait, coalesced).
-START_DELAY = 0.1
+from dotflow_server_api.intake import START_DELAY
+
 #: Seconds a worker waits with nothing to send before it leaves (another is started when
 #: work comes): the extra workers of a burst do not linger, each woken by every later
 #: completion.
 IDLE_RETIREMENT = 2.0
+
+
+__all__ = ["IDLE_RETIREMENT", "START_DELAY", "StartGate", "WorkerPool"]
 
 
 class WorkerPool:
