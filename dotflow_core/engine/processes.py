@@ -183,17 +183,44 @@ def run_in_processes(
     keep_going: bool,
     max_workers: int,
 ) -> None:
-    context = _process_context()
-    by_id = {task.task_id: task for task in tasks}
-    waiting = deque(sorted(_units(tasks), key=len, reverse=True))  # stable: ties keep order
-    running: dict[Any, _Worker] = {}  # keyed by connection and by process sentinel
+    """Run ``tasks`` in worker processes, at most ``max_workers`` at a time (see the module)."""
+    _ProcessRun(tasks, events, control, keep_going).run(max_workers)
 
-    def start_next() -> None:
-        unit = waiting.popleft()
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(
+
+class _ProcessRun:
+    """One parallel run: the units still waiting, the workers running, their messages."""
+
+    def __init__(
+        self, tasks: Sequence[Task], events: Events, control: RunControl, keep_going: bool
+    ) -> None:
+        self.tasks = tasks
+        self.events = events
+        self.control = control
+        self.keep_going = keep_going
+        self.context = _process_context()
+        self.by_id = {task.task_id: task for task in tasks}
+        # The longest unit first; the sort is stable, so ties keep their order.
+        self.waiting = deque(sorted(_units(tasks), key=len, reverse=True))
+        #: Keyed by connection and by process sentinel.
+        self.running: dict[Any, _Worker] = {}
+
+    def run(self, max_workers: int) -> None:
+        try:
+            while self.waiting or self.running:
+                while self.waiting and len(self.running) // 2 < max_workers:
+                    self.start_next()
+                for ready in wait(list(self.running), timeout=SIGNAL_CHECK_INTERVAL):
+                    self.handle(ready)
+        except BaseException as error:
+            self.interrupted(error)
+            raise
+
+    def start_next(self) -> None:
+        unit = self.waiting.popleft()
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(
             target=_worker_main,
-            args=(unit, keep_going, sender, os.getpid(), _prctl()),
+            args=(unit, self.keep_going, sender, os.getpid(), _prctl()),
             name=f"dotflow-worker-{unit[0].task_id}",
             daemon=True,
         )
@@ -207,29 +234,41 @@ def run_in_processes(
             process.start()
             sender.close()
             worker = _Worker(process, receiver, unit)
-            running[receiver] = running[process.sentinel] = worker
+            self.running[receiver] = self.running[process.sentinel] = worker
 
-    def receive(worker: _Worker) -> bool:
+    def handle(self, ready: Any) -> None:
+        """``ready`` (a worker's connection or sentinel) has something to read, or ended."""
+        worker = self.running.get(ready)
+        if worker is None:
+            return
+        if ready is not worker.connection or not self.receive(worker):
+            self.retire(worker)
+
+    def receive(self, worker: _Worker) -> bool:
         """Apply one message (and run the task's callback once it ended); False once closed."""
         with _interrupts_deferred():
             try:
                 record = worker.relay.decode(worker.connection.recv_bytes())
             except (EOFError, OSError):
                 return False
-            task = by_id[record.task_id]
+            task = self.by_id[record.task_id]
             task.apply(record)
-            reported = control.report(task, events, record)
+            reported = self.control.report(task, self.events, record)
         if reported and record.status.is_final:
             call_callback(task)
         return True
 
-    def retire(worker: _Worker) -> None:
-        while worker.connection.poll() and receive(worker):
+    def drain(self, worker: _Worker) -> None:
+        """Apply every message the worker sent that is still unread."""
+        while worker.connection.poll() and self.receive(worker):
             pass
+
+    def retire(self, worker: _Worker) -> None:
+        self.drain(worker)
         worker.process.join()
         worker.connection.close()
-        running.pop(worker.connection, None)
-        running.pop(worker.process.sentinel, None)
+        self.running.pop(worker.connection, None)
+        self.running.pop(worker.process.sentinel, None)
         cut_short = [
             task
             for task in worker.tasks
@@ -240,31 +279,17 @@ def run_in_processes(
                 f"worker process exited with code {worker.process.exitcode} "
                 f"before task {cut_short[0].task_id} ended"
             )
-            control.abandon(cut_short, events, reason)
+            self.control.abandon(cut_short, self.events, reason)
 
-    try:
-        while waiting or running:
-            while waiting and len(running) // 2 < max_workers:
-                start_next()
-            for ready in wait(list(running), timeout=SIGNAL_CHECK_INTERVAL):
-                worker = running.get(ready)
-                if worker is None:
-                    continue
-                if ready is worker.connection:
-                    if not receive(worker):
-                        retire(worker)
-                else:
-                    retire(worker)
-    except BaseException as error:
-        control.stop.set()
+    def interrupted(self, error: BaseException) -> None:
+        """Stop every worker: one grace period for all, then terminate; report the rest."""
+        self.control.stop.set()
         # One grace period for all workers (a SIGTERM reaches only this process: they
         # do not stop on their own), then whatever still runs is terminated.
         deadline = time.monotonic() + WORKER_GRACE
-        for worker in {id(w): w for w in running.values()}.values():
+        for worker in {id(w): w for w in self.running.values()}.values():
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            while worker.connection.poll() and receive(worker):
-                pass
+            self.drain(worker)
             if worker.process.is_alive():
                 worker.process.terminate()
-        control.abandon(list(tasks), events, error)
-        raise
+        self.control.abandon(list(self.tasks), self.events, error)
