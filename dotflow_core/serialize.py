@@ -52,6 +52,8 @@ _SAMPLE: Final = 8
 _BARE_MARKER: Final = {"truncated": True}
 _BARE_MARKER_BYTES: Final = len('{"truncated":true}')
 _SKIP: Final = object()
+#: What ``_derived_scalar`` answers for a value that is no scalar.
+_NOT_SCALAR: Final = object()
 _SEQUENCES: Final = (list, tuple, set, frozenset)
 
 
@@ -222,18 +224,10 @@ class JsonSafe:
         return self._text(repr(number))
 
     def _other(self, value: Any, depth: int) -> Any:
-        if isinstance(value, enum.Enum):
-            return self._value(value.value, depth)
-        if isinstance(value, str):
-            return self._text(str(value))
-        if isinstance(value, bool):
-            return self._charge(bool(value), 4 if value else 5)
-        if isinstance(value, int):
-            return self._number(value)
-        if isinstance(value, float):
-            return self._float(value)
-        if isinstance(value, (datetime, date)):
-            return self._text(value.isoformat())
+        """A value whose exact type :meth:`_value` does not know: a subclass, or anything."""
+        converted = self._derived_scalar(value, depth)
+        if converted is not _NOT_SCALAR:
+            return converted
         stand_in = getattr(type(value), "__json_safe__", None)
         if stand_in is not None:  # a type that stands for another value (the engine's Context)
             return self._stand_in(value, stand_in, depth)
@@ -248,6 +242,22 @@ class JsonSafe:
             fields = {field.name: getattr(value, field.name) for field in attrs.fields(type(value))}
             return self._mapping(fields, depth, type(value).__name__, identity=id(value))
         return self._text(capped_repr(value, self._repr_limit))
+
+    def _derived_scalar(self, value: Any, depth: int) -> Any:
+        """An enum member, a subclass of str, int, float or bool, a date; else _NOT_SCALAR."""
+        if isinstance(value, enum.Enum):
+            return self._value(value.value, depth)
+        if isinstance(value, str):
+            return self._text(str(value))
+        if isinstance(value, bool):
+            return self._charge(bool(value), 4 if value else 5)
+        if isinstance(value, int):
+            return self._number(value)
+        if isinstance(value, float):
+            return self._float(value)
+        if isinstance(value, (datetime, date)):
+            return self._text(value.isoformat())
+        return _NOT_SCALAR
 
     def _stand_in(self, value: Any, stand_in: Any, depth: int) -> Any:
         """The value that ``value.__json_safe__()`` stands for, converted in its place."""
@@ -304,6 +314,13 @@ class JsonSafe:
             self._active.discard(id(value))
         return walk.closed(items, items.pop)
 
+    def _new_key(self, key: str) -> int:
+        """Bytes of ``"key":``, remembered for the next mappings (common keys only)."""
+        size = json_size(key) + 1  # and its colon
+        if len(self._keys) < 4096 and len(key) <= 256:
+            self._keys[key] = size
+        return size
+
     def _mapping(self, value: Any, depth: int, type_name: str, identity: int | None = None) -> Any:
         key_id = id(value) if identity is None else identity
         if identity is None:
@@ -315,17 +332,13 @@ class JsonSafe:
             return walk.refused
         items: dict[str, Any] = {}
         costs = walk.costs
-        keys = self._keys
+        key_bytes = self._keys.get
         self._active.add(key_id)
         try:
             for key, item in value.items():
                 if type(key) is not str:
                     key = self._key(key)
-                key_size = keys.get(key)
-                if key_size is None:
-                    key_size = json_size(key) + 1  # and its colon
-                    if len(keys) < 4096 and len(key) <= 256:
-                        keys[key] = key_size
+                key_size = key_bytes(key) or self._new_key(key)
                 if items:
                     key_size += 1  # the comma before it
                 if self._left <= key_size or self._exhausted:

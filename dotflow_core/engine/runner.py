@@ -181,17 +181,7 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
             except BaseException as error:  # sys.exit() in a step fails the task, not the run
                 leave_if_forked(control.pid)
                 failure = TaskError.from_exception(error, attempt)
-                if attempt >= action.retry or control.stop.is_set():
-                    finish_task(task, FAILED, clock, events, control, failure=failure)
-                    return
-                logger.info(
-                    "task %s (%s) attempt %d failed (%s: %s); retrying in %.3g s",
-                    task.task_id, task.name, attempt, failure.type, failure.message, delay,
-                )  # fmt: skip
-                if not control.advance(task, RETRY, events, failure=failure):
-                    return
-                if control.stop.wait(delay):  # the workflow stops: no further attempt
-                    finish_task(task, FAILED, clock, events, control)
+                if not _retried(task, failure, attempt, delay, clock, events, control):
                     return
                 if action.backoff:
                     delay *= 2
@@ -204,6 +194,32 @@ def run_task(task: Task, previous: Context, events: Events, control: RunControl)
         failure = TaskError.from_exception(error, attempt)
         finish_task(task, FAILED, clock, events, control, failure=failure)
         raise
+
+
+def _retried(
+    task: Task,
+    failure: TaskError,
+    attempt: int,
+    delay: float,
+    clock: float,
+    events: Events,
+    control: RunControl,
+) -> bool:
+    """After a failed attempt: True once the pause before the next one is over; False
+    when the task ended instead (no attempt left, the workflow stopping, abandoned)."""
+    if attempt >= task.step.retry or control.stop.is_set():
+        finish_task(task, FAILED, clock, events, control, failure=failure)
+        return False
+    logger.info(
+        "task %s (%s) attempt %d failed (%s: %s); retrying in %.3g s",
+        task.task_id, task.name, attempt, failure.type, failure.message, delay,
+    )  # fmt: skip
+    if not control.advance(task, RETRY, events, failure=failure):
+        return False
+    if control.stop.wait(delay):  # the workflow stops: no further attempt
+        finish_task(task, FAILED, clock, events, control)
+        return False
+    return True
 
 
 def _attempt(task: Task, owner: int) -> Any:

@@ -58,24 +58,9 @@ class BodyLimitMiddleware:
             await self._too_large(scope, send)
             return
 
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # The client went away; there is nobody to answer.
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await _drain(receive, already=size, more=message.get("more_body", False))
-                await self._too_large(scope, send)
-                return
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-
-        body = b"".join(chunks)
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
         if body and not _has_header(scope, b"content-type"):
             scope = dict(scope)
             scope["headers"] = [*scope.get("headers", ()), (b"content-type", b"application/json")]
@@ -89,6 +74,25 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body; None when it was too large (413 sent) or the client left."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # The client went away; there is nobody to answer.
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _drain(receive, already=size, more=message.get("more_body", False))
+                await self._too_large(scope, send)
+                return None
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         logger.warning(
