@@ -6,7 +6,7 @@ one run, interleaved round by round (the median is reported):
 
 - floor: the same 200 calls in a bare loop (the CPU work itself);
 - sequential: ``start()``;
-- parallel: ``start(mode="parallel")``, the built-in worker processes;
+- parallel: ``start(mode="parallel", max_workers=2)``, the built-in worker processes;
 - processes: ``start(mode="parallel", executor=ProcessPoolExecutor(2))``;
 - dask: ``start(mode="parallel", executor=client.get_executor())`` on a
   ``LocalCluster`` of 2 worker processes, one thread each;
@@ -113,8 +113,8 @@ def drive(name: str, independent: int, chain: int, loops: int | float) -> float:
         return _timed(lambda: [spin(loops) for _ in range(independent + chain)])
     options: dict[str, Any] = {}
     pool = None
-    if name == "parallel":
-        options = {"mode": "parallel"}
+    if name == "parallel":  # as many workers as the other variants get
+        options = {"mode": "parallel", "max_workers": WORKERS}
     elif name == "processes":
         pool = ProcessPoolExecutor(max_workers=WORKERS)
         list(pool.map(spin, [1] * WORKERS * 2))  # every worker has imported the steps
