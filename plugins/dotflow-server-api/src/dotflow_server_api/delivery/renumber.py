@@ -20,7 +20,7 @@ holds the delivery's lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from dotflow_server_api.delivery.items import Item, Stream
 from dotflow_server_api.payloads import CREATE_TASK, renumbered
@@ -95,7 +95,7 @@ class Renumbering:
         self,
         item: Item,
         next_free: int,
-        streams: Iterator[Stream],
+        streams: Iterable[Stream],
         refused: frozenset[int] = frozenset(),
     ) -> bool:
         """The server refused ``item`` (409, next free id ``next_free``): move the run's

@@ -91,9 +91,9 @@ class Results:
         if item.abandoned or item.request.run_id is None or item.task_key is None:
             return False
         assert result.next_id is not None
-        streams = run_streams(self._queue.streams, item)
+        streams = list(run_streams(self._queue.streams, item))
         if self._ids.conflict(item, result.next_id, streams, self._refused_together):
-            for stream in run_streams(self._queue.streams, item):
+            for stream in streams:
                 for queued in stream.pending:
                     self._retranslate(queued)
         self._retranslate(item)
