@@ -8,8 +8,8 @@ passed since the first one (or at once when someone needs it: a flush, the
 next-id lookup, the counts). A short workflow then runs before that import
 instead of after it, and no request waits longer than it would have.
 
-Single-purpose and small on purpose: this module and its imports are all the
-workflow's thread pays for before its first task.
+Small on purpose, and importing nothing of the delivery package: the provider
+imports it when it loads, on the workflow's thread.
 """
 
 from __future__ import annotations
