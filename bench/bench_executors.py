@@ -28,6 +28,9 @@ scheduler and its threads, a cost no user of that mode pays.)
 Printed: wall time, speed-up over sequential, and the overhead per task: the
 worker time a run spends on anything but the steps' own work,
 ``(workers x wall - floor) / tasks`` (for sequential, ``(wall - floor) / tasks``).
+Then the same speed-ups and Dask gap within each round (paired: the variants of
+one round ran minutes apart at most), their median and range: this machine's
+speed drifts between rounds (the floor of one run has read 6.7 s and 9.4 s).
 
 Targets: every parallel variant at least 1.7x faster than sequential; the
 overhead per task of ``dask`` within 2 ms of ``dask-map``'s.
@@ -230,7 +233,30 @@ def report(
         f"  dask overhead - dask-map overhead: {gap:+.2f} ms/task "
         f"(target <= {TARGET_DASK_GAP_MS:g}): {'meets' if verdicts[-1] else 'misses'} target"
     )
+    report_paired(samples, args.tasks)
     return 0
+
+
+def report_paired(samples: dict[str, list[float]], tasks: int) -> None:
+    """The same figures within each round (variants next to each other in time), then
+    their median and range: a machine whose speed drifts between rounds moves every
+    variant of a round together, and the medians of the walls above mix rounds."""
+    rounds = range(len(samples["floor"]))
+    if len(rounds) < 2:
+        return
+    print("\nper round, each variant against the sequential run and floor of its own round")
+    for name in ("parallel", "processes", "dask"):
+        speedups = [samples["sequential"][i] / samples[name][i] for i in rounds]
+        print(f"  {name:<10} speed-up {_spread(speedups, 'x')}")
+    gaps = [WORKERS * (samples["dask"][i] - samples["dask-map"][i]) / tasks * 1000 for i in rounds]
+    print(f"  dask overhead - dask-map overhead {_spread(gaps, ' ms/task')}")
+
+
+def _spread(values: list[float], unit: str) -> str:
+    return (
+        f"median {statistics.median(values):.2f}{unit} "
+        f"(rounds: {min(values):.2f} to {max(values):.2f})"
+    )
 
 
 if __name__ == "__main__":
