@@ -94,3 +94,29 @@ def test_a_thousand_task_run_sends_at_most_thirty_requests(
     stored = _stored(Api(batching), "thousand")
     assert [task["id"] for task in stored] == list(range(1, 1001))
     assert {task["status"] for task in stored} == {"Completed"}
+
+
+def test_a_new_workflows_run_takes_two_requests_and_its_run_record_is_whole(
+    servers: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    batching, _ = servers
+    runner = Runner(batching, tmp_path / "new")
+    run = runner.run(TWENTY, SERVER_FLUSH_TIMEOUT="30")  # no WORKFLOW_ID: a new workflow
+    assert run.returncode == 0, run.stderr
+    api = Api(batching)
+    (workflow,) = api.workflows()
+    workflow_id = workflow["id"]
+    # Its create, then every task and the final status in one batch, applied in order.
+    assert _runner_requests(batching) == [
+        ("POST", "/workflows", 201),
+        ("POST", f"/workflows/{workflow_id}/events", 200),
+    ]
+    (record,) = api.get(f"/workflows/{workflow_id}/runs")["items"]
+    assert record["status"] == "Completed" and record["finished_at"] is not None
+    assert (record["task_count"], record["completed_count"], record["failed_count"]) == (20, 20, 0)
+    assert (record["stored_task_count"], record["first_task_id"], record["last_task_id"]) == (
+        20,
+        1,
+        20,
+    )
+    assert {task["status"] for task in _stored(api, workflow_id)} == {"Completed"}

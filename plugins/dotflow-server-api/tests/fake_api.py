@@ -221,8 +221,9 @@ class FakeAPI:
     def _route(self, method: str, segments: list[str], body: Any) -> tuple[int, Any]:
         match method, segments:
             case "POST", ["workflows"]:
+                existed = body["id"] in self.workflows
                 self.workflows.setdefault(body["id"], {}).update(body)
-                return 201, {"id": body["id"]}
+                return 200 if existed else 201, {"id": body["id"]}
             case "PATCH", ["workflows", workflow_id]:
                 self.workflows.setdefault(workflow_id, {"id": workflow_id}).update(body)
                 return 200, {"id": workflow_id}

@@ -84,3 +84,39 @@ def test_an_answer_that_is_not_one_result_per_event_falls_back_to_single_request
     batching.script(Action(status=200, raw=b'{"results": []}', match="/events"))
     _check_everything_delivered(batching, make_provider(batching.url), 20)
     assert len(_batches(batching)) == 1
+
+
+def _held_create(server: FakeAPI) -> None:
+    """The workflow's create is answered after 1 s: the whole run is queued by then."""
+    server.script(Action(delay=1.0, match=r"^POST /api/v1/workflows$"))
+
+
+def test_a_new_workflows_final_status_goes_in_the_batch_of_its_last_tasks(
+    batching: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    _held_create(batching)
+    workflow = _check_everything_delivered(batching, make_provider(batching.url), 20)
+    lines = [request.line for request in batching.requests]
+    events = f"POST /api/v1/workflows/{workflow.workflow_id}/events"
+    assert lines == ["POST /api/v1/workflows", events], lines  # one round trip less
+    last = _batches(batching)[-1].json["events"]
+    assert [event["op"] for event in last].count("update_workflow") == 1
+    assert last[-1]["op"] == "update_workflow" and last[-1]["body"]["status"] == "Completed"
+
+
+def test_the_final_status_of_a_workflow_that_existed_goes_after_its_tasks_answers(
+    batching: FakeAPI, make_provider: Callable[..., ServerAPI]
+) -> None:
+    provider = make_provider(batching.url)
+    first = _check_everything_delivered(batching, provider, 3)
+    batching.requests.clear()
+    _held_create(batching)  # answered 200 now: another run may hold some of its tasks
+    again = run(provider, [quick] * 20, workflow_id=first.workflow_id)
+    stats = provider.stats()
+    assert stats.delivered == events_of(first) + events_of(again)
+    assert stats.spooled == stats.dropped == 0
+    lines = [request.line for request in batching.requests]
+    assert lines[-1] == f"PATCH /api/v1/workflows/{first.workflow_id}", lines
+    for request in _batches(batching):
+        assert all(event["body"].get("status") != "Completed" for event in request.json["events"]
+                   if event["op"] == "update_workflow")  # fmt: skip

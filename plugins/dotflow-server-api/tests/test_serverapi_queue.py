@@ -281,3 +281,102 @@ def test_a_batch_is_capped_and_what_is_put_back_goes_next_in_order(workflow: str
     queue.put_back(riders[1])
     assert queue.in_flight == 2 and riders[1].attempts == 0
     assert [taken.request.task_id for taken in drain(queue)] == [3, 4]
+
+
+def _created_workflow_with_tasks(workflow: str, *, new: bool) -> RequestQueue:
+    """A workflow whose create was delivered (answered 201 when ``new``), its tasks'
+    creates and its final status queued."""
+    queue = RequestQueue(100, Stats())
+    queue.add(item(create_workflow(workflow_record(workflow))))
+    (create,) = drain(queue)
+    queue.finished(create)
+    if new:
+        queue.new_workflows.add(workflow)
+    for task_id in (1, 2, 3):
+        queue.add(item(create_task(sample_task_record(workflow, task_id))))
+    queue.add(item(update_workflow(workflow_record(workflow, WorkflowStatus.COMPLETED))))
+    return queue
+
+
+def test_a_new_workflows_final_status_goes_last_in_the_batch_of_its_tasks(
+    workflow: str,
+) -> None:
+    queue = _created_workflow_with_tasks(workflow, new=True)
+    first = queue.next_ready(0.0)
+    assert first is not None and first.request.task_id == 1
+    riders = queue.next_batch(first, 0.0, 10)
+    assert [(r.request.task_id, r.request.final) for r in riders] == [
+        (2, False),
+        (3, False),
+        (None, True),
+    ]
+    assert queue.in_flight == 4 and drain(queue) == []
+    for sent in (first, *riders):
+        queue.finished(sent)
+    assert queue.size == 0 and workflow not in queue.new_workflows  # its run is over
+
+
+def test_the_final_status_waits_when_the_workflow_existed_before_this_run(
+    workflow: str,
+) -> None:
+    queue = _created_workflow_with_tasks(workflow, new=False)  # its create answered 200
+    first = queue.next_ready(0.0)
+    assert first is not None
+    riders = queue.next_batch(first, 0.0, 10)
+    assert [r.request.task_id for r in riders] == [2, 3]  # another run's task may refuse one
+    for sent in (first, *riders):
+        queue.finished(sent)
+    (final,) = drain(queue)
+    assert final.request.final
+
+
+def test_the_final_status_waits_for_a_task_request_the_batch_has_no_room_for(
+    workflow: str,
+) -> None:
+    queue = _created_workflow_with_tasks(workflow, new=True)
+    first = queue.next_ready(0.0)
+    assert first is not None
+    riders = queue.next_batch(first, 0.0, 1)  # task 3's create is left out
+    assert [r.request.task_id for r in riders] == [2]
+    (third,) = drain(queue)
+    assert third.request.task_id == 3  # the final status still waits for it
+    for sent in (first, *riders, third):
+        queue.finished(sent)
+    (final,) = drain(queue)
+    assert final.request.final
+
+
+def test_the_final_status_waits_for_a_task_request_in_flight_outside_the_batch(
+    workflow: str,
+) -> None:
+    queue = _created_workflow_with_tasks(workflow, new=True)
+    alone = queue.next_ready(0.0)  # task 1's create, sent on its own
+    assert alone is not None and alone.request.task_id == 1
+    queue.add(item(update_task(sample_task_record(workflow, 1, TaskStatus.COMPLETED))))
+    first = queue.next_ready(0.0)
+    assert first is not None and first.request.task_id == 2
+    riders = queue.next_batch(first, 0.0, 10)
+    assert [r.request.task_id for r in riders] == [3]  # task 1 is busy elsewhere
+    for sent in (alone, first, *riders):
+        queue.finished(sent)
+    (update,) = drain(queue)
+    assert update.request.task_id == 1
+    riders = queue.next_batch(update, 0.0, 10)
+    assert [r.request.final for r in riders] == [True]  # now it rides after task 1's update
+
+
+def test_a_final_status_sent_in_a_failed_batch_goes_again_after_its_tasks(
+    workflow: str,
+) -> None:
+    queue = _created_workflow_with_tasks(workflow, new=True)
+    first = queue.next_ready(0.0)
+    assert first is not None
+    batch = [first, *queue.next_batch(first, 0.0, 10)]
+    for sent in batch:  # the whole batch failed: everything goes again, in order
+        queue.retry(sent, 1.0)
+    assert drain(queue, 0.5) == []
+    again = queue.next_ready(1.0)
+    assert again is not None
+    riders = queue.next_batch(again, 1.0, 10)
+    assert [r.request.task_id for r in [again, *riders]] == [1, 2, 3, None]
+    assert riders[-1].request.final

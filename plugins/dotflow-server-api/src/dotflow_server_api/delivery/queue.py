@@ -6,7 +6,8 @@ needs and passes the time in, so tests drive it directly.
 - a *stream* is the sequence of requests of one task, or of one workflow; a
   stream has at most one request in flight, and sends in order;
 - a task's requests wait until its workflow's create is settled;
-- a workflow's final status waits until none of its tasks has a request left;
+- a workflow's final status waits until none of its tasks has a request left, or,
+  for a workflow this run created, goes last in the batch that carries them;
 - requests replayed from the outbox go before this run's.
 
 Pending requests of one stream are *coalesced*: a newer update replaces a
@@ -154,7 +155,9 @@ class RequestQueue(StreamTable):
         """Take up to ``most`` more requests of ``first``'s workflow that may go with it now.
 
         They go in one batch after ``first``, which the server applies in order: when
-        ``first`` is the workflow's create, its tasks go with it rather than wait for it.
+        ``first`` is the workflow's create, its tasks go with it rather than wait for it;
+        a new workflow's final status goes last, after its tasks' last requests (see
+        :meth:`~.streams.StreamTable.final_rider`).
         """
         workflow_id = first.request.workflow_id
         creating = first.request.kind == CREATE_WORKFLOW
@@ -178,6 +181,9 @@ class RequestQueue(StreamTable):
                 taken.append(self._start(head[0], head[1], now))
         for entry in others:
             heapq.heappush(self._ready, entry)
+        rider = self.final_rider(workflow_id, [first, *taken], now) if len(taken) < most else None
+        if rider is not None:
+            taken.append(self._start(*rider, now))
         return taken
 
     def _due(self, now: float) -> None:
@@ -240,6 +246,8 @@ class RequestQueue(StreamTable):
     def finished(self, item: Item) -> None:
         """``item`` was answered for good (delivered, dropped) or was abandoned earlier."""
         stream = self._landed(item)
+        if item.request.final:  # the run is over: a later run of this workflow is not new
+            self.new_workflows.discard(item.request.workflow_id)
         if not item.abandoned:
             self.size -= 1
         self._settled(stream)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from dotflow_server_api.delivery.items import Item, Stats
 from dotflow_server_api.delivery.renumber import Renumbering, run_streams
-from dotflow_server_api.payloads import CREATE_TASK
+from dotflow_server_api.payloads import CREATE_TASK, CREATE_WORKFLOW
 from dotflow_server_api.transport import Outcome, Result
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ class Results:
         outcome = result.outcome
         if outcome is Outcome.DELIVERED:
             self.stats.delivered += item.events
+            if item.request.kind == CREATE_WORKFLOW and result.status == 201 and item.seq >= 0:
+                self._queue.new_workflows.add(item.request.workflow_id)
             if self._ids.delivered(item):
                 stream = self._queue.streams.get((item.request.workflow_id, item.task_key))
                 for queued in stream.pending if stream else ():

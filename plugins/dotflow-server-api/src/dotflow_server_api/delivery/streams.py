@@ -23,6 +23,9 @@ class StreamTable:
         #: Replayed requests not sent yet, and this run's requests held back until then.
         self.unsent_replays = 0
         self._held: list[tuple[int, StreamKey]] = []
+        #: Workflows whose create this delivery sent and the server answered 201: new,
+        #: so no other run's task can refuse one of their writes (see ``final_rider``).
+        self.new_workflows: set[str] = set()
 
     # -- queries -------------------------------------------------------------------
 
@@ -58,6 +61,34 @@ class StreamTable:
             and stream.in_flight.sent_at > moment
             for stream in self.streams.values()
         )
+
+    def final_rider(
+        self, workflow_id: str, batch: list[Item], now: float
+    ) -> tuple[Stream, Item] | None:
+        """The final status that may go last in ``batch``, with its stream; None if it waits.
+
+        A final status waits for its tasks' last requests; in a batch, which the server
+        applies in order, it may go right after them instead, saving the run's last round
+        trip. Only for a workflow this run created (``new_workflows``), whose tasks'
+        requests are all in ``batch``: no other run's task can then refuse one of them
+        (a 409) and send it again after the final status.
+        """
+        state = self.workflows.get(workflow_id)
+        if state is None or state.parked or workflow_id not in self.new_workflows:
+            return None
+        stream = state.stream
+        head = stream.pending[0] if stream.pending and stream.in_flight is None else None
+        if head is None or not head.request.final or head.seq < 0 or head.not_before > now:
+            return None
+        if self.unsent_replays:  # replayed requests go first
+            return None
+        in_batch = {id(member) for member in batch}
+        for task_id in state.busy_tasks:
+            task = self.streams.get((workflow_id, task_id))
+            if task is None or task.pending or id(task.in_flight) not in in_batch:
+                return None
+        state.final_parked = False
+        return stream, head
 
     # -- bookkeeping -------------------------------------------------------------
 
