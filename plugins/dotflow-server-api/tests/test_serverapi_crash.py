@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_api import TOKEN
+from fake_api import TOKEN, Action, FakeAPI
 from serverapi_helpers import free_port
 from stdlib_server import StdlibServer
 
@@ -162,3 +162,51 @@ def test_kill_9_at_random_moments_loses_no_event_older_than_half_a_second(
             lost.append((kill, missing))
     assert checked > KILLS * 10, "the runs were too short to show anything"
     assert lost == [], f"events lost (kill number, tasks): {lost}"
+
+
+SHORT_RUNNER = textwrap.dedent(
+    """
+    import os
+    from dotflow_core import DotFlow, action
+
+    @action
+    def step(initial_context):
+        return {"rows": 1}
+
+    workflow = DotFlow()  # a new workflow: its final status rides in the last batch
+    with open(os.environ["MARKS"], "w") as marks:
+        marks.write(workflow.workflow_id)
+    for _ in range(20):
+        workflow.task.add(step)
+    workflow.start()
+    """
+)
+
+
+@pytest.mark.slow
+def test_kill_9_while_the_batch_with_the_final_status_is_in_flight_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    outbox_dir, marks, script = tmp_path / "outbox", tmp_path / "marks", tmp_path / "runner.py"
+    script.write_text(SHORT_RUNNER)
+    with FakeAPI(token=TOKEN, batch="max-events=1000, max-bytes=6000000") as server:
+        server.script(Action(hang=True, match=r"/events$"))  # never applied, never answered
+        env = environment(server.url, outbox_dir, marks)
+        runner = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
+        try:
+            assert server.wait_for(
+                lambda: any(r.path.endswith("/events") for r in server.requests), timeout=30
+            )
+            time.sleep(DURABLE_AFTER + 0.1)  # every event is older than the durability bound
+        finally:
+            runner.send_signal(signal.SIGKILL)
+            runner.wait(30)
+        (batch,) = [r for r in server.requests if r.path.endswith("/events")]
+        last = batch.json["events"][-1]
+        assert (last["op"], last["body"]["status"]) == ("update_workflow", "Completed")
+        recover("dotflow outbox flush", env, tmp_path)
+        workflow_id = marks.read_text()
+        assert server.delivered_state(workflow_id) == {
+            "status": "Completed",
+            "tasks": dict.fromkeys(range(1, 21), "Completed"),
+        }
