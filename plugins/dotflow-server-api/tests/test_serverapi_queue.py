@@ -298,6 +298,14 @@ def _created_workflow_with_tasks(workflow: str, *, new: bool) -> RequestQueue:
     return queue
 
 
+def _answered_then_next(queue: RequestQueue, *sent: Item) -> Item:
+    """``sent`` are answered for good; the one request that may go next."""
+    for answered in sent:
+        queue.finished(answered)
+    (following,) = drain(queue)
+    return following
+
+
 def test_a_new_workflows_final_status_goes_last_in_the_batch_of_its_tasks(
     workflow: str,
 ) -> None:
@@ -324,10 +332,7 @@ def test_the_final_status_waits_when_the_workflow_existed_before_this_run(
     assert first is not None
     riders = queue.next_batch(first, 0.0, 10)
     assert [r.request.task_id for r in riders] == [2, 3]  # another run's task may refuse one
-    for sent in (first, *riders):
-        queue.finished(sent)
-    (final,) = drain(queue)
-    assert final.request.final
+    assert _answered_then_next(queue, first, *riders).request.final
 
 
 def test_the_final_status_waits_for_a_task_request_the_batch_has_no_room_for(
@@ -340,10 +345,7 @@ def test_the_final_status_waits_for_a_task_request_the_batch_has_no_room_for(
     assert [r.request.task_id for r in riders] == [2]
     (third,) = drain(queue)
     assert third.request.task_id == 3  # the final status still waits for it
-    for sent in (first, *riders, third):
-        queue.finished(sent)
-    (final,) = drain(queue)
-    assert final.request.final
+    assert _answered_then_next(queue, first, *riders, third).request.final
 
 
 def test_the_final_status_waits_for_a_task_request_in_flight_outside_the_batch(
@@ -357,9 +359,7 @@ def test_the_final_status_waits_for_a_task_request_in_flight_outside_the_batch(
     assert first is not None and first.request.task_id == 2
     riders = queue.next_batch(first, 0.0, 10)
     assert [r.request.task_id for r in riders] == [3]  # task 1 is busy elsewhere
-    for sent in (alone, first, *riders):
-        queue.finished(sent)
-    (update,) = drain(queue)
+    update = _answered_then_next(queue, alone, first, *riders)
     assert update.request.task_id == 1
     riders = queue.next_batch(update, 0.0, 10)
     assert [r.request.final for r in riders] == [True]  # now it rides after task 1's update
